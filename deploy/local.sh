@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# The local stack: PostgreSQL, Redis, Tansu (Kafka API) and the three services on
+# loopback, without Docker.
+#
+#   deploy/local.sh up           install what is missing, start what is not running
+#   deploy/local.sh down         stop what `up` started (by pid file)
+#   deploy/local.sh status       show what runs
+#   deploy/local.sh logs [name]  tail logs (waiting-room, activator, reservation, tansu, ...)
+#   deploy/local.sh test         bring dependencies up, run every test suite
+#
+# Configuration: deploy/local.env (variables already in the environment win).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+TANSU_VERSION=0.6.0
+SERVICES=(waiting-room activator reservation)
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+warn() { printf '\033[33mwarning:\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+load_env() {
+  local line key value
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in '' | '#'*) continue ;; esac
+    key=${line%%=*}
+    value=${line#*=}
+    # The environment wins; ${OTHER} references expand against what is set so far.
+    if [ -z "${!key+x}" ]; then
+      eval "export $key=\"$value\""
+    else
+      export "${key?}"
+    fi
+  done <"$ROOT/deploy/local.env"
+  case "$LOCAL_DIR" in /*) ;; *) LOCAL_DIR="$ROOT/$LOCAL_DIR" ;; esac
+  export LOCAL_DIR
+  RUN_DIR="$LOCAL_DIR/run"
+  LOG_DIR="$LOCAL_DIR/logs"
+  mkdir -p "$RUN_DIR" "$LOG_DIR" "$LOCAL_DIR/secrets"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() { # port name seconds
+  local deadline=$((SECONDS + $3))
+  until port_open "$1"; do
+    [ $SECONDS -lt $deadline ] || die "$2 did not start listening on 127.0.0.1:$1 (see $LOG_DIR)"
+    sleep 0.2
+  done
+}
+
+# Alive means running or sleeping: a killed child that nobody reaped yet is a zombie
+# and still answers `kill -0`.
+pid_alive() {
+  local pid state
+  [ -f "$1" ] || return 1
+  pid=$(cat "$1")
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || die "cannot install $* (no apt-get); install it and retry"
+  say "installing $* from the OS packages"
+  if [ -z "${APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# --- PostgreSQL ---------------------------------------------------------------
+postgres_up() {
+  if port_open "$POSTGRES_PORT"; then
+    say "postgresql: using the server on 127.0.0.1:$POSTGRES_PORT"
+    return
+  fi
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    apt_install postgresql
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  local data="$LOCAL_DIR/postgres"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    say "postgresql: initialising $data"
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown postgres: "$data"
+    as_postgres "$bin/initdb" -D "$data" -U postgres --auth=trust >"$LOG_DIR/postgres-init.log"
+  fi
+  say "postgresql: starting on 127.0.0.1:$POSTGRES_PORT"
+  touch "$LOG_DIR/postgres.log"
+  [ "$(id -u)" = 0 ] && chown postgres: "$LOG_DIR/postgres.log"
+  as_postgres "$bin/pg_ctl" -D "$data" -l "$LOG_DIR/postgres.log" -w start \
+    -o "-c listen_addresses=127.0.0.1 -p $POSTGRES_PORT -k /tmp -c max_connections=300" >/dev/null
+  echo "$bin" >"$RUN_DIR/postgres.bin"
+}
+
+postgres_down() {
+  [ -f "$RUN_DIR/postgres.bin" ] || return 0
+  say "postgresql: stopping"
+  as_postgres "$(cat "$RUN_DIR/postgres.bin")/pg_ctl" -D "$LOCAL_DIR/postgres" -m fast -w stop >/dev/null || true
+  rm -f "$RUN_DIR/postgres.bin"
+}
+
+# --- Redis ----------------------------------------------------------------------
+redis_up() {
+  if port_open "$REDIS_PORT"; then
+    say "redis: using the server on 127.0.0.1:$REDIS_PORT"
+    return
+  fi
+  command -v redis-server >/dev/null || apt_install redis-server
+  mkdir -p "$LOCAL_DIR/redis"
+  say "redis: starting on 127.0.0.1:$REDIS_PORT"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" \
+    --dir "$LOCAL_DIR/redis" --pidfile "$RUN_DIR/redis.pid" \
+    --logfile "$LOG_DIR/redis.log" --save "" --appendonly no >/dev/null
+  wait_for_port "$REDIS_PORT" redis 20
+}
+
+# --- Tansu (Kafka API) ----------------------------------------------------------
+tansu_install() {
+  if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    return
+  fi
+  command -v cc >/dev/null || apt_install build-essential
+  say "tansu: building $TANSU_VERSION with cargo install (about 10 minutes on 2 cores, once)"
+  cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore
+}
+
+tansu_up() {
+  if port_open "$KAFKA_PORT"; then
+    say "tansu: a broker already listens on 127.0.0.1:$KAFKA_PORT"
+    return
+  fi
+  tansu_install
+  say "tansu: starting on 127.0.0.1:$KAFKA_PORT (memory storage)"
+  # setsid: the broker outlives this script and is stopped by pid, never by name.
+  setsid tansu broker \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine "memory://tansu/" \
+    >>"$LOG_DIR/tansu.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/tansu.pid"
+  wait_for_port "$KAFKA_PORT" tansu 30
+}
+
+# --- Secrets ----------------------------------------------------------------------
+secrets_up() {
+  if [ -z "${ADMIN_TOKEN:-}" ]; then
+    if [ ! -s "$ADMIN_TOKEN_FILE" ]; then
+      (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$ADMIN_TOKEN_FILE")
+      say "generated a local admin token in $ADMIN_TOKEN_FILE"
+    fi
+    ADMIN_TOKEN=$(cat "$ADMIN_TOKEN_FILE")
+    export ADMIN_TOKEN
+  fi
+  if [ ! -s "$SIGNING_KEY_FILE" ]; then
+    command -v openssl >/dev/null || apt_install openssl
+    (umask 077 && openssl genpkey -algorithm ed25519 -out "$SIGNING_KEY_FILE")
+    say "generated a local ticket signing key in $SIGNING_KEY_FILE"
+  fi
+  if [ ! -s "$TICKET_PUBLIC_KEY_FILE" ] || [ "$SIGNING_KEY_FILE" -nt "$TICKET_PUBLIC_KEY_FILE" ]; then
+    openssl pkey -in "$SIGNING_KEY_FILE" -pubout -out "$TICKET_PUBLIC_KEY_FILE"
+  fi
+}
+
+deps_up() {
+  command -v curl >/dev/null || apt_install curl
+  postgres_up
+  redis_up
+  tansu_up
+  secrets_up
+}
+
+# --- Services ---------------------------------------------------------------------
+build_services() {
+  say "building the services (release)"
+  cargo build --release --bins
+}
+
+service_port() {
+  case "$1" in
+    waiting-room) echo "${WAITING_ROOM_LISTEN##*:}" ;;
+    reservation) echo "${RESERVATION_LISTEN##*:}" ;;
+    activator) echo "${ACTIVATOR_LISTEN##*:}" ;;
+  esac
+}
+
+service_up() {
+  local name=$1 pidfile="$RUN_DIR/$1.pid"
+  if pid_alive "$pidfile"; then
+    say "$name: already running (pid $(cat "$pidfile"))"
+    return
+  fi
+  port_open "$(service_port "$name")" && die "$name: port $(service_port "$name") is taken by another process"
+  say "$name: starting on 127.0.0.1:$(service_port "$name")"
+  # Thousands of SSE streams need file descriptors.
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  setsid "$ROOT/target/release/$name" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+}
+
+wait_ready() {
+  local name=$1 url="http://127.0.0.1:$(service_port "$1")/readyz" deadline=$((SECONDS + 60))
+  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+    pid_alive "$RUN_DIR/$name.pid" || die "$name exited; see $LOG_DIR/$name.log"
+    [ $SECONDS -lt $deadline ] || die "$name is not ready: $(curl -sS "$url" 2>&1 || true)"
+    sleep 0.3
+  done
+  say "$name: ready"
+}
+
+stop_pidfile() { # name pidfile
+  local pidfile=$2 pid
+  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+  pid=$(cat "$pidfile")
+  say "$1: stopping (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    pid_alive "$pidfile" || break
+    sleep 0.1
+  done
+  pid_alive "$pidfile" && kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
+cmd_up() {
+  deps_up
+  build_services
+  say "applying database migrations"
+  "$ROOT/target/release/waiting-room" migrate
+  say "creating Kafka topics"
+  "$ROOT/target/release/waiting-room" create-topics
+  local name
+  for name in "${SERVICES[@]}"; do service_up "$name"; done
+  for name in "${SERVICES[@]}"; do wait_ready "$name"; done
+  cat <<EOF
+
+The waiting room is up.
+  waiting-room  http://$WAITING_ROOM_LISTEN    (fans, admin API)
+  reservation   http://$RESERVATION_LISTEN    (seats, reservations)
+  activator     http://$ACTIVATOR_LISTEN    (health and metrics)
+  postgresql    $DATABASE_URL
+  redis         $REDIS_URL
+  kafka         $KAFKA_BROKERS (tansu; topic $TICKETS_TOPIC, $TICKETS_PARTITIONS partitions)
+  admin token   ${ADMIN_TOKEN_FILE}  (curl -H "Authorization: Bearer \$(cat $ADMIN_TOKEN_FILE)" ...)
+  signing key   $SIGNING_KEY_FILE
+  logs          $LOG_DIR/  (deploy/local.sh logs [service])
+EOF
+}
+
+cmd_down() {
+  local name
+  for name in "${SERVICES[@]}"; do stop_pidfile "$name" "$RUN_DIR/$name.pid"; done
+  stop_pidfile tansu "$RUN_DIR/tansu.pid"
+  if pid_alive "$RUN_DIR/redis.pid"; then stop_pidfile redis "$RUN_DIR/redis.pid"; fi
+  postgres_down
+}
+
+cmd_status() {
+  local name state
+  for name in "${SERVICES[@]}" tansu redis; do
+    if pid_alive "$RUN_DIR/$name.pid"; then state="running (pid $(cat "$RUN_DIR/$name.pid"), started here)"
+    else state="not started here"; fi
+    printf '%-13s %s\n' "$name" "$state"
+  done
+  [ -f "$RUN_DIR/postgres.bin" ] && printf '%-13s %s\n' postgres "started here, data $LOCAL_DIR/postgres"
+  for entry in "postgres:$POSTGRES_PORT" "redis:$REDIS_PORT" "kafka:$KAFKA_PORT" \
+    "waiting-room:$(service_port waiting-room)" "reservation:$(service_port reservation)" \
+    "activator:$(service_port activator)"; do
+    if port_open "${entry#*:}"; then state=listening; else state=closed; fi
+    printf '%-13s 127.0.0.1:%s %s\n' "${entry%%:*}" "${entry#*:}" "$state"
+  done
+}
+
+cmd_logs() {
+  if [ $# -gt 0 ]; then tail -n 100 -F "$LOG_DIR/$1.log"; else tail -n 20 -F "$LOG_DIR"/*.log; fi
+}
+
+cmd_test() {
+  local started=$SECONDS
+  deps_up
+  say "cargo fmt --check"
+  cargo fmt --all -- --check
+  say "cargo clippy"
+  cargo clippy --workspace --all-targets -- -D warnings
+  say "cargo test (unit and integration, against the real services)"
+  cargo test --workspace
+  say "all test suites passed in $((SECONDS - started)) s"
+}
+
+load_env
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  logs) shift; cmd_logs "$@" ;;
+  test) cmd_test ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,23 @@
+//! The reservation's operational surface against the real PostgreSQL, Redis and Kafka.
+
+use reservation::ReservationConfig;
+use waiting_room::testing::{self, RunningService, TestEnv};
+
+#[tokio::test]
+async fn health_readiness_metrics_and_json_fallback() {
+    let env = TestEnv::new().await;
+    let config = ReservationConfig {
+        common: env.common.clone(),
+        listen: testing::any_port(),
+    };
+    let service = RunningService::start(|shutdown| reservation::build(config, shutdown)).await;
+    testing::assert_operational_endpoints(&service, &["postgres", "redis", "kafka"]).await;
+    service.stop().await.expect("clean shutdown");
+}
+
+#[test]
+fn help_documents_every_setting() {
+    let mut variables = testing::COMMON_VARIABLES.to_vec();
+    variables.extend(["RESERVATION_LISTEN"]);
+    testing::assert_help_documents(env!("CARGO_BIN_EXE_reservation"), &variables);
+}

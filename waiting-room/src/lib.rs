@@ -1,0 +1,22 @@
+//! The waiting room's shared contract and its entry API service.
+//!
+//! All three services (waiting-room, activator, reservation) link this library so that
+//! there is exactly one definition of everything they must agree on: configuration,
+//! Kafka client settings, the Redis key schema, the database schema (migrations), and the
+//! operational HTTP surface every service exposes (`/healthz`, `/readyz`, `/metrics`).
+//! The waiting-room service's own HTTP API lives in [`app`].
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod kafka;
+pub mod observability;
+pub mod ops;
+pub mod readiness;
+pub mod redis_keys;
+pub mod redis_store;
+pub mod shutdown;
+
+#[cfg(feature = "test-support")]
+pub mod testing;

@@ -1,0 +1,57 @@
+//! The `waiting-room` binary: serves the entry API, or runs a one-off set-up task
+//! (database migrations, Kafka topics) for deployment scripts.
+
+use clap::{Parser, Subcommand};
+use waiting_room::app::{self, WaitingRoomConfig};
+use waiting_room::{db, kafka, observability, shutdown};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "waiting-room",
+    version,
+    about = "Queue-token waiting room: entry API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    config: WaitingRoomConfig,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Create the database if missing and apply pending migrations, then exit.
+    Migrate,
+    /// Create the tickets, dead-letter and reservation-events topics if missing, then exit.
+    CreateTopics,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let common = &cli.config.common;
+    observability::init_tracing(common.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            observability::prometheus();
+            let shutdown = shutdown::on_signals();
+            app::build(cli.config, shutdown).await?.run().await
+        }
+        Command::Migrate => db::migrate(&common.database_url).await,
+        Command::CreateTopics => {
+            let partitions = common.tickets_partitions;
+            kafka::ensure_topics(
+                &common.kafka_brokers,
+                &[
+                    (common.tickets_topic.as_str(), partitions),
+                    (common.tickets_dlq_topic.as_str(), 1),
+                    (common.reservations_topic.as_str(), partitions),
+                ],
+            )
+            .await
+        }
+    }
+}
