@@ -19,7 +19,6 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     observability::init_tracing(cli.config.common.log_format);
-    observability::prometheus();
     let shutdown = shutdown::on_signals();
     activator::build(cli.config, shutdown).await?.run().await
 }

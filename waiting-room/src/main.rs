@@ -36,7 +36,6 @@ async fn main() -> anyhow::Result<()> {
     observability::init_tracing(common.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            observability::prometheus();
             let shutdown = shutdown::on_signals();
             app::build(cli.config, shutdown).await?.run().await
         }

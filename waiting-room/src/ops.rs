@@ -20,6 +20,8 @@ use crate::readiness::Readiness;
 /// Adds the operational routes, JSON fallbacks and request tracking to a service's
 /// router. Call last, after the service's own routes are in place.
 pub fn finish(router: Router, readiness: Readiness) -> Router {
+    // Install the recorder before the first request is tracked, whoever builds the router.
+    observability::prometheus();
     let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

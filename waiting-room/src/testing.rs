@@ -246,7 +246,6 @@ pub fn any_port() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().expect("valid socket address")
 }
 
-
 /// Checks the operational surface every service shares against a running service:
 /// `/healthz` 200, `/readyz` 200 with every named dependency ok, `/metrics` counting
 /// requests by route template and status, and JSON errors for unknown routes.
