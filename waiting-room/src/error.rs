@@ -5,6 +5,7 @@
 //! [`ApiError`]; the mapping to status codes and codes lives in [`ApiError::status`] and
 //! [`ApiError::code`] only.
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -30,6 +31,8 @@ pub enum ApiError {
     EventClosed(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("no free partition: all {partitions} partitions of the tickets topic have events; name a partition to share one")]
+    NoFreePartition { partitions: i32 },
     #[error("seats are not available: {}", seat_ids.join(", "))]
     SeatsUnavailable { seat_ids: Vec<String> },
     #[error("this ticket already holds a reservation")]
@@ -73,6 +76,7 @@ impl ApiError {
             }
             Self::EventClosed(_)
             | Self::Conflict(_)
+            | Self::NoFreePartition { .. }
             | Self::SeatsUnavailable { .. }
             | Self::ReservationExists { .. } => StatusCode::CONFLICT,
             Self::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -98,6 +102,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::EventClosed(_) => "event_closed",
             Self::Conflict(_) => "conflict",
+            Self::NoFreePartition { .. } => "no_free_partition",
             Self::SeatsUnavailable { .. } => "seats_unavailable",
             Self::ReservationExists { .. } => "reservation_exists",
             Self::InvalidRequest(_) => "invalid_request",
@@ -197,6 +202,41 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
         Ok(Self(value))
+    }
+}
+
+/// An optional JSON body: an empty body is `None`. Same rejections as [`ApiJson`].
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::InvalidRequest(rejection.body_text())
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        serde_json::from_slice(&bytes)
+            .map(|value| Self(Some(value)))
+            .map_err(|error| {
+                if error.is_data() {
+                    ApiError::InvalidRequest(error.to_string())
+                } else {
+                    ApiError::MalformedJson(error.to_string())
+                }
+            })
     }
 }
 

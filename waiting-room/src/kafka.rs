@@ -8,8 +8,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
 
 /// Settings for a producer whose acknowledgements mean the record is durable:
 /// idempotent (no duplicates on retry, order kept per partition) and `acks=all`.
@@ -119,4 +120,125 @@ pub async fn delete_topics(brokers: &str, topics: &[&str]) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// How long produces must keep failing before the producer is suspected stuck.
+const REBUILD_AFTER: Duration = Duration::from_secs(3);
+
+/// An idempotent producer that replaces itself when it is stuck.
+///
+/// librdkafka's idempotent producer keeps its producer id and sequence numbers across
+/// reconnects. A broker that lost its state (Tansu's memory engine after a restart, or a
+/// cluster rebuilt from scratch) can leave it timing out every produce forever without
+/// reporting a fatal error. When produces have failed for [`REBUILD_AFTER`] while the
+/// broker answers metadata requests, the client is replaced by a fresh one.
+pub struct DurableProducer {
+    config: ClientConfig,
+    current: std::sync::RwLock<std::sync::Arc<FutureProducer>>,
+    failing_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl DurableProducer {
+    pub fn new(config: ClientConfig) -> Result<Self, KafkaError> {
+        let producer = config.create()?;
+        Ok(Self {
+            config,
+            current: std::sync::RwLock::new(std::sync::Arc::new(producer)),
+            failing_since: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn producer(&self) -> std::sync::Arc<FutureProducer> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Sends one record and waits up to `timeout` for the broker's acknowledgement.
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Acknowledged, String> {
+        let producer = self.producer();
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        let delivery = producer.send(record, Timeout::After(timeout));
+        // librdkafka's own timeout covers queueing; this bounds the wait whatever happens.
+        let result =
+            match tokio::time::timeout(timeout + Duration::from_millis(500), delivery).await {
+                Err(_) => Err("no acknowledgement in time".to_owned()),
+                Ok(Err((error, _))) => Err(error.to_string()),
+                Ok(Ok(delivery)) => Ok(Acknowledged {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
+            };
+        match &result {
+            Ok(_) => {
+                *self
+                    .failing_since
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = None
+            }
+            Err(_) => self.after_failure(producer).await,
+        }
+        result
+    }
+
+    async fn after_failure(&self, failed: std::sync::Arc<FutureProducer>) {
+        let now = std::time::Instant::now();
+        let since = *self
+            .failing_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_or_insert(now);
+        if now.duration_since(since) < REBUILD_AFTER {
+            return;
+        }
+        let probe = failed.clone();
+        let broker_answers = tokio::task::spawn_blocking(move || {
+            probe
+                .client()
+                .fetch_metadata(None, Duration::from_secs(1))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if !broker_answers {
+            return;
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                let mut current = self
+                    .current
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                // Another request may have replaced it already.
+                if std::sync::Arc::ptr_eq(&current, &failed) {
+                    *current = std::sync::Arc::new(fresh);
+                    tracing::warn!("producer kept failing while the broker answers; replaced it");
+                    metrics::counter!("kafka_producer_rebuilds_total").increment(1);
+                }
+                *self
+                    .failing_since
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+            }
+            Err(error) => tracing::error!(%error, "cannot create a replacement producer"),
+        }
+    }
 }

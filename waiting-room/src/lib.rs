@@ -7,16 +7,23 @@
 //! The waiting-room service's own HTTP API lives in [`app`].
 
 pub mod app;
+pub mod bearer;
+pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod kafka;
+pub mod live_catalog;
 pub mod observability;
 pub mod ops;
+pub mod queue;
 pub mod readiness;
 pub mod redis_keys;
 pub mod redis_store;
 pub mod shutdown;
+pub mod ticket_record;
+pub mod ticket_store;
+pub mod token;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

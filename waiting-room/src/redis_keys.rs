@@ -3,6 +3,19 @@
 //! Every key starts with the deployment's prefix (`REDIS_KEY_PREFIX`), so several
 //! deployments or test runs can share one Redis. Per-queue keys embed the Kafka
 //! partition number, which is the queue's identity.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `{p}:q:{partition}:serving` | string | serving counter: next queue number not yet reached |
+//! | `{p}:q:{partition}:issued` | string | highest queue number issued |
+//! | `{p}:q:{partition}:active` | sorted set | active ticket ids scored by `active_until` (ms) |
+//! | `{p}:q:{partition}:stats` | hash | activated / abandoned / dead-lettered counters |
+//! | `{p}:t:{ticket_id}` | hash | `seen` (ms), `state`, `active_until` (ms) |
+//! | `{p}:u:{event_id}:{user_id}` | string | the user's ticket token for the event (or a pending claim) |
+//! | `{p}:e:{event_id}:stats` | hash | joined / activated / abandoned per event |
+//! | `{p}:serving` | pub/sub channel | serving counter announcements |
+
+use uuid::Uuid;
 
 /// Builds the keys of one deployment.
 #[derive(Debug, Clone)]
@@ -25,6 +38,38 @@ impl RedisKeys {
     pub fn all_keys_pattern(&self) -> String {
         format!("{}:*", self.prefix)
     }
+
+    pub fn serving(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:serving", self.prefix)
+    }
+
+    pub fn issued(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:issued", self.prefix)
+    }
+
+    pub fn active_set(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:active", self.prefix)
+    }
+
+    pub fn queue_stats(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:stats", self.prefix)
+    }
+
+    pub fn ticket(&self, ticket_id: Uuid) -> String {
+        format!("{}:t:{ticket_id}", self.prefix)
+    }
+
+    pub fn user_ticket(&self, event_id: &str, user_id: &str) -> String {
+        format!("{}:u:{event_id}:{user_id}", self.prefix)
+    }
+
+    pub fn event_stats(&self, event_id: &str) -> String {
+        format!("{}:e:{event_id}:stats", self.prefix)
+    }
+
+    pub fn serving_channel(&self) -> String {
+        format!("{}:serving", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -34,7 +79,20 @@ mod tests {
     #[test]
     fn every_key_is_under_the_prefix() {
         let keys = RedisKeys::new("test-1");
+        let ticket = Uuid::nil();
+        for key in [
+            keys.serving(3),
+            keys.issued(3),
+            keys.active_set(3),
+            keys.queue_stats(3),
+            keys.ticket(ticket),
+            keys.user_ticket("e", "u"),
+            keys.event_stats("e"),
+            keys.serving_channel(),
+        ] {
+            assert!(key.starts_with("test-1:"), "{key}");
+        }
+        assert_eq!(keys.serving(3), "test-1:q:3:serving");
         assert_eq!(keys.all_keys_pattern(), "test-1:*");
-        assert_eq!(keys.prefix(), "test-1");
     }
 }

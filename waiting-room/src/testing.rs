@@ -8,9 +8,13 @@
 //! saying how to start it; nothing is skipped silently.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::SigningKey;
 use redis::aio::ConnectionManager;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -18,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::app::WaitingRoomConfig;
 use crate::config::CommonConfig;
 use crate::kafka;
 use crate::ops::HttpServer;
@@ -31,12 +36,22 @@ struct EnvironmentConfig {
     common: CommonConfig,
 }
 
+#[derive(Debug, Parser)]
+struct WaitingRoomEnvironment {
+    #[command(flatten)]
+    config: WaitingRoomConfig,
+}
+
 /// One test's private slice of the real services.
 pub struct TestEnv {
     /// Configuration pointing at this test's database, key prefix and topics.
     pub common: CommonConfig,
     pub postgres: PgPool,
     pub redis: ConnectionManager,
+    /// The key this test's waiting-room signs tickets with.
+    pub signing_key: SigningKey,
+    pub signing_key_file: PathBuf,
+    pub admin_token: String,
     server_url: String,
     database_name: String,
 }
@@ -111,13 +126,41 @@ impl TestEnv {
             )
         });
 
+        let signing_key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let signing_key_file = std::env::temp_dir().join(format!("wr-test-{unique}.pem"));
+        let pem = signing_key
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("encode the signing key");
+        std::fs::write(&signing_key_file, pem.as_bytes()).expect("write the signing key");
+
         Self {
             common,
             postgres,
             redis,
+            signing_key,
+            signing_key_file,
+            admin_token: format!("admin-{unique}"),
             server_url,
             database_name,
         }
+    }
+
+    /// The waiting-room's configuration for this environment: defaults, this test's
+    /// database, prefix, topics and keys, and a port-0 listener.
+    pub fn waiting_room_config(&self) -> WaitingRoomConfig {
+        let mut config = WaitingRoomEnvironment::parse_from(["test"]).config;
+        config.common = self.common.clone();
+        config.listen = any_port();
+        config.admin_token = Some(self.admin_token.clone());
+        config.signing_key_file = Some(self.signing_key_file.clone());
+        config.previous_public_key_files = Vec::new();
+        config.join_rate_limit_per_second = 0.0;
+        config
+    }
+
+    /// Starts a waiting-room with `config`.
+    pub async fn start_waiting_room(&self, config: WaitingRoomConfig) -> RunningService {
+        RunningService::start(|shutdown| crate::app::build(config, shutdown)).await
     }
 
     pub fn redis_keys(&self) -> RedisKeys {
@@ -129,6 +172,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         // Clean-up needs its own runtime: Drop cannot await, and the test's runtime may be
         // shutting down.
+        let _ = std::fs::remove_file(&self.signing_key_file);
         let server_url = self.server_url.clone();
         let database_name = self.database_name.clone();
         let common = self.common.clone();
@@ -333,6 +377,171 @@ pub const COMMON_VARIABLES: &[&str] = &[
     "LOG_FORMAT",
     "SHUTDOWN_GRACE_SECONDS",
 ];
+
+/// Admin and fan calls against a running waiting-room, for tests.
+pub struct WaitingRoomClient<'a> {
+    pub service: &'a RunningService,
+    pub admin_token: &'a str,
+    pub http: reqwest::Client,
+}
+
+impl<'a> WaitingRoomClient<'a> {
+    pub fn new(service: &'a RunningService, env: &'a TestEnv) -> Self {
+        Self {
+            service,
+            admin_token: &env.admin_token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `PUT /admin/events/{event_id}`; panics unless it succeeds.
+    pub async fn put_event(&self, event_id: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .http
+            .put(self.service.url(&format!("/admin/events/{event_id}")))
+            .bearer_auth(self.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT /admin/events");
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("JSON body");
+        assert!(
+            status.is_success(),
+            "PUT /admin/events/{event_id}: {status} {body}"
+        );
+        body
+    }
+
+    /// `POST /v1/events/{event_id}/tickets` with an optional user id.
+    pub async fn join(&self, event_id: &str, user_id: Option<&str>) -> reqwest::Response {
+        let request = self
+            .http
+            .post(self.service.url(&format!("/v1/events/{event_id}/tickets")));
+        let request = match user_id {
+            Some(user_id) => request.json(&serde_json::json!({ "user_id": user_id })),
+            None => request,
+        };
+        request.send().await.expect("POST join")
+    }
+
+    /// Joins and returns the ticket; panics unless the join succeeds.
+    pub async fn join_ok(&self, event_id: &str, user_id: Option<&str>) -> serde_json::Value {
+        let response = self.join(event_id, user_id).await;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("JSON body");
+        assert!(status.is_success(), "join {event_id}: {status} {body}");
+        body
+    }
+
+    /// `GET /v1/tickets/{token}`.
+    pub async fn status(&self, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.service.url(&format!("/v1/tickets/{token}")))
+            .send()
+            .await
+            .expect("GET status")
+    }
+}
+
+/// Reads the record at `partition`/`offset` of `topic`, if it arrives within 10 s.
+pub async fn read_record(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Option<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: StreamConsumer =
+        kafka::consumer_config(brokers, &format!("test-reader-{}", Uuid::new_v4()))
+            .create()
+            .expect("create a consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .expect("assignment");
+    consumer.assign(&assignment).expect("assign");
+    let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+        .await
+        .ok()?
+        .ok()?;
+    Some(message.detach())
+}
+
+/// A Tansu broker of the test's own on a free port, for tests that stop the broker.
+pub struct PrivateBroker {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateBroker {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        let mut broker = Self { port, child: None };
+        broker.restart().await;
+        broker
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port; the memory engine starts empty.
+    pub async fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = std::process::Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot run tansu ({error}); {HOW_TO_START}"));
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("private tansu did not listen on port {}", self.port);
+    }
+
+    /// Kills the broker and waits until its port is closed.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

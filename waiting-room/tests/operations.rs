@@ -1,19 +1,11 @@
 //! The waiting-room's operational surface against the real PostgreSQL, Redis and Kafka.
 
-use waiting_room::app::{self, WaitingRoomConfig};
-use waiting_room::testing::{self, RunningService, TestEnv};
-
-fn config(env: &TestEnv) -> WaitingRoomConfig {
-    WaitingRoomConfig {
-        common: env.common.clone(),
-        listen: testing::any_port(),
-    }
-}
+use waiting_room::testing::{self, TestEnv};
 
 #[tokio::test]
 async fn health_readiness_metrics_and_json_fallback() {
     let env = TestEnv::new().await;
-    let service = RunningService::start(|shutdown| app::build(config(&env), shutdown)).await;
+    let service = env.start_waiting_room(env.waiting_room_config()).await;
     testing::assert_operational_endpoints(&service, &["postgres", "redis", "kafka"]).await;
     service.stop().await.expect("clean shutdown");
 }
@@ -21,11 +13,11 @@ async fn health_readiness_metrics_and_json_fallback() {
 #[tokio::test]
 async fn readiness_names_each_unreachable_dependency() {
     let env = TestEnv::new().await;
-    let mut config = config(&env);
+    let mut config = env.waiting_room_config();
     // Nothing listens on port 1: both checks must fail and be named.
     config.common.kafka_brokers = "127.0.0.1:1".into();
     config.common.database_url = "postgres://postgres@127.0.0.1:1/nothing".into();
-    let service = RunningService::start(|shutdown| app::build(config, shutdown)).await;
+    let service = env.start_waiting_room(config).await;
     let response = reqwest::get(service.url("/readyz"))
         .await
         .expect("GET /readyz");
@@ -46,9 +38,9 @@ async fn readiness_names_each_unreachable_dependency() {
 #[tokio::test]
 async fn readiness_fails_when_the_topic_does_not_exist() {
     let env = TestEnv::new().await;
-    let mut config = config(&env);
+    let mut config = env.waiting_room_config();
     config.common.tickets_topic = format!("{}.missing", env.common.tickets_topic);
-    let service = RunningService::start(|shutdown| app::build(config, shutdown)).await;
+    let service = env.start_waiting_room(config).await;
     let response = reqwest::get(service.url("/readyz"))
         .await
         .expect("GET /readyz");
@@ -61,7 +53,7 @@ async fn readiness_fails_when_the_topic_does_not_exist() {
 #[tokio::test]
 async fn shutdown_stops_accepting_connections() {
     let env = TestEnv::new().await;
-    let service = RunningService::start(|shutdown| app::build(config(&env), shutdown)).await;
+    let service = env.start_waiting_room(env.waiting_room_config()).await;
     let url = service.url("/healthz");
     assert_eq!(
         reqwest::get(&url).await.expect("GET /healthz").status(),
@@ -77,6 +69,20 @@ async fn shutdown_stops_accepting_connections() {
 #[test]
 fn help_documents_every_setting() {
     let mut variables = testing::COMMON_VARIABLES.to_vec();
-    variables.push("WAITING_ROOM_LISTEN");
+    variables.extend([
+        "WAITING_ROOM_LISTEN",
+        "ADMIN_TOKEN",
+        "SIGNING_KEY_FILE",
+        "PREVIOUS_PUBLIC_KEY_FILES",
+        "TICKET_TTL_SECONDS",
+        "PARTITION_MODE",
+        "MAX_BODY_BYTES",
+        "JOIN_RATE_LIMIT_PER_SECOND",
+        "JOIN_RATE_LIMIT_BURST",
+        "TRUST_FORWARDED_FOR",
+        "PRODUCE_TIMEOUT_MS",
+        "PRODUCER_LINGER_MS",
+        "QUEUE_RETRY_AFTER_SECONDS",
+    ]);
     testing::assert_help_documents(env!("CARGO_BIN_EXE_waiting-room"), &variables);
 }

@@ -1,8 +1,9 @@
 //! The waiting-room service's settings (flags with environment-variable equivalents).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::config::CommonConfig;
 
@@ -14,4 +15,71 @@ pub struct WaitingRoomConfig {
     /// Address the fan and admin API listens on.
     #[arg(long, env = "WAITING_ROOM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Bearer token required on every /admin route. Required to serve.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Ed25519 private key (PKCS#8 PEM) that signs ticket tokens. Required to serve.
+    #[arg(long, env = "SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// Public keys (SPKI PEM) of rotated-out signing keys, comma separated: still listed
+    /// in the JWKS and still accepted, so tickets they signed stay valid.
+    #[arg(long, env = "PREVIOUS_PUBLIC_KEY_FILES", value_delimiter = ',')]
+    pub previous_public_key_files: Vec<PathBuf>,
+
+    /// How long a ticket token is valid, in seconds.
+    #[arg(long, env = "TICKET_TTL_SECONDS", default_value_t = 86_400)]
+    pub ticket_ttl_seconds: u64,
+
+    /// Where new events' queues go when the admin names no partition: `global` (every
+    /// event on partition 0) or `per-event` (each new event gets a free partition).
+    #[arg(long, env = "PARTITION_MODE", value_enum, default_value_t = PartitionMode::PerEvent)]
+    pub partition_mode: PartitionMode,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Joins per second allowed per client IP (token bucket); 0 turns limiting off.
+    #[arg(long, env = "JOIN_RATE_LIMIT_PER_SECOND", default_value_t = 0.0)]
+    pub join_rate_limit_per_second: f64,
+
+    /// Burst size of the per-IP join limit.
+    #[arg(long, env = "JOIN_RATE_LIMIT_BURST", default_value_t = 20)]
+    pub join_rate_limit_burst: u32,
+
+    /// Take the client IP from the first X-Forwarded-For entry (only behind a trusted
+    /// load balancer).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+
+    /// How long a join waits for the broker's acknowledgement before answering 503.
+    #[arg(long, env = "PRODUCE_TIMEOUT_MS", default_value_t = 2_000)]
+    pub produce_timeout_ms: u64,
+
+    /// Producer batching delay: joins arriving within it share one broker round trip.
+    #[arg(long, env = "PRODUCER_LINGER_MS", default_value_t = 2)]
+    pub producer_linger_ms: u32,
+
+    /// `Retry-After` sent with 503 `queue_unavailable`, in seconds.
+    #[arg(long, env = "QUEUE_RETRY_AFTER_SECONDS", default_value_t = 2)]
+    pub queue_retry_after_seconds: u64,
+}
+
+/// The default partition mapping for new events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PartitionMode {
+    Global,
+    PerEvent,
+}
+
+impl PartitionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Global => "global",
+            Self::PerEvent => "per-event",
+        }
+    }
 }

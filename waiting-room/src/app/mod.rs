@@ -4,18 +4,33 @@
 //! integration tests both start the service through it, so tests run exactly what
 //! production runs (on a port-0 listener).
 
+mod admin;
 mod config;
+mod join;
+mod rate_limit;
+mod state;
+mod stats;
+mod status;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::{middleware, Router};
 use tokio_util::sync::CancellationToken;
 
-pub use config::WaitingRoomConfig;
+pub use config::{PartitionMode, WaitingRoomConfig};
 
+use self::rate_limit::RateLimiter;
+use self::state::{AppState, Keys, SharedState};
+use crate::live_catalog::LiveCatalog;
 use crate::ops::{self, HttpServer};
 use crate::readiness::Readiness;
-use crate::{db, redis_store};
+use crate::redis_keys::RedisKeys;
+use crate::ticket_store::TicketStore;
+use crate::{db, error, redis_store};
 
 /// Connects to the dependencies and binds the listener; run the result to serve.
 pub async fn build(
@@ -23,10 +38,72 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<HttpServer> {
     let common = &config.common;
+    let admin_token = config
+        .admin_token
+        .clone()
+        .filter(|token| !token.is_empty())
+        .context("ADMIN_TOKEN (--admin-token) is required to serve")?;
+    let Keys { signer, verifier } = Keys::load(&config)?;
     let postgres = db::connect_lazy(&common.database_url, common.database_max_connections)?;
     let redis = redis_store::connect(&common.redis_url, &shutdown).await?;
-    let readiness = Readiness::all(common, postgres, redis, vec![common.tickets_topic.clone()])?;
-    let router = ops::finish(Router::new(), readiness);
+    let readiness = Readiness::all(
+        common,
+        postgres.clone(),
+        redis.clone(),
+        vec![common.tickets_topic.clone()],
+    )?;
+    let state = Arc::new(AppState {
+        catalog: LiveCatalog::start(postgres.clone(), shutdown.clone()).await,
+        tickets: TicketStore::new(
+            redis.clone(),
+            RedisKeys::new(common.redis_key_prefix.clone()),
+        ),
+        producer: state::producer(&config)?,
+        postgres,
+        redis,
+        signer,
+        verifier,
+        admin_token,
+        rate_limiter: RateLimiter::new(
+            config.join_rate_limit_per_second,
+            config.join_rate_limit_burst,
+        ),
+        tickets_topic: common.tickets_topic.clone(),
+        partitions: common.tickets_partitions,
+        partition_mode: config.partition_mode,
+        ticket_ttl_seconds: i64::try_from(config.ticket_ttl_seconds)
+            .context("TICKET_TTL_SECONDS is too large")?,
+        produce_timeout: Duration::from_millis(config.produce_timeout_ms),
+        retry_after_seconds: config.queue_retry_after_seconds,
+        trust_forwarded_for: config.trust_forwarded_for,
+    });
+    let router = ops::finish(
+        routes(state).layer(DefaultBodyLimit::max(config.max_body_bytes)),
+        readiness,
+    );
     let grace = Duration::from_secs(common.shutdown_grace_seconds);
     HttpServer::bind(config.listen, router, shutdown, grace).await
+}
+
+fn routes(state: SharedState) -> Router {
+    let admin = Router::new()
+        .route(
+            "/events/{event_id}",
+            get(admin::get_event).put(admin::put_event),
+        )
+        .route("/partitions", get(admin::list_partitions))
+        .route("/partitions/{partition}", put(admin::put_partition))
+        .fallback(error::route_not_found)
+        // A layer, not a route layer: unknown admin paths are refused without credentials too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin,
+        ));
+    Router::new()
+        .route("/v1/events/{event_id}/tickets", post(join::join))
+        .route("/v1/tickets/me", get(status::me))
+        .route("/v1/tickets/{token}", get(status::by_path))
+        .route("/.well-known/jwks.json", get(status::jwks))
+        .nest("/admin", admin)
+        .with_state(state)
 }

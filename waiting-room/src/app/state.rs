@@ -1,0 +1,90 @@
+//! What every waiting-room handler shares: configuration, the live catalog, the ticket
+//! store, the Kafka producer and the token keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use super::config::{PartitionMode, WaitingRoomConfig};
+use super::rate_limit::RateLimiter;
+use crate::error::ApiError;
+use crate::kafka::{self, DurableProducer};
+use crate::live_catalog::LiveCatalog;
+use crate::ticket_store::TicketStore;
+use crate::token::{TicketSigner, TicketVerifier};
+
+pub type SharedState = Arc<AppState>;
+
+pub struct AppState {
+    pub postgres: PgPool,
+    pub redis: ConnectionManager,
+    pub catalog: LiveCatalog,
+    pub tickets: TicketStore,
+    pub producer: DurableProducer,
+    pub signer: TicketSigner,
+    pub verifier: TicketVerifier,
+    pub admin_token: String,
+    pub rate_limiter: Option<RateLimiter>,
+    pub tickets_topic: String,
+    pub partitions: i32,
+    pub partition_mode: PartitionMode,
+    pub ticket_ttl_seconds: i64,
+    pub produce_timeout: Duration,
+    pub retry_after_seconds: u64,
+    pub trust_forwarded_for: bool,
+}
+
+impl AppState {
+    /// Redis did not answer: the fan should retry shortly; nothing was half-done that
+    /// a retry cannot repeat.
+    pub fn store_unavailable(&self, error: redis::RedisError) -> ApiError {
+        tracing::warn!(%error, "redis request failed");
+        ApiError::ServiceUnavailable {
+            message: "the ticket store is unavailable".into(),
+            retry_after_seconds: self.retry_after_seconds,
+        }
+    }
+}
+
+/// The signing key, the verifier (current plus rotated-out keys) and the producer,
+/// from configuration.
+pub struct Keys {
+    pub signer: TicketSigner,
+    pub verifier: TicketVerifier,
+}
+
+impl Keys {
+    pub fn load(config: &WaitingRoomConfig) -> anyhow::Result<Self> {
+        let path = config
+            .signing_key_file
+            .as_ref()
+            .context("SIGNING_KEY_FILE (--signing-key-file) is required to serve")?;
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the signing key {}", path.display()))?;
+        let signer = TicketSigner::from_pkcs8_pem(&pem)?;
+        let previous = config
+            .previous_public_key_files
+            .iter()
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the public key {}", path.display()))
+            })
+            .collect::<anyhow::Result<Vec<String>>>()?;
+        let mut verifier = TicketVerifier::from_public_pems(previous.iter().map(String::as_str))?;
+        verifier = TicketVerifier::new(verifier.keys().chain([signer.verifying_key()]));
+        Ok(Self { signer, verifier })
+    }
+}
+
+pub fn producer(config: &WaitingRoomConfig) -> anyhow::Result<DurableProducer> {
+    let timeout = Duration::from_millis(config.produce_timeout_ms);
+    let client_config = kafka::producer_config(
+        &config.common.kafka_brokers,
+        config.producer_linger_ms,
+        timeout,
+    );
+    Ok(DurableProducer::new(client_config)?)
+}

@@ -1,0 +1,59 @@
+//! Live statistics of an event and its queue, read from Redis in one pipeline.
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::state::SharedState;
+use crate::catalog::{EventConfig, QueueConfig};
+use crate::error::ApiError;
+use crate::queue;
+
+/// Event counters, serving counter, highest issued number, active tickets.
+type StatsReply = (Vec<(String, i64)>, Option<i64>, Option<i64>, i64);
+
+pub async fn event_stats(
+    state: &SharedState,
+    event: &EventConfig,
+    queue_config: &QueueConfig,
+) -> Result<Value, ApiError> {
+    let keys = state.tickets.keys();
+    let partition = event.partition;
+    let now_ms = Utc::now().timestamp_millis();
+    let (event_counters, serving, issued, active): StatsReply = redis::pipe()
+        .hgetall(keys.event_stats(event.event_id.as_str()))
+        .get(keys.serving(partition))
+        .get(keys.issued(partition))
+        .zcount(keys.active_set(partition), format!("({now_ms}"), "+inf")
+        .query_async(&mut state.redis.clone())
+        .await
+        .map_err(|error| state.store_unavailable(error))?;
+    let counter = |name: &str| {
+        event_counters
+            .iter()
+            .find(|(field, _)| field == name)
+            .map_or(0, |(_, value)| *value)
+    };
+    let serving = serving.unwrap_or(0);
+    // Tickets issued but not yet reached in this event's queue (shared by every event on it).
+    let waiting = issued.map_or(0, |issued| (issued + 1 - serving).max(0));
+    let rate = queue::policy_rate_per_second(&queue_config.activation);
+    let drain = queue::estimated_wait_seconds(
+        waiting - 1,
+        queue_config.mode,
+        &queue_config.activation,
+        Some(rate),
+    )
+    .filter(|_| waiting > 0)
+    .or(Some(0).filter(|_| waiting == 0));
+    Ok(json!({
+        "joined": counter("joined"),
+        "waiting": waiting,
+        "serving_number": serving,
+        "active": active,
+        "activated": counter("activated"),
+        "abandoned": counter("abandoned"),
+        "reserved": counter("reserved"),
+        "rate_per_second": rate,
+        "estimated_drain_seconds": drain,
+    }))
+}

@@ -1,0 +1,142 @@
+//! "Where am I": `GET /v1/tickets/{token}`, `GET /v1/tickets/me` (Bearer), and the
+//! public keys that verify tickets (`GET /.well-known/jwks.json`).
+//!
+//! A status read verifies the token, then costs one Redis round trip (the queue's
+//! serving counter and the ticket's state together, refreshing "last seen").
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::state::SharedState;
+use crate::bearer::bearer_token;
+use crate::error::ApiError;
+use crate::queue;
+use crate::ticket_store::TicketState;
+use crate::token::TicketClaims;
+
+/// A ticket as the fan sees it (the join response carries the token and URLs too).
+#[derive(Debug, Serialize)]
+pub struct TicketStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub ticket_id: Uuid,
+    pub event_id: String,
+    pub partition: i32,
+    pub state: &'static str,
+    pub queue_number: i64,
+    pub serving_number: i64,
+    pub position: i64,
+    pub estimated_wait_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_until: Option<DateTime<Utc>>,
+    pub status_url: String,
+    pub events_url: String,
+}
+
+impl TicketStatus {
+    fn new(
+        state: &SharedState,
+        claims: &TicketClaims,
+        token: &str,
+        serving: i64,
+        ticket_state: TicketState,
+    ) -> Self {
+        let waiting = ticket_state == TicketState::Waiting;
+        let position = if waiting {
+            queue::tickets_ahead(claims.queue_number, serving)
+        } else {
+            0
+        };
+        let estimated_wait_seconds = if waiting {
+            let queue = state.catalog.current().queue(claims.partition);
+            queue::estimated_wait_seconds(position, queue.mode, &queue.activation, None)
+        } else {
+            Some(0)
+        };
+        let active_until = match ticket_state {
+            TicketState::Active { active_until_ms } => {
+                DateTime::from_timestamp_millis(active_until_ms)
+            }
+            _ => None,
+        };
+        Self {
+            token: None,
+            ticket_id: claims.ticket_id,
+            event_id: claims.event_id.clone(),
+            partition: claims.partition,
+            state: ticket_state.as_str(),
+            queue_number: claims.queue_number,
+            serving_number: serving,
+            position,
+            estimated_wait_seconds,
+            active_until,
+            status_url: format!("/v1/tickets/{token}"),
+            events_url: format!("/v1/tickets/{token}/events"),
+        }
+    }
+
+    /// A ticket just issued: waiting, with its token.
+    pub fn waiting(
+        state: &SharedState,
+        claims: &TicketClaims,
+        token: String,
+        serving: i64,
+    ) -> Self {
+        let mut status = Self::new(state, claims, &token, serving, TicketState::Waiting);
+        status.token = Some(token);
+        status
+    }
+}
+
+/// Reads the ticket's state; `touch` records that its holder is still here.
+pub async fn ticket_status(
+    state: &SharedState,
+    claims: &TicketClaims,
+    token: &str,
+    touch: bool,
+) -> Result<TicketStatus, ApiError> {
+    let now_ms = Utc::now().timestamp_millis();
+    let view = state
+        .tickets
+        .status(claims, now_ms, touch)
+        .await
+        .map_err(|error| state.store_unavailable(error))?;
+    let mut status = TicketStatus::new(state, claims, token, view.serving, view.state);
+    status.token = Some(token.to_owned());
+    Ok(status)
+}
+
+/// Verifies a ticket token; every failure is 401 `invalid_token`.
+pub fn verify(state: &SharedState, token: &str) -> Result<TicketClaims, ApiError> {
+    state
+        .verifier
+        .verify(token, Utc::now().timestamp())
+        .map_err(|error| ApiError::InvalidToken(error.to_string()))
+}
+
+pub async fn by_path(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+) -> Result<Json<TicketStatus>, ApiError> {
+    let claims = verify(&state, &token)?;
+    ticket_status(&state, &claims, &token, true).await.map(Json)
+}
+
+pub async fn me(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<TicketStatus>, ApiError> {
+    let token = bearer_token(&headers).ok_or_else(|| {
+        ApiError::InvalidToken("missing Authorization: Bearer <ticket token>".into())
+    })?;
+    let claims = verify(&state, token)?;
+    ticket_status(&state, &claims, token, true).await.map(Json)
+}
+
+pub async fn jwks(State(state): State<SharedState>) -> Json<serde_json::Value> {
+    Json(state.verifier.jwks())
+}

@@ -1,0 +1,296 @@
+//! Ticket state in Redis, shared by the services: where a ticket stands (one round
+//! trip), the one-place-per-user claim, and registering a freshly issued ticket.
+//!
+//! Multi-key updates are Lua scripts, so each is atomic and costs one round trip.
+
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Script};
+use uuid::Uuid;
+
+use crate::queue;
+use crate::redis_keys::RedisKeys;
+use crate::token::TicketClaims;
+
+/// A holder is "seen" at most once per this interval: polling every second costs one
+/// Redis write every few seconds, not one per poll.
+pub const SEEN_REFRESH_MS: i64 = 5_000;
+
+/// Where a ticket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketState {
+    Waiting,
+    Active { active_until_ms: i64 },
+    Used,
+    Expired,
+    Abandoned,
+}
+
+impl TicketState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Active { .. } => "active",
+            Self::Used => "used",
+            Self::Expired => "expired",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    /// Derives the state from the ticket's Redis hash fields and its queue's serving
+    /// counter. An activation whose `active_until` has passed is expired; a ticket the
+    /// activator passed without a recorded outcome (Redis lost it) counts as expired
+    /// rather than pretending it is still waiting or active.
+    pub fn derive(
+        stored_state: Option<&str>,
+        active_until_ms: Option<i64>,
+        queue_number: i64,
+        serving: i64,
+        now_ms: i64,
+    ) -> Self {
+        match (stored_state, active_until_ms) {
+            (Some("used"), _) => Self::Used,
+            (Some("abandoned"), _) => Self::Abandoned,
+            (Some("expired"), _) => Self::Expired,
+            (Some("active"), Some(until)) if until > now_ms => Self::Active {
+                active_until_ms: until,
+            },
+            (Some("active"), _) => Self::Expired,
+            _ if queue::is_reached(queue_number, serving) => Self::Expired,
+            _ => Self::Waiting,
+        }
+    }
+}
+
+/// A ticket's state and its queue's serving counter, read together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TicketView {
+    pub serving: i64,
+    pub state: TicketState,
+}
+
+/// The user's slot in the one-place-per-user map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserClaim {
+    /// The caller now holds the claim and must issue the ticket (or release the claim).
+    Claimed,
+    /// Another request is issuing this user's ticket right now.
+    Pending,
+    /// The user already holds this ticket token.
+    Issued(String),
+}
+
+const PENDING: &str = "pending:";
+
+#[derive(Clone)]
+pub struct TicketStore {
+    redis: ConnectionManager,
+    keys: RedisKeys,
+}
+
+impl TicketStore {
+    pub fn new(redis: ConnectionManager, keys: RedisKeys) -> Self {
+        Self { redis, keys }
+    }
+
+    pub fn keys(&self) -> &RedisKeys {
+        &self.keys
+    }
+
+    /// Claims the user's place for an event (`SET NX GET`, one round trip): exactly one
+    /// of any number of racing requests gets [`UserClaim::Claimed`].
+    pub async fn claim_user(
+        &self,
+        event_id: &str,
+        user_id: &str,
+        nonce: Uuid,
+        ttl_ms: u64,
+    ) -> RedisResult<UserClaim> {
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(self.keys.user_ticket(event_id, user_id))
+            .arg(format!("{PENDING}{nonce}"))
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(match previous {
+            None => UserClaim::Claimed,
+            Some(value) if value.starts_with(PENDING) => UserClaim::Pending,
+            Some(token) => UserClaim::Issued(token),
+        })
+    }
+
+    /// Gives up a claim this request holds (issuing failed), so a retry can claim again.
+    pub async fn release_claim(
+        &self,
+        event_id: &str,
+        user_id: &str,
+        nonce: Uuid,
+    ) -> RedisResult<()> {
+        static RELEASE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+            Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1",
+            )
+        });
+        RELEASE
+            .key(self.keys.user_ticket(event_id, user_id))
+            .arg(format!("{PENDING}{nonce}"))
+            .invoke_async::<i64>(&mut self.redis.clone())
+            .await
+            .map(drop)
+    }
+
+    /// Replaces the user's ticket (e.g. after the old one was abandoned), claiming the
+    /// slot for a new one only if it still holds `old_token`.
+    pub async fn reclaim_user(
+        &self,
+        event_id: &str,
+        user_id: &str,
+        old_token: &str,
+        nonce: Uuid,
+        ttl_ms: u64,
+    ) -> RedisResult<bool> {
+        static RECLAIM: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+            Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0",
+            )
+        });
+        RECLAIM
+            .key(self.keys.user_ticket(event_id, user_id))
+            .arg(old_token)
+            .arg(format!("{PENDING}{nonce}"))
+            .arg(ttl_ms)
+            .invoke_async::<i64>(&mut self.redis.clone())
+            .await
+            .map(|replaced| replaced == 1)
+    }
+
+    /// Records a ticket the broker acknowledged: its holder is seen now, the user's slot
+    /// holds its token, the queue's highest issued number and the event's join count
+    /// move. Returns the queue's serving counter (for the ticket's first position).
+    pub async fn register_issued(
+        &self,
+        claims: &TicketClaims,
+        token: &str,
+        user_id: Option<&str>,
+        now_ms: i64,
+    ) -> RedisResult<i64> {
+        static REGISTER: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+            Script::new(
+                r"
+                -- KEYS: ticket, issued, event stats, serving, [user]
+                -- ARGV: now_ms, ttl_s, queue_number, [token]
+                redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+                redis.call('EXPIRE', KEYS[1], ARGV[2])
+                local issued = tonumber(redis.call('GET', KEYS[2]) or '-1')
+                if tonumber(ARGV[3]) > issued then redis.call('SET', KEYS[2], ARGV[3]) end
+                redis.call('HINCRBY', KEYS[3], 'joined', 1)
+                if KEYS[5] then redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[2]) end
+                return tonumber(redis.call('GET', KEYS[4]) or '0')
+                ",
+            )
+        });
+        let ttl_seconds = (claims.exp - now_ms / 1000).max(1);
+        let mut invocation = REGISTER.prepare_invoke();
+        invocation
+            .key(self.keys.ticket(claims.ticket_id))
+            .key(self.keys.issued(claims.partition))
+            .key(self.keys.event_stats(&claims.event_id))
+            .key(self.keys.serving(claims.partition))
+            .arg(now_ms)
+            .arg(ttl_seconds)
+            .arg(claims.queue_number);
+        if let Some(user_id) = user_id {
+            invocation
+                .key(self.keys.user_ticket(&claims.event_id, user_id))
+                .arg(token);
+        }
+        invocation.invoke_async(&mut self.redis.clone()).await
+    }
+
+    /// The ticket's state and its queue's serving counter in one round trip; when
+    /// `touch`, also records that the holder is still there (at most every
+    /// [`SEEN_REFRESH_MS`]).
+    pub async fn status(
+        &self,
+        claims: &TicketClaims,
+        now_ms: i64,
+        touch: bool,
+    ) -> RedisResult<TicketView> {
+        static STATUS: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+            Script::new(
+                r"
+                -- KEYS: serving, ticket. ARGV: now_ms, refresh_ms (0 = do not touch), ttl_s
+                local serving = tonumber(redis.call('GET', KEYS[1]) or '0')
+                local fields = redis.call('HMGET', KEYS[2], 'state', 'active_until', 'seen')
+                local refresh = tonumber(ARGV[2])
+                if refresh > 0 and tonumber(ARGV[1]) - tonumber(fields[3] or '0') >= refresh then
+                  redis.call('HSET', KEYS[2], 'seen', ARGV[1])
+                  redis.call('EXPIRE', KEYS[2], ARGV[3])
+                end
+                return {serving, fields[1] or '', fields[2] or ''}
+                ",
+            )
+        });
+        let refresh = if touch { SEEN_REFRESH_MS } else { 0 };
+        let (serving, state, active_until): (i64, String, String) = STATUS
+            .key(self.keys.serving(claims.partition))
+            .key(self.keys.ticket(claims.ticket_id))
+            .arg(now_ms)
+            .arg(refresh)
+            .arg((claims.exp - now_ms / 1000).max(1))
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        let stored_state = Some(state.as_str()).filter(|state| !state.is_empty());
+        let active_until_ms = active_until.parse().ok();
+        let state = TicketState::derive(
+            stored_state,
+            active_until_ms,
+            claims.queue_number,
+            serving,
+            now_ms,
+        );
+        Ok(TicketView { serving, state })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_until_reached_then_the_recorded_outcome() {
+        assert_eq!(
+            TicketState::derive(None, None, 10, 5, 0),
+            TicketState::Waiting
+        );
+        assert_eq!(
+            TicketState::derive(Some("active"), Some(2_000), 10, 11, 1_000),
+            TicketState::Active {
+                active_until_ms: 2_000
+            }
+        );
+        assert_eq!(
+            TicketState::derive(Some("active"), Some(2_000), 10, 11, 2_000),
+            TicketState::Expired
+        );
+        assert_eq!(
+            TicketState::derive(Some("used"), Some(2_000), 10, 11, 1_000),
+            TicketState::Used
+        );
+        assert_eq!(
+            TicketState::derive(Some("abandoned"), None, 10, 11, 0),
+            TicketState::Abandoned
+        );
+    }
+
+    #[test]
+    fn a_reached_ticket_without_an_outcome_is_not_reported_waiting() {
+        assert_eq!(
+            TicketState::derive(None, None, 10, 11, 0),
+            TicketState::Expired
+        );
+    }
+}

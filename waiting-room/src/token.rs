@@ -1,0 +1,314 @@
+//! Ticket tokens: compact JWTs signed with Ed25519 (JWS `alg: EdDSA`).
+//!
+//! The waiting-room signs; every other service verifies with the public key alone. The
+//! verifier accepts exactly one algorithm, so `alg: none` and HMAC-with-the-public-key
+//! confusion are refused before any signature check, and it picks the key by `kid`, so a
+//! rotated-out key keeps verifying the tickets it signed while it stays listed.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+const ALGORITHM: &str = "EdDSA";
+
+/// What a ticket token asserts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketClaims {
+    /// The ticket id (UUIDv7).
+    #[serde(rename = "sub")]
+    pub ticket_id: Uuid,
+    pub event_id: String,
+    /// The queue (Kafka partition) the ticket waits in.
+    pub partition: i32,
+    /// The ticket's Kafka offset in that partition: its place in line.
+    pub queue_number: i64,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: i64,
+    /// Expires at, seconds since the Unix epoch.
+    pub exp: i64,
+}
+
+/// Why a token was refused. The message is safe to show the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("token algorithm {0:?} is not accepted (only EdDSA)")]
+    UnsupportedAlgorithm(String),
+    #[error("token was signed by an unknown key")]
+    UnknownKey,
+    #[error("token signature does not verify")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    typ: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
+}
+
+/// The key id of a public key: the first 16 base64url characters of its SHA-256.
+pub fn key_id(key: &VerifyingKey) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest)[..16].to_owned()
+}
+
+/// Signs ticket tokens with the current private key.
+#[derive(Clone)]
+pub struct TicketSigner {
+    key: SigningKey,
+    kid: String,
+}
+
+impl TicketSigner {
+    pub fn new(key: SigningKey) -> Self {
+        let kid = key_id(&key.verifying_key());
+        Self { key, kid }
+    }
+
+    /// From a PKCS#8 PEM private key (`openssl genpkey -algorithm ed25519`).
+    pub fn from_pkcs8_pem(pem: &str) -> anyhow::Result<Self> {
+        let key = SigningKey::from_pkcs8_pem(pem)
+            .map_err(|error| anyhow::anyhow!("not an Ed25519 PKCS#8 private key: {error}"))?;
+        Ok(Self::new(key))
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    pub fn sign(&self, claims: &TicketClaims) -> String {
+        let header = Header {
+            alg: ALGORITHM.into(),
+            typ: Some("JWT".into()),
+            kid: Some(self.kid.clone()),
+        };
+        let signing_input = format!("{}.{}", encode_json(&header), encode_json(claims));
+        let signature = self.key.sign(signing_input.as_bytes());
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.to_bytes())
+        )
+    }
+}
+
+/// Verifies ticket tokens against a set of public keys, chosen by `kid`.
+#[derive(Clone, Default)]
+pub struct TicketVerifier {
+    keys: HashMap<String, VerifyingKey>,
+}
+
+impl TicketVerifier {
+    pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Self {
+        Self {
+            keys: keys.into_iter().map(|key| (key_id(&key), key)).collect(),
+        }
+    }
+
+    /// The public keys it accepts.
+    pub fn keys(&self) -> impl Iterator<Item = VerifyingKey> + '_ {
+        self.keys.values().copied()
+    }
+
+    /// From SPKI PEM public keys (`openssl pkey -pubout`).
+    pub fn from_public_pems<'a>(pems: impl IntoIterator<Item = &'a str>) -> anyhow::Result<Self> {
+        let keys = pems
+            .into_iter()
+            .map(|pem| {
+                VerifyingKey::from_public_key_pem(pem)
+                    .map_err(|error| anyhow::anyhow!("not an Ed25519 public key: {error}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self::new(keys))
+    }
+
+    /// From a JWKS document (`/.well-known/jwks.json`); non-Ed25519 keys are ignored.
+    pub fn from_jwks(jwks: &Value) -> anyhow::Result<Self> {
+        let mut keys = Vec::new();
+        for jwk in jwks["keys"].as_array().into_iter().flatten() {
+            if jwk["kty"] != "OKP" || jwk["crv"] != "Ed25519" {
+                continue;
+            }
+            let x = jwk["x"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("JWK without x"))?;
+            let bytes: [u8; 32] = URL_SAFE_NO_PAD
+                .decode(x)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("Ed25519 public key must be 32 bytes"))?;
+            keys.push(VerifyingKey::from_bytes(&bytes)?);
+        }
+        anyhow::ensure!(!keys.is_empty(), "JWKS holds no Ed25519 key");
+        Ok(Self::new(keys))
+    }
+
+    /// The public keys as a JWKS document.
+    pub fn jwks(&self) -> Value {
+        let mut keys: Vec<(&String, &VerifyingKey)> = self.keys.iter().collect();
+        keys.sort_by_key(|(kid, _)| kid.as_str());
+        let keys: Vec<Value> = keys
+            .into_iter()
+            .map(|(kid, key)| {
+                json!({"kty": "OKP", "crv": "Ed25519", "alg": ALGORITHM, "use": "sig",
+                       "kid": kid, "x": URL_SAFE_NO_PAD.encode(key.as_bytes())})
+            })
+            .collect();
+        json!({ "keys": keys })
+    }
+
+    /// Checks structure, algorithm, key id, signature and expiry (against `now`, seconds
+    /// since the epoch), in that order, and returns the claims.
+    pub fn verify(&self, token: &str, now: i64) -> Result<TicketClaims, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(header_part), Some(payload_part), Some(signature_part), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: Header = decode_json(header_part)?;
+        if header.alg != ALGORITHM {
+            return Err(TokenError::UnsupportedAlgorithm(header.alg));
+        }
+        let key = header
+            .kid
+            .and_then(|kid| self.keys.get(&kid))
+            .ok_or(TokenError::UnknownKey)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature_part)
+            .map_err(|_| TokenError::Malformed)?;
+        let signature = Signature::from_slice(&signature).map_err(|_| TokenError::Malformed)?;
+        let signing_input = &token[..header_part.len() + 1 + payload_part.len()];
+        key.verify_strict(signing_input.as_bytes(), &signature)
+            .map_err(|_| TokenError::BadSignature)?;
+        let claims: TicketClaims = decode_json(payload_part)?;
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+fn encode_json(value: &impl Serialize) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("claims serialize"))
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(seed: u8) -> TicketSigner {
+        TicketSigner::new(SigningKey::from_bytes(&[seed; 32]))
+    }
+
+    fn claims(exp: i64) -> TicketClaims {
+        TicketClaims {
+            ticket_id: Uuid::now_v7(),
+            event_id: "concert-1".into(),
+            partition: 3,
+            queue_number: 1234,
+            iat: 1_000,
+            exp,
+        }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_to_its_claims() {
+        let signer = signer(1);
+        let verifier = TicketVerifier::new([signer.verifying_key()]);
+        let claims = claims(2_000);
+        let token = signer.sign(&claims);
+        assert_eq!(verifier.verify(&token, 1_500), Ok(claims));
+        assert!(token
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte)));
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let signer = signer(1);
+        let verifier = TicketVerifier::new([signer.verifying_key()]);
+        let token = signer.sign(&claims(2_000));
+        assert_eq!(verifier.verify(&token, 2_000), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn tampered_payloads_are_refused() {
+        let signer = signer(1);
+        let verifier = TicketVerifier::new([signer.verifying_key()]);
+        let token = signer.sign(&claims(2_000));
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut forged = claims(2_000);
+        forged.queue_number = 0;
+        let forged_payload = encode_json(&forged);
+        let tampered = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+        assert_eq!(
+            verifier.verify(&tampered, 1_500),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn tokens_from_a_foreign_key_are_refused() {
+        let verifier = TicketVerifier::new([signer(1).verifying_key()]);
+        let token = signer(2).sign(&claims(2_000));
+        assert_eq!(verifier.verify(&token, 1_500), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn alg_none_and_hmac_are_refused_before_any_signature_check() {
+        let signer = signer(1);
+        let verifier = TicketVerifier::new([signer.verifying_key()]);
+        let payload = encode_json(&claims(2_000));
+        for alg in ["none", "HS256"] {
+            let header = encode_json(&json!({"alg": alg, "typ": "JWT", "kid": signer.kid}));
+            let token = format!("{header}.{payload}.");
+            assert_eq!(
+                verifier.verify(&token, 1_500),
+                Err(TokenError::UnsupportedAlgorithm(alg.into()))
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let verifier = TicketVerifier::new([signer(1).verifying_key()]);
+        for garbage in ["", ".", "..", "a.b.c", "a.b.c.d", "ü.ü.ü", "eyJ.eyJ.AAAA"] {
+            assert!(verifier.verify(garbage, 0).is_err(), "{garbage:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_rotated_key_keeps_verifying_while_listed_in_the_jwks() {
+        let old = signer(1);
+        let new = signer(2);
+        let verifier = TicketVerifier::new([new.verifying_key(), old.verifying_key()]);
+        let jwks = verifier.jwks();
+        assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
+        let from_jwks = TicketVerifier::from_jwks(&jwks).expect("parse JWKS");
+        let claims = claims(2_000);
+        assert_eq!(
+            from_jwks.verify(&old.sign(&claims), 1_500),
+            Ok(claims.clone())
+        );
+        assert_eq!(from_jwks.verify(&new.sign(&claims), 1_500), Ok(claims));
+    }
+}

@@ -1,0 +1,348 @@
+//! The operators' API: credentials, validation, partition mapping and live
+//! configuration across instances.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use waiting_room::app::PartitionMode;
+use waiting_room::testing::{TestEnv, WaitingRoomClient};
+
+#[tokio::test]
+async fn every_admin_route_requires_the_admin_token() {
+    let env = TestEnv::new().await;
+    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let http = reqwest::Client::new();
+    let routes = [
+        ("GET", "/admin/events/e1"),
+        ("PUT", "/admin/events/e1"),
+        ("GET", "/admin/partitions"),
+        ("PUT", "/admin/partitions/0"),
+        ("GET", "/admin/no-such-thing"),
+    ];
+    for (method, path) in routes {
+        for credentials in [None, Some("wrong-token"), Some("")] {
+            let mut request = http
+                .request(method.parse().expect("method"), service.url(path))
+                .json(&json!({}));
+            if let Some(token) = credentials {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let response = request.send().await.expect("request");
+            assert_eq!(
+                response.status(),
+                401,
+                "{method} {path} with {credentials:?}"
+            );
+            let body: Value = response.json().await.expect("JSON");
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+        let basic = http
+            .request(method.parse().expect("method"), service.url(path))
+            .header("authorization", format!("Basic {}", env.admin_token))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            basic.status(),
+            401,
+            "{method} {path} with Basic credentials"
+        );
+    }
+    // Nothing was created by the refused PUT.
+    let client = WaitingRoomClient::new(&service, &env);
+    let response = client
+        .http
+        .get(service.url("/admin/events/e1"))
+        .bearer_auth(&env.admin_token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 404);
+    service.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn invalid_configuration_is_refused_naming_the_field() {
+    let env = TestEnv::new().await;
+    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let client = WaitingRoomClient::new(&service, &env);
+    let cases = [
+        (json!({"state": "sleeping"}), "state"),
+        (json!({"partition": 99}), "partition"),
+        (json!({"partition": -1}), "partition"),
+        (
+            json!({"activation": {"batch_size": 0}}),
+            "activation.batch_size",
+        ),
+        (
+            json!({"activation": {"interval_ms": "fast"}}),
+            "activation.interval_ms",
+        ),
+        (
+            json!({"activation": {"max_active": -5}}),
+            "activation.max_active",
+        ),
+        (
+            json!({"activation": {"active_ttl_seconds": 0}}),
+            "activation.active_ttl_seconds",
+        ),
+        (
+            json!({"activation": {"grace_seconds": 999999}}),
+            "activation.grace_seconds",
+        ),
+        (
+            json!({"seats": {"rows": 0, "seats_per_row": 10}}),
+            "seats.rows",
+        ),
+        (json!({"name": ""}), "name"),
+        (json!({"colour": "blue"}), "colour"),
+    ];
+    for (body, field) in cases {
+        let response = client
+            .http
+            .put(service.url("/admin/events/e1"))
+            .bearer_auth(&env.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(response.status(), 422, "{body}");
+        let error: Value = response.json().await.expect("JSON");
+        assert_eq!(error["error"]["code"], "invalid_request");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field),
+            "{body}: message {message:?} does not name {field}"
+        );
+    }
+    let bad_id = client
+        .http
+        .put(service.url("/admin/events/bad%20id"))
+        .bearer_auth(&env.admin_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(bad_id.status(), 422);
+    let malformed = client
+        .http
+        .put(service.url("/admin/events/e1"))
+        .bearer_auth(&env.admin_token)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(malformed.status(), 400);
+    service.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn events_are_created_updated_and_report_stats() {
+    let env = TestEnv::new().await;
+    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let client = WaitingRoomClient::new(&service, &env);
+    let created = client
+        .http
+        .put(service.url("/admin/events/gig"))
+        .bearer_auth(&env.admin_token)
+        .json(&json!({
+            "name": "The Gig", "state": "open",
+            "activation": {"batch_size": 50, "interval_ms": 500, "max_active": 1000, "active_ttl_seconds": 300, "grace_seconds": 30},
+            "seats": {"rows": 20, "seats_per_row": 50}
+        }))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(created.status(), 201);
+    let event: Value = created.json().await.expect("JSON");
+    assert_eq!(event["name"], "The Gig");
+    assert_eq!(event["activation"]["batch_size"], 50);
+    assert_eq!(event["activation"]["max_active"], 1000);
+    assert_eq!(event["seats"]["rows"], 20);
+    assert_eq!(event["joined"], 0);
+
+    for _ in 0..3 {
+        client.join_ok("gig", None).await;
+    }
+    // A partial update keeps the rest; null lifts the capacity limit.
+    let updated = client
+        .put_event("gig", json!({"activation": {"max_active": null}}))
+        .await;
+    assert_eq!(updated["activation"]["max_active"], Value::Null);
+    assert_eq!(updated["activation"]["batch_size"], 50);
+    assert_eq!(updated["name"], "The Gig");
+    assert_eq!(updated["joined"], 3);
+    assert_eq!(updated["waiting"], 3);
+    assert_eq!(updated["serving_number"], 0);
+    assert_eq!(updated["active"], 0);
+    for field in [
+        "activated",
+        "abandoned",
+        "reserved",
+        "rate_per_second",
+        "estimated_drain_seconds",
+    ] {
+        assert!(
+            updated.get(field).is_some(),
+            "stats field {field} missing: {updated}"
+        );
+    }
+    service.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn per_event_partitions_until_none_is_free_and_remapping_affects_new_tickets_only() {
+    let env = TestEnv::with_partitions(2).await;
+    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let client = WaitingRoomClient::new(&service, &env);
+    let first = client.put_event("first", json!({})).await;
+    let second = client.put_event("second", json!({})).await;
+    assert_ne!(
+        first["partition"], second["partition"],
+        "each event gets its own queue"
+    );
+
+    let refused = client
+        .http
+        .put(service.url("/admin/events/third"))
+        .bearer_auth(&env.admin_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "no_free_partition");
+    // Naming a partition shares it.
+    let third = client
+        .put_event("third", json!({"partition": first["partition"]}))
+        .await;
+    assert_eq!(third["shared_queue_with"], json!(["first"]));
+
+    let old_ticket = client.join_ok("first", None).await;
+    assert_eq!(old_ticket["partition"], first["partition"]);
+    let target = second["partition"].as_i64().expect("partition");
+    let remapped = client
+        .http
+        .put(service.url(&format!("/admin/partitions/{target}")))
+        .bearer_auth(&env.admin_token)
+        .json(&json!({"events": ["first"]}))
+        .send()
+        .await
+        .expect("PUT partition");
+    assert_eq!(remapped.status(), 200);
+    let view: Value = remapped.json().await.expect("JSON");
+    assert_eq!(view["events"], json!(["first", "second"]));
+    let new_ticket = client.join_ok("first", None).await;
+    assert_eq!(
+        new_ticket["partition"].as_i64(),
+        Some(target),
+        "new tickets use the new mapping"
+    );
+    let old_status: Value = client
+        .status(old_ticket["token"].as_str().expect("token"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        old_status["partition"], first["partition"],
+        "issued tickets keep their queue"
+    );
+    assert_eq!(old_status["state"], "waiting");
+
+    let listing: Value = client
+        .http
+        .get(service.url("/admin/partitions"))
+        .bearer_auth(&env.admin_token)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listing["partition_count"], 2);
+    assert_eq!(listing["default_mode"], "per-event");
+    assert_eq!(listing["partitions"].as_array().map(Vec::len), Some(2));
+    let unknown = client
+        .http
+        .put(service.url("/admin/partitions/0"))
+        .bearer_auth(&env.admin_token)
+        .json(&json!({"events": ["nobody"]}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(unknown.status(), 404);
+    service.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn global_mode_puts_every_event_on_one_queue_with_one_policy() {
+    let env = TestEnv::new().await;
+    let mut config = env.waiting_room_config();
+    config.partition_mode = PartitionMode::Global;
+    let service = env.start_waiting_room(config).await;
+    let client = WaitingRoomClient::new(&service, &env);
+    client.put_event("a", json!({})).await;
+    let b = client
+        .put_event("b", json!({"activation": {"batch_size": 7}}))
+        .await;
+    let a: Value = client
+        .http
+        .get(service.url("/admin/events/a"))
+        .bearer_auth(&env.admin_token)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(a["partition"], 0);
+    assert_eq!(b["partition"], 0);
+    assert_eq!(
+        a["activation"]["batch_size"], 7,
+        "the policy belongs to the shared queue"
+    );
+    let ticket_a = client.join_ok("a", None).await;
+    let ticket_b = client.join_ok("b", None).await;
+    assert_eq!(
+        ticket_b["queue_number"].as_i64(),
+        ticket_a["queue_number"].as_i64().map(|n| n + 1),
+        "one line"
+    );
+    service.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_second_instance_sees_configuration_changes_within_a_second() {
+    let env = TestEnv::new().await;
+    let first = env.start_waiting_room(env.waiting_room_config()).await;
+    let second = env.start_waiting_room(env.waiting_room_config()).await;
+    let via_first = WaitingRoomClient::new(&first, &env);
+    let via_second = WaitingRoomClient::new(&second, &env);
+    // Let the second instance's listener come up before the change.
+    assert_eq!(via_second.join("live", None).await.status(), 404);
+
+    for (change, expected) in [
+        (json!({"state": "open"}), 201),
+        (json!({"state": "closed"}), 409),
+        (json!({"state": "open"}), 201),
+    ] {
+        via_first.put_event("live", change).await;
+        let changed_at = Instant::now();
+        loop {
+            let status = via_second.join("live", None).await.status().as_u16();
+            if status == expected {
+                break;
+            }
+            assert!(
+                changed_at.elapsed() < Duration::from_secs(1),
+                "second instance still answers {status}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    first.stop().await.expect("clean shutdown");
+    second.stop().await.expect("clean shutdown");
+}
