@@ -21,4 +21,9 @@ pub struct ActivatorConfig {
         default_value = "waiting-room-activator"
     )]
     pub group_id: String,
+
+    /// How long a dead letter may wait for the broker's acknowledgement before the
+    /// queue retries it on its next tick.
+    #[arg(long, env = "DEAD_LETTER_TIMEOUT_MS", default_value_t = 5_000)]
+    pub dead_letter_timeout_ms: u64,
 }

@@ -20,6 +20,7 @@ pub mod queue;
 pub mod readiness;
 pub mod redis_keys;
 pub mod redis_store;
+pub mod serving_announcement;
 pub mod shutdown;
 pub mod ticket_record;
 pub mod ticket_store;

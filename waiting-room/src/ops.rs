@@ -64,6 +64,7 @@ pub struct HttpServer {
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl HttpServer {
@@ -79,7 +80,15 @@ impl HttpServer {
             router,
             shutdown,
             grace,
+            background: Vec::new(),
         })
+    }
+
+    /// A task (consumer loop, sweeper, relay) that runs beside the server, watches the
+    /// same shutdown token, and is awaited after the server stops.
+    pub fn with_background(mut self, task: tokio::task::JoinHandle<()>) -> Self {
+        self.background.push(task);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -88,9 +97,15 @@ impl HttpServer {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until shutdown; see [`serve`].
+    /// Serves until shutdown (see [`serve`]), then waits for the background tasks.
     pub async fn run(self) -> anyhow::Result<()> {
-        serve(self.listener, self.router, self.shutdown, self.grace).await
+        let result = serve(self.listener, self.router, self.shutdown, self.grace).await;
+        for task in self.background {
+            if let Err(error) = tokio::time::timeout(self.grace, task).await {
+                tracing::warn!(%error, "a background task did not stop in time");
+            }
+        }
+        result
     }
 }
 

@@ -11,9 +11,12 @@ use crate::queue;
 use crate::redis_keys::RedisKeys;
 use crate::token::TicketClaims;
 
-/// A holder is "seen" at most once per this interval: polling every second costs one
-/// Redis write every few seconds, not one per poll.
-pub const SEEN_REFRESH_MS: i64 = 5_000;
+/// How often a holder's "last seen" is refreshed: at most every 5 s (polling every
+/// second costs one Redis write every few seconds, not one per poll), and always several
+/// times per grace period, so a fan who keeps polling is never taken for gone.
+pub fn seen_refresh_ms(grace_seconds: u32) -> i64 {
+    (i64::from(grace_seconds) * 1000 / 4).clamp(250, 5_000)
+}
 
 /// Where a ticket stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,10 +65,24 @@ impl TicketState {
 }
 
 /// A ticket's state and its queue's serving counter, read together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TicketView {
     pub serving: i64,
     pub state: TicketState,
+    /// The queue's observed activation rate (tickets per second), once the activator
+    /// has measured one.
+    pub observed_rate: Option<f64>,
+}
+
+/// The outcome of [`TicketStore::mark_used`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkUsed {
+    /// The ticket was active; it is now used and its capacity slot is free.
+    Marked,
+    /// The ticket was already used (a repeated call changes nothing).
+    AlreadyUsed,
+    /// The ticket is not active: it is waiting, expired or abandoned.
+    NotActive(TicketState),
 }
 
 /// The user's slot in the one-place-per-user map.
@@ -211,33 +228,36 @@ impl TicketStore {
     }
 
     /// The ticket's state and its queue's serving counter in one round trip; when
-    /// `touch`, also records that the holder is still there (at most every
-    /// [`SEEN_REFRESH_MS`]).
+    /// `seen_refresh_ms` is set, also records that the holder is still there (at most
+    /// that often; see [`seen_refresh_ms`]).
     pub async fn status(
         &self,
         claims: &TicketClaims,
         now_ms: i64,
-        touch: bool,
+        seen_refresh_ms: Option<i64>,
     ) -> RedisResult<TicketView> {
         static STATUS: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
             Script::new(
                 r"
-                -- KEYS: serving, ticket. ARGV: now_ms, refresh_ms (0 = do not touch), ttl_s
+                -- KEYS: serving, ticket, queue stats. ARGV: now_ms, refresh_ms (0 = do not touch), ttl_s
                 local serving = tonumber(redis.call('GET', KEYS[1]) or '0')
+                local rate = redis.call('HGET', KEYS[3], 'rate') or ''
+
                 local fields = redis.call('HMGET', KEYS[2], 'state', 'active_until', 'seen')
                 local refresh = tonumber(ARGV[2])
                 if refresh > 0 and tonumber(ARGV[1]) - tonumber(fields[3] or '0') >= refresh then
                   redis.call('HSET', KEYS[2], 'seen', ARGV[1])
                   redis.call('EXPIRE', KEYS[2], ARGV[3])
                 end
-                return {serving, fields[1] or '', fields[2] or ''}
+                return {serving, fields[1] or '', fields[2] or '', rate}
                 ",
             )
         });
-        let refresh = if touch { SEEN_REFRESH_MS } else { 0 };
-        let (serving, state, active_until): (i64, String, String) = STATUS
+        let refresh = seen_refresh_ms.unwrap_or(0);
+        let (serving, state, active_until, rate): (i64, String, String, String) = STATUS
             .key(self.keys.serving(claims.partition))
             .key(self.keys.ticket(claims.ticket_id))
+            .key(self.keys.queue_stats(claims.partition))
             .arg(now_ms)
             .arg(refresh)
             .arg((claims.exp - now_ms / 1000).max(1))
@@ -252,7 +272,62 @@ impl TicketStore {
             serving,
             now_ms,
         );
-        Ok(TicketView { serving, state })
+        let observed_rate = rate.parse().ok().filter(|rate: &f64| *rate > 0.0);
+        Ok(TicketView {
+            serving,
+            state,
+            observed_rate,
+        })
+    }
+
+    /// Marks an active ticket used (its reservation was confirmed) and frees its
+    /// capacity slot at once, so the activator refills it on its next tick.
+    pub async fn mark_used(&self, claims: &TicketClaims, now_ms: i64) -> RedisResult<MarkUsed> {
+        static MARK_USED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+            Script::new(
+                r"
+                -- KEYS: ticket, active set, serving. ARGV: now_ms, ticket id
+                local fields = redis.call('HMGET', KEYS[1], 'state', 'active_until')
+                if fields[1] == 'used' then return {'used'} end
+                if fields[1] == 'active' and tonumber(fields[2]) > tonumber(ARGV[1]) then
+                  redis.call('HSET', KEYS[1], 'state', 'used', 'used_at', ARGV[1])
+                  redis.call('ZREM', KEYS[2], ARGV[2])
+                  return {'marked'}
+                end
+                return {fields[1] or '', fields[2] or '', redis.call('GET', KEYS[3]) or '0'}
+                ",
+            )
+        });
+        let reply: Vec<String> = MARK_USED
+            .key(self.keys.ticket(claims.ticket_id))
+            .key(self.keys.active_set(claims.partition))
+            .key(self.keys.serving(claims.partition))
+            .arg(now_ms)
+            .arg(claims.ticket_id.to_string())
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("marked") => MarkUsed::Marked,
+            Some("used") => MarkUsed::AlreadyUsed,
+            _ => {
+                let stored = reply
+                    .first()
+                    .map(String::as_str)
+                    .filter(|state| !state.is_empty());
+                let active_until = reply.get(1).and_then(|value| value.parse().ok());
+                let serving = reply
+                    .get(2)
+                    .and_then(|value| value.parse().ok())
+                    .unwrap_or(0);
+                MarkUsed::NotActive(TicketState::derive(
+                    stored,
+                    active_until,
+                    claims.queue_number,
+                    serving,
+                    now_ms,
+                ))
+            }
+        })
     }
 }
 
@@ -284,6 +359,13 @@ mod tests {
             TicketState::derive(Some("abandoned"), None, 10, 11, 0),
             TicketState::Abandoned
         );
+    }
+
+    #[test]
+    fn last_seen_is_refreshed_several_times_per_grace_period() {
+        assert_eq!(seen_refresh_ms(60), 5_000);
+        assert_eq!(seen_refresh_ms(2), 500);
+        assert_eq!(seen_refresh_ms(1), 250);
     }
 
     #[test]

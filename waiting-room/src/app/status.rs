@@ -15,7 +15,7 @@ use super::state::SharedState;
 use crate::bearer::bearer_token;
 use crate::error::ApiError;
 use crate::queue;
-use crate::ticket_store::TicketState;
+use crate::ticket_store::{seen_refresh_ms, TicketState};
 use crate::token::TicketClaims;
 
 /// A ticket as the fan sees it (the join response carries the token and URLs too).
@@ -44,6 +44,7 @@ impl TicketStatus {
         token: &str,
         serving: i64,
         ticket_state: TicketState,
+        observed_rate: Option<f64>,
     ) -> Self {
         let waiting = ticket_state == TicketState::Waiting;
         let position = if waiting {
@@ -53,7 +54,7 @@ impl TicketStatus {
         };
         let estimated_wait_seconds = if waiting {
             let queue = state.catalog.current().queue(claims.partition);
-            queue::estimated_wait_seconds(position, queue.mode, &queue.activation, None)
+            queue::estimated_wait_seconds(position, queue.mode, &queue.activation, observed_rate)
         } else {
             Some(0)
         };
@@ -86,7 +87,7 @@ impl TicketStatus {
         token: String,
         serving: i64,
     ) -> Self {
-        let mut status = Self::new(state, claims, &token, serving, TicketState::Waiting);
+        let mut status = Self::new(state, claims, &token, serving, TicketState::Waiting, None);
         status.token = Some(token);
         status
     }
@@ -100,12 +101,29 @@ pub async fn ticket_status(
     touch: bool,
 ) -> Result<TicketStatus, ApiError> {
     let now_ms = Utc::now().timestamp_millis();
+    let grace_seconds = state
+        .catalog
+        .current()
+        .queue(claims.partition)
+        .activation
+        .grace_seconds;
     let view = state
         .tickets
-        .status(claims, now_ms, touch)
+        .status(
+            claims,
+            now_ms,
+            touch.then(|| seen_refresh_ms(grace_seconds)),
+        )
         .await
         .map_err(|error| state.store_unavailable(error))?;
-    let mut status = TicketStatus::new(state, claims, token, view.serving, view.state);
+    let mut status = TicketStatus::new(
+        state,
+        claims,
+        token,
+        view.serving,
+        view.state,
+        view.observed_rate,
+    );
     status.token = Some(token.to_owned());
     Ok(status)
 }

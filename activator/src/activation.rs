@@ -1,0 +1,231 @@
+//! One activation step of one queue, as a single atomic Redis script.
+//!
+//! The script walks the next tickets in queue order, starting at the serving counter:
+//! it skips tickets already decided (a replay after a crash changes nothing, and never
+//! extends an `active_until`), marks unseen tickets abandoned without using a slot,
+//! activates the rest up to the batch limit and the queue's free capacity (expired
+//! activations are pruned from the capacity set before counting), and moves the serving
+//! counter forward only. All of it happens in one `EVALSHA`, so a crash leaves either
+//! the whole step or none of it.
+//!
+//! The script touches per-ticket and per-event keys it derives from the key prefix: it
+//! needs one Redis (or hash-tagged keys in a cluster).
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Script};
+use uuid::Uuid;
+use waiting_room::redis_keys::RedisKeys;
+
+/// A record of the queue, in offset order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueEntry {
+    Ticket {
+        queue_number: i64,
+        ticket_id: Uuid,
+        event_id: String,
+        issued_ms: i64,
+    },
+    /// A record that was not a ticket and has been dead-lettered: it only moves the
+    /// serving counter.
+    DeadLettered { queue_number: i64 },
+}
+
+impl QueueEntry {
+    pub fn queue_number(&self) -> i64 {
+        match self {
+            Self::Ticket { queue_number, .. } | Self::DeadLettered { queue_number } => {
+                *queue_number
+            }
+        }
+    }
+}
+
+/// The queue's rules for one step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepLimits {
+    pub now_ms: i64,
+    pub active_until_ms: i64,
+    /// Tickets this step may activate at most.
+    pub batch_limit: u64,
+    pub max_active: Option<u32>,
+    pub grace_ms: i64,
+    /// How long an activated ticket's Redis hash is kept.
+    pub ticket_ttl_seconds: i64,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StepOutcome {
+    pub reached_from: i64,
+    pub serving: i64,
+    pub activated: u64,
+    pub expired: u64,
+    pub active: u64,
+    /// Highest queue number the waiting-room has issued (-1: none known).
+    pub issued_max: i64,
+    /// True when the batch limit or capacity stopped the step before the entries ran out.
+    pub blocked: bool,
+    pub abandoned: Vec<i64>,
+    pub dead_lettered: Vec<i64>,
+}
+
+static STEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        -- KEYS: serving, active set, queue stats, issued
+        -- ARGV: now, active_until, max_active (-1: none), batch_limit, grace_ms, prefix, ticket_ttl_s,
+        --       then per entry: queue_number, ticket_id ('' = dead letter), event_id, issued_ms
+        local now = tonumber(ARGV[1])
+        local active_until = ARGV[2]
+        local max_active = tonumber(ARGV[3])
+        local limit = tonumber(ARGV[4])
+        local grace = tonumber(ARGV[5])
+        local prefix = ARGV[6]
+        local ticket_ttl = ARGV[7]
+        local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+        local active = redis.call('ZCARD', KEYS[2])
+        local serving = tonumber(redis.call('GET', KEYS[1]) or '0')
+        local from = serving
+        local activated, blocked = 0, 0
+        local abandoned, dead = {}, {}
+        local per_event = {}
+        local function count(event, field)
+          per_event[event] = per_event[event] or {activated = 0, abandoned = 0}
+          per_event[event][field] = per_event[event][field] + 1
+        end
+        for i = 8, #ARGV, 4 do
+          local qn = tonumber(ARGV[i])
+          if qn >= serving then
+            local ticket = ARGV[i + 1]
+            if ticket == '' then
+              table.insert(dead, qn)
+              serving = qn + 1
+            else
+              local key = prefix .. ':t:' .. ticket
+              local fields = redis.call('HMGET', key, 'state', 'seen')
+              if fields[1] then
+                -- Decided before (a replay): leave it exactly as it is.
+                serving = qn + 1
+              else
+                local seen = math.max(tonumber(fields[2] or '0'), tonumber(ARGV[i + 3]))
+                if now - seen > grace then
+                  redis.call('HSET', key, 'state', 'abandoned')
+                  redis.call('EXPIRE', key, ticket_ttl)
+                  table.insert(abandoned, qn)
+                  count(ARGV[i + 2], 'abandoned')
+                  serving = qn + 1
+                elseif activated >= limit or (max_active >= 0 and active >= max_active) then
+                  blocked = 1
+                  break
+                else
+                  redis.call('HSET', key, 'state', 'active', 'active_until', active_until)
+                  redis.call('EXPIRE', key, ticket_ttl)
+                  redis.call('ZADD', KEYS[2], active_until, ticket)
+                  active = active + 1
+                  activated = activated + 1
+                  count(ARGV[i + 2], 'activated')
+                  serving = qn + 1
+                end
+              end
+            end
+          end
+        end
+        if serving > from then
+          redis.call('SET', KEYS[1], serving)
+          redis.call('HINCRBY', KEYS[3], 'activated', activated)
+          redis.call('HINCRBY', KEYS[3], 'abandoned', #abandoned)
+          redis.call('HINCRBY', KEYS[3], 'dead_lettered', #dead)
+          for event, counts in pairs(per_event) do
+            local stats = prefix .. ':e:' .. event .. ':stats'
+            redis.call('HINCRBY', stats, 'activated', counts.activated)
+            redis.call('HINCRBY', stats, 'abandoned', counts.abandoned)
+          end
+        end
+        local issued = tonumber(redis.call('GET', KEYS[4]) or '-1')
+        local reply = {from, serving, activated, expired, active, issued, blocked, #abandoned}
+        for _, qn in ipairs(abandoned) do table.insert(reply, qn) end
+        for _, qn in ipairs(dead) do table.insert(reply, qn) end
+        return reply
+        ",
+    )
+});
+
+/// Runs one step over `entries` (in queue order) for `partition`.
+pub async fn step(
+    redis: &mut ConnectionManager,
+    keys: &RedisKeys,
+    partition: i32,
+    entries: &[QueueEntry],
+    limits: StepLimits,
+) -> RedisResult<StepOutcome> {
+    let mut invocation = STEP.prepare_invoke();
+    invocation
+        .key(keys.serving(partition))
+        .key(keys.active_set(partition))
+        .key(keys.queue_stats(partition))
+        .key(keys.issued(partition))
+        .arg(limits.now_ms)
+        .arg(limits.active_until_ms)
+        .arg(limits.max_active.map_or(-1, i64::from))
+        .arg(limits.batch_limit)
+        .arg(limits.grace_ms)
+        .arg(keys.prefix())
+        .arg(limits.ticket_ttl_seconds);
+    for entry in entries {
+        match entry {
+            QueueEntry::Ticket {
+                queue_number,
+                ticket_id,
+                event_id,
+                issued_ms,
+            } => {
+                invocation
+                    .arg(*queue_number)
+                    .arg(ticket_id.to_string())
+                    .arg(event_id)
+                    .arg(*issued_ms);
+            }
+            QueueEntry::DeadLettered { queue_number } => {
+                invocation.arg(*queue_number).arg("").arg("").arg(0);
+            }
+        }
+    }
+    let reply: Vec<i64> = invocation.invoke_async(redis).await?;
+    Ok(parse_reply(&reply))
+}
+
+fn parse_reply(reply: &[i64]) -> StepOutcome {
+    let field = |index: usize| reply.get(index).copied().unwrap_or(0);
+    let abandoned_count = usize::try_from(field(7)).unwrap_or(0);
+    let lists = reply.get(8..).unwrap_or_default();
+    let (abandoned, dead_lettered) = lists.split_at(abandoned_count.min(lists.len()));
+    StepOutcome {
+        reached_from: field(0),
+        serving: field(1),
+        activated: u64::try_from(field(2)).unwrap_or(0),
+        expired: u64::try_from(field(3)).unwrap_or(0),
+        active: u64::try_from(field(4)).unwrap_or(0),
+        issued_max: field(5),
+        blocked: field(6) == 1,
+        abandoned: abandoned.to_vec(),
+        dead_lettered: dead_lettered.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_split_into_counts_and_skipped_queue_numbers() {
+        let outcome = parse_reply(&[10, 15, 3, 1, 7, 40, 1, 1, 12, 14]);
+        assert_eq!(outcome.reached_from, 10);
+        assert_eq!(outcome.serving, 15);
+        assert_eq!(outcome.activated, 3);
+        assert!(outcome.blocked);
+        assert_eq!(outcome.abandoned, vec![12]);
+        assert_eq!(outcome.dead_lettered, vec![14]);
+    }
+}

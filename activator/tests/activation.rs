@@ -1,0 +1,332 @@
+//! Activation policy against the real Kafka, Redis and PostgreSQL: N every M in queue
+//! order, capacity, modes, live changes, abandonment and dead letters.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::Message;
+use serde_json::{json, Value};
+use support::{set_queue, Announcements};
+use waiting_room::testing::{self, TestEnv, WaitingRoomClient};
+use waiting_room::ticket_store::{MarkUsed, TicketStore};
+use waiting_room::token::TicketClaims;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn exactly_n_per_tick_in_queue_order() {
+    let env = TestEnv::new().await;
+    set_queue(&env, 0, "open", 3, 300, None, 600, 600).await;
+    let tickets = support::produce_tickets(&env, 0, "concert", 9).await;
+    let mut announcements = Announcements::subscribe(&env).await;
+    let activator = support::start_activator(&env).await;
+
+    let mut expected_from = 0;
+    for _ in 0..3 {
+        let announcement = announcements.next(WAIT).await;
+        assert_eq!(announcement.partition, 0);
+        assert_eq!(announcement.reached_from, expected_from);
+        assert_eq!(
+            announcement.serving,
+            expected_from + 3,
+            "exactly 3 per tick"
+        );
+        assert!(announcement.abandoned.is_empty());
+        expected_from += 3;
+    }
+    let mut previous_until = 0;
+    for (queue_number, ticket_id) in &tickets {
+        let (state, active_until) = support::ticket_state(&env, *ticket_id).await;
+        assert_eq!(state.as_deref(), Some("active"), "ticket {queue_number}");
+        let active_until = active_until.expect("active_until");
+        assert!(active_until >= previous_until, "activated in queue order");
+        previous_until = active_until;
+    }
+    activator.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn capacity_is_never_exceeded_and_freed_slots_are_refilled() {
+    let env = TestEnv::new().await;
+    set_queue(&env, 1, "open", 10, 200, Some(3), 3, 600).await;
+    let tickets = support::produce_tickets(&env, 1, "concert", 8).await;
+    let activator = support::start_activator(&env).await;
+    let keys = env.redis_keys();
+
+    support::wait_for_serving(&env, 1, 3, WAIT).await;
+    // "Mark used" frees a slot at once; the next tick refills it.
+    let store = TicketStore::new(env.redis.clone(), keys.clone());
+    let (first_number, first_id) = tickets[0];
+    let claims = TicketClaims {
+        ticket_id: first_id,
+        event_id: "concert".into(),
+        partition: 1,
+        queue_number: first_number,
+        iat: 0,
+        exp: Utc::now().timestamp() + 3600,
+    };
+    assert_eq!(
+        store
+            .mark_used(&claims, Utc::now().timestamp_millis())
+            .await
+            .expect("mark used"),
+        MarkUsed::Marked
+    );
+    assert_eq!(
+        store
+            .mark_used(&claims, Utc::now().timestamp_millis())
+            .await
+            .expect("mark used"),
+        MarkUsed::AlreadyUsed
+    );
+    support::wait_for_serving(&env, 1, 4, WAIT).await;
+
+    // Expiry (3 s sessions) frees the rest; the line drains while never exceeding 3 active.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while support::serving(&env, 1).await < 8 {
+        let now = Utc::now().timestamp_millis();
+        let active: i64 = redis::cmd("ZCOUNT")
+            .arg(keys.active_set(1))
+            .arg(format!("({now}"))
+            .arg("+inf")
+            .query_async(&mut env.redis.clone())
+            .await
+            .expect("ZCOUNT");
+        assert!(active <= 3, "{active} active tickets exceed max_active 3");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the line did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (state, _) = support::ticket_state(&env, first_id).await;
+    assert_eq!(state.as_deref(), Some("used"));
+    activator.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn paused_activates_nothing_and_passthrough_activates_on_arrival() {
+    let env = TestEnv::new().await;
+    set_queue(&env, 2, "paused", 100, 100, None, 600, 600).await;
+    support::produce_tickets(&env, 2, "concert", 5).await;
+    let activator = support::start_activator(&env).await;
+    // Several intervals pass; a paused queue does not move.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(support::serving(&env, 2).await, 0);
+
+    set_queue(&env, 2, "passthrough", 1, 60_000, None, 600, 600).await;
+    // A one-minute interval and a batch of one: only passthrough explains a fast drain.
+    support::wait_for_serving(&env, 2, 5, WAIT).await;
+    support::produce_tickets(&env, 2, "concert", 3).await;
+    support::wait_for_serving(&env, 2, 8, WAIT).await;
+    activator.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn policy_changes_take_effect_without_restart() {
+    let env = TestEnv::new().await;
+    set_queue(&env, 3, "open", 1, 300, None, 600, 600).await;
+    support::produce_tickets(&env, 3, "concert", 40).await;
+    let mut announcements = Announcements::subscribe(&env).await;
+    let activator = support::start_activator(&env).await;
+    let first = announcements.next(WAIT).await;
+    assert_eq!(first.serving - first.reached_from, 1);
+
+    set_queue(&env, 3, "open", 5, 300, None, 600, 600).await;
+    // Within a tick or two of the change, ticks activate 5.
+    let mut saw_five = false;
+    for _ in 0..4 {
+        let announcement = announcements.next(WAIT).await;
+        if announcement.serving - announcement.reached_from == 5 {
+            saw_five = true;
+            break;
+        }
+    }
+    assert!(saw_five, "the new batch size was not applied");
+    activator.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_poison_record_is_dead_lettered_and_the_line_behind_it_moves() {
+    let env = TestEnv::new().await;
+    set_queue(&env, 0, "open", 10, 200, None, 600, 600).await;
+    let before = support::produce_tickets(&env, 0, "concert", 1).await;
+    let garbage = support::produce_raw(&env, 0, b"this is not a ticket").await;
+    let unknown_version = support::produce_raw(&env, 0, br#"{"version": 99}"#).await;
+    let after = support::produce_tickets(&env, 0, "concert", 2).await;
+    let activator = support::start_activator(&env).await;
+    support::wait_for_serving(&env, 0, after[1].0 + 1, WAIT).await;
+    for (_, ticket_id) in before.iter().chain(after.iter()) {
+        assert_eq!(
+            support::ticket_state(&env, *ticket_id).await.0.as_deref(),
+            Some("active")
+        );
+    }
+    for (offset, expected_reason) in [
+        (0, "not a valid ticket record"),
+        (1, "unknown record version 99"),
+    ] {
+        let dead = testing::read_record(
+            &env.common.kafka_brokers,
+            &env.common.tickets_dlq_topic,
+            0,
+            offset,
+        )
+        .await
+        .expect("a dead letter");
+        let letter: Value =
+            serde_json::from_slice(dead.payload().expect("payload")).expect("JSON dead letter");
+        assert_eq!(letter["partition"], 0);
+        let original = if offset == 0 {
+            garbage
+        } else {
+            unknown_version
+        };
+        assert_eq!(letter["offset"], original);
+        assert!(
+            letter["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(expected_reason),
+            "{letter}"
+        );
+    }
+    let dead_lettered: i64 = redis::cmd("HGET")
+        .arg(env.redis_keys().queue_stats(0))
+        .arg("dead_lettered")
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("stats");
+    assert_eq!(dead_lettered, 2);
+    activator.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn abandoned_tickets_are_skipped_without_a_slot_and_status_tells_every_state() {
+    let env = TestEnv::new().await;
+    let waiting_room = env.start_waiting_room(env.waiting_room_config()).await;
+    let client = WaitingRoomClient::new(&waiting_room, &env);
+    let event = client
+        .put_event(
+            "gig",
+            json!({"state": "paused", "activation": {"batch_size": 10, "interval_ms": 200, "max_active": 1, "active_ttl_seconds": 2, "grace_seconds": 2}}),
+        )
+        .await;
+    let partition = event["partition"].as_i64().expect("partition");
+    let gone = client.join_ok("gig", Some("gone-fan")).await;
+    let present = client.join_ok("gig", Some("present-fan")).await;
+    let later = client.join_ok("gig", Some("later-fan")).await;
+    let token = |ticket: &Value| ticket["token"].as_str().expect("token").to_owned();
+    let activator = support::start_activator(&env).await;
+
+    // The present fans keep polling for longer than the grace period; the gone fan does not.
+    for _ in 0..15 {
+        for ticket in [&present, &later] {
+            assert_eq!(client.status(&token(ticket)).await.status(), 200);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    client.put_event("gig", json!({"state": "open"})).await;
+    let partition = i32::try_from(partition).expect("partition");
+    support::wait_for_serving(
+        &env,
+        partition,
+        present["queue_number"].as_i64().expect("n") + 1,
+        WAIT,
+    )
+    .await;
+
+    let gone_status: Value = client
+        .status(&token(&gone))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(gone_status["state"], "abandoned");
+    let present_status: Value = client
+        .status(&token(&present))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(present_status["state"], "active", "{present_status}");
+    assert!(present_status["active_until"].is_string());
+    assert_eq!(present_status["position"], 0);
+    // The abandoned ticket took no slot: with max_active 1 the one slot is the present fan's.
+    let later_status: Value = client
+        .status(&token(&later))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(later_status["state"], "waiting");
+    assert_eq!(later_status["position"], 0);
+
+    // Joining again after being abandoned gives a fresh place at the back.
+    let rejoin = client.join("gig", Some("gone-fan")).await;
+    assert_eq!(rejoin.status(), 201);
+    let rejoined: Value = rejoin.json().await.expect("JSON");
+    assert_ne!(rejoined["ticket_id"], gone["ticket_id"]);
+    assert!(rejoined["queue_number"].as_i64() > later["queue_number"].as_i64());
+
+    // Used, then expired, as the reservation service and the clock would make them.
+    let store = TicketStore::new(env.redis.clone(), env.redis_keys());
+    let verifier = waiting_room::token::TicketVerifier::new([env.signing_key.verifying_key()]);
+    let claims = verifier
+        .verify(&token(&present), Utc::now().timestamp())
+        .expect("claims");
+    assert_eq!(
+        store
+            .mark_used(&claims, Utc::now().timestamp_millis())
+            .await
+            .expect("mark"),
+        MarkUsed::Marked
+    );
+    let used: Value = client
+        .status(&token(&present))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(used["state"], "used");
+    // The freed slot goes to the next fan, whose 2 s session then expires.
+    support::wait_for_serving(
+        &env,
+        partition,
+        later["queue_number"].as_i64().expect("n") + 1,
+        WAIT,
+    )
+    .await;
+    let active: Value = client
+        .status(&token(&later))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(active["state"], "active");
+    let stats: Value = client
+        .http
+        .get(waiting_room.url("/admin/events/gig"))
+        .bearer_auth(&env.admin_token)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(stats["abandoned"], 1, "{stats}");
+    assert_eq!(stats["activated"], 2, "{stats}");
+    assert_eq!(stats["active"], 1, "{stats}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let expired: Value = client
+        .status(&token(&later))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(expired["state"], "expired");
+    activator.stop().await.expect("clean shutdown");
+    waiting_room.stop().await.expect("clean shutdown");
+}

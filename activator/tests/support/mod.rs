@@ -1,0 +1,224 @@
+//! Helpers for the activator's integration tests.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use activator::ActivatorConfig;
+use chrono::Utc;
+use clap::Parser;
+use futures::StreamExt;
+use uuid::Uuid;
+use waiting_room::kafka::{self, DurableProducer};
+use waiting_room::serving_announcement::ServingAnnouncement;
+use waiting_room::testing::{self, RunningService, TestEnv};
+use waiting_room::ticket_record::TicketRecord;
+
+#[derive(Parser)]
+struct ActivatorEnvironment {
+    #[command(flatten)]
+    config: ActivatorConfig,
+}
+
+pub fn activator_config(env: &TestEnv) -> ActivatorConfig {
+    let mut config = ActivatorEnvironment::parse_from(["test"]).config;
+    config.common = env.common.clone();
+    config.listen = testing::any_port();
+    config.group_id = format!("{}.activators", env.common.redis_key_prefix);
+    config
+}
+
+pub async fn start_activator(env: &TestEnv) -> RunningService {
+    let config = activator_config(env);
+    RunningService::start(|shutdown| activator::build(config, shutdown)).await
+}
+
+/// The activator binary as a child process, for tests that SIGKILL it.
+pub struct ActivatorProcess {
+    child: Child,
+}
+
+impl ActivatorProcess {
+    pub fn spawn(env: &TestEnv) -> Self {
+        let common = &env.common;
+        let child = Command::new(env!("CARGO_BIN_EXE_activator"))
+            .env("DATABASE_URL", &common.database_url)
+            .env("REDIS_URL", &common.redis_url)
+            .env("REDIS_KEY_PREFIX", &common.redis_key_prefix)
+            .env("KAFKA_BROKERS", &common.kafka_brokers)
+            .env("TICKETS_TOPIC", &common.tickets_topic)
+            .env("TICKETS_DLQ_TOPIC", &common.tickets_dlq_topic)
+            .env("RESERVATIONS_TOPIC", &common.reservations_topic)
+            .env("ACTIVATOR_LISTEN", "127.0.0.1:0")
+            .env(
+                "ACTIVATOR_GROUP_ID",
+                format!("{}.activators", common.redis_key_prefix),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the activator binary");
+        Self { child }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ActivatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sets a queue's mode and policy in PostgreSQL, as the admin API would.
+pub async fn set_queue(
+    env: &TestEnv,
+    partition: i32,
+    mode: &str,
+    batch_size: i32,
+    interval_ms: i32,
+    max_active: Option<i32>,
+    active_ttl_seconds: i32,
+    grace_seconds: i32,
+) {
+    sqlx::query(
+        "INSERT INTO queues (partition, mode, batch_size, interval_ms, max_active, active_ttl_seconds, grace_seconds)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (partition) DO UPDATE SET mode = $2, batch_size = $3, interval_ms = $4,
+             max_active = $5, active_ttl_seconds = $6, grace_seconds = $7, updated_at = now()",
+    )
+    .bind(partition)
+    .bind(mode)
+    .bind(batch_size)
+    .bind(interval_ms)
+    .bind(max_active)
+    .bind(active_ttl_seconds)
+    .bind(grace_seconds)
+    .execute(&env.postgres)
+    .await
+    .expect("set the queue policy");
+}
+
+/// Appends `count` ticket records to `partition`, as the waiting-room does, and returns
+/// (queue number, ticket id) in queue order.
+pub async fn produce_tickets(
+    env: &TestEnv,
+    partition: i32,
+    event_id: &str,
+    count: usize,
+) -> Vec<(i64, Uuid)> {
+    let config = kafka::producer_config(&env.common.kafka_brokers, 5, Duration::from_secs(10));
+    let producer = DurableProducer::new(config).expect("producer");
+    let mut produced = Vec::with_capacity(count);
+    for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
+        let sends = chunk.iter().map(|_| {
+            let ticket_id = Uuid::now_v7();
+            let record =
+                TicketRecord::new(ticket_id, event_id.to_owned(), None, Utc::now()).to_json();
+            let producer = &producer;
+            let topic = env.common.tickets_topic.as_str();
+            async move {
+                let acknowledged = producer
+                    .send(
+                        topic,
+                        Some(partition),
+                        event_id,
+                        &record,
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .expect("produce a ticket");
+                (acknowledged.offset, ticket_id)
+            }
+        });
+        produced.extend(futures::future::join_all(sends).await);
+    }
+    produced.sort_by_key(|(offset, _)| *offset);
+    produced
+}
+
+/// Appends a raw value (e.g. garbage) to `partition`; returns its offset.
+pub async fn produce_raw(env: &TestEnv, partition: i32, value: &[u8]) -> i64 {
+    let config = kafka::producer_config(&env.common.kafka_brokers, 0, Duration::from_secs(10));
+    let producer = DurableProducer::new(config).expect("producer");
+    producer
+        .send(
+            &env.common.tickets_topic,
+            Some(partition),
+            "garbage",
+            value,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce")
+        .offset
+}
+
+pub async fn serving(env: &TestEnv, partition: i32) -> i64 {
+    let value: Option<i64> = redis::cmd("GET")
+        .arg(env.redis_keys().serving(partition))
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("GET serving");
+    value.unwrap_or(0)
+}
+
+/// Waits (up to `limit`) until the queue's serving counter reaches `target`.
+pub async fn wait_for_serving(env: &TestEnv, partition: i32, target: i64, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let current = serving(env, partition).await;
+        if current >= target {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "serving counter stuck at {current}, expected {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A ticket's state and active_until from Redis.
+pub async fn ticket_state(env: &TestEnv, ticket_id: Uuid) -> (Option<String>, Option<i64>) {
+    redis::cmd("HMGET")
+        .arg(env.redis_keys().ticket(ticket_id))
+        .arg("state")
+        .arg("active_until")
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("HMGET ticket")
+}
+
+/// Subscribes to the serving announcements of this environment.
+pub struct Announcements {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = ServingAnnouncement> + Send>>,
+}
+
+impl Announcements {
+    pub async fn subscribe(env: &TestEnv) -> Self {
+        let client = redis::Client::open(env.common.redis_url.as_str()).expect("redis url");
+        let mut pubsub = client.get_async_pubsub().await.expect("pubsub connection");
+        pubsub
+            .subscribe(env.redis_keys().serving_channel())
+            .await
+            .expect("SUBSCRIBE");
+        let stream = pubsub.into_on_message().filter_map(|message| async move {
+            ServingAnnouncement::parse(message.get_payload_bytes())
+        });
+        Self {
+            stream: Box::pin(stream),
+        }
+    }
+
+    pub async fn next(&mut self, limit: Duration) -> ServingAnnouncement {
+        tokio::time::timeout(limit, self.stream.next())
+            .await
+            .expect("an announcement in time")
+            .expect("announcement stream open")
+    }
+}
