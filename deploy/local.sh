@@ -145,7 +145,8 @@ tansu_up() {
   tansu_install
   say "tansu: starting on 127.0.0.1:$KAFKA_PORT (memory storage)"
   # setsid: the broker outlives this script and is stopped by pid, never by name.
-  setsid tansu broker \
+  # Tansu logs every request at info; warnings are what an operator needs.
+  RUST_LOG=warn setsid tansu broker \
     --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --storage-engine "memory://tansu/" \

@@ -32,9 +32,18 @@ use crate::queue_worker::{Incoming, QueueWorker, WorkerShared};
 /// Pause a partition with more records buffered than this; resume below half of it.
 const PAUSE_ABOVE: usize = 200_000;
 
-/// Reports partition revocations from librdkafka's thread to the dispatcher.
+/// Rejoin the group with a fresh member id at most this often (see [`Rejoin`]).
+const REJOIN_AT_MOST_EVERY: Duration = Duration::from_secs(30);
+
+/// A rebalance as the dispatcher sees it.
+pub enum RebalanceEvent {
+    Revoked(Vec<i32>),
+    Assigned(Vec<i32>),
+}
+
+/// Reports rebalances from librdkafka's thread to the dispatcher.
 pub struct RebalanceContext {
-    revoked: mpsc::UnboundedSender<Vec<i32>>,
+    events: mpsc::UnboundedSender<RebalanceEvent>,
 }
 
 impl ClientContext for RebalanceContext {}
@@ -49,7 +58,7 @@ impl ConsumerContext for RebalanceContext {
                     .map(|element| element.partition())
                     .collect();
                 tracing::info!(?revoked, "partitions revoked");
-                let _ = self.revoked.send(revoked);
+                let _ = self.events.send(RebalanceEvent::Revoked(revoked));
             }
             Rebalance::Assign(partitions) => {
                 let assigned: Vec<i32> = partitions
@@ -58,6 +67,7 @@ impl ConsumerContext for RebalanceContext {
                     .map(|element| element.partition())
                     .collect();
                 tracing::info!(?assigned, "partitions assigned");
+                let _ = self.events.send(RebalanceEvent::Assigned(assigned));
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
         }
@@ -71,6 +81,37 @@ pub struct Dependencies {
     pub keys: RedisKeys,
     pub dead_letters: Arc<DeadLetter>,
     pub topic: String,
+    pub partitions: i32,
+}
+
+/// Works around Tansu 0.6's group coordinator: when a member dies, Tansu drops it on
+/// the missed heartbeat but keeps the group's generation, so the survivors rejoin and
+/// get their old assignment back and the dead member's partitions are never consumed.
+/// A rebalance that hands back exactly the partial assignment we had is that case (or a
+/// harmless coincidence); leaving and rejoining with a fresh member id makes the
+/// coordinator form a new generation from the live members. Rate-limited, so two live
+/// activators cannot keep each other rebalancing.
+#[derive(Default)]
+struct Rejoin {
+    held: Vec<i32>,
+    last: Option<std::time::Instant>,
+}
+
+impl Rejoin {
+    fn after_assignment(&mut self, mut assigned: Vec<i32>, partitions: i32) -> bool {
+        assigned.sort_unstable();
+        let unchanged_partial =
+            assigned == self.held && assigned.len() < usize::try_from(partitions).unwrap_or(0);
+        self.held = assigned;
+        let due = self
+            .last
+            .is_none_or(|last| last.elapsed() >= REJOIN_AT_MOST_EVERY);
+        if unchanged_partial && due {
+            self.last = Some(std::time::Instant::now());
+            return true;
+        }
+        false
+    }
 }
 
 struct WorkerHandle {
@@ -88,10 +129,10 @@ pub async fn run(
     dependencies: Dependencies,
     shutdown: CancellationToken,
 ) {
-    let (revoked_sender, mut revoked) = mpsc::unbounded_channel();
+    let (events_sender, mut rebalances) = mpsc::unbounded_channel();
     let consumer: StreamConsumer<RebalanceContext> =
         match kafka::consumer_config(&brokers, &group_id).create_with_context(RebalanceContext {
-            revoked: revoked_sender,
+            events: events_sender,
         }) {
             Ok(consumer) => consumer,
             Err(error) => {
@@ -105,18 +146,30 @@ pub async fn run(
         return;
     }
     let mut workers: HashMap<i32, WorkerHandle> = HashMap::new();
+    let mut rejoin = Rejoin::default();
     let mut backpressure = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            Some(partitions) = revoked.recv() => {
-                for partition in partitions {
-                    if let Some(worker) = workers.remove(&partition) {
-                        worker.stop.cancel();
+            Some(event) = rebalances.recv() => match event {
+                RebalanceEvent::Revoked(partitions) => {
+                    for partition in partitions {
+                        if let Some(worker) = workers.remove(&partition) {
+                            worker.stop.cancel();
+                        }
                     }
                 }
-            }
+                RebalanceEvent::Assigned(partitions) => {
+                    if rejoin.after_assignment(partitions, dependencies.partitions) {
+                        tracing::info!("rebalance returned a stale partial assignment; rejoining the group");
+                        consumer.unsubscribe();
+                        if let Err(error) = consumer.subscribe(&[dependencies.topic.as_str()]) {
+                            tracing::error!(%error, "cannot resubscribe to the tickets topic");
+                        }
+                    }
+                }
+            },
             message = consumer.recv() => match message {
                 Ok(message) => dispatch(&message, &mut workers, &consumer, &dependencies, &shutdown),
                 Err(error) => {
@@ -198,6 +251,27 @@ fn resume_caught_up(
         {
             worker.paused = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rejoin;
+
+    #[test]
+    fn rejoins_only_when_a_partial_assignment_comes_back_unchanged() {
+        let mut rejoin = Rejoin::default();
+        assert!(
+            !rejoin.after_assignment(vec![0, 1, 2, 3], 4),
+            "first assignment, full"
+        );
+        assert!(!rejoin.after_assignment(vec![2, 3], 4), "changed");
+        assert!(
+            rejoin.after_assignment(vec![3, 2], 4),
+            "same partial assignment again"
+        );
+        assert!(!rejoin.after_assignment(vec![2, 3], 4), "rate-limited");
+        assert!(!rejoin.after_assignment(vec![0, 1, 2, 3], 4));
     }
 }
 

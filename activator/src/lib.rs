@@ -54,6 +54,7 @@ pub async fn build(
             timeout,
         )),
         topic: common.tickets_topic.clone(),
+        partitions: common.tickets_partitions,
     };
     let consuming = tokio::spawn(consumer::run(
         common.kafka_brokers.clone(),

@@ -32,6 +32,9 @@ pub fn producer_config(brokers: &str, linger_ms: u32, message_timeout: Duration)
 /// Settings for a consumer in `group_id` that commits offsets itself, after the work a
 /// record stands for is done. The classic group protocol and a 6 s session timeout make
 /// joins and failover take seconds, not the ~45 s librdkafka's default costs on Tansu.
+/// Tansu keeps a dead member in a rebalance until the rebalance timeout (the member's
+/// `max.poll.interval.ms`, 300 s by default), so that is bounded too: the consumer loop
+/// polls continuously, far more often than every 10 s.
 pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -42,6 +45,7 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
+        .set("max.poll.interval.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("socket.keepalive.enable", "true");
     config

@@ -54,7 +54,10 @@ impl ActivatorProcess {
                 "ACTIVATOR_GROUP_ID",
                 format!("{}.activators", common.redis_key_prefix),
             )
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("ACTIVATOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

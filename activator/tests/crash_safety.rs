@@ -1,0 +1,187 @@
+//! Crash safety: SIGKILL at random moments, Redis data loss and failover between two
+//! activators, against the real Kafka, Redis and PostgreSQL. The activator runs as its
+//! own process here so that it can be killed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use support::{set_queue, ActivatorProcess};
+use waiting_room::testing::TestEnv;
+
+/// Every ticket active, activated exactly once, in queue order.
+async fn assert_activated_once_in_order(
+    env: &TestEnv,
+    partition: i32,
+    tickets: &[(i64, uuid::Uuid)],
+) {
+    let mut previous_until = 0;
+    for (queue_number, ticket_id) in tickets {
+        let (state, active_until) = support::ticket_state(env, *ticket_id).await;
+        assert_eq!(
+            state.as_deref(),
+            Some("active"),
+            "ticket {queue_number} was skipped"
+        );
+        let active_until = active_until.expect("active_until");
+        assert!(
+            active_until >= previous_until,
+            "ticket {queue_number} activated out of order"
+        );
+        previous_until = active_until;
+    }
+    let activated: i64 = redis::cmd("HGET")
+        .arg(env.redis_keys().queue_stats(partition))
+        .arg("activated")
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("HGET activated");
+    assert_eq!(
+        activated,
+        tickets.len() as i64,
+        "activations counted once each"
+    );
+}
+
+#[tokio::test]
+async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    const TICKETS: usize = 10_000;
+    const KILLS: usize = 10;
+    let env = TestEnv::new().await;
+    // 150 every 50 ms: the drain takes longer than the kills need.
+    set_queue(&env, 0, "open", 150, 50, None, 3600, 3600).await;
+    let tickets = support::produce_tickets(&env, 0, "drain", TICKETS).await;
+    let mut activator = ActivatorProcess::spawn(&env);
+    let mut rng = rand::thread_rng();
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while kills < KILLS {
+        // Wait for progress after each restart, then kill at a random instant.
+        let before = support::serving(&env, 0).await;
+        while support::serving(&env, 0).await == before {
+            assert!(
+                Instant::now() < deadline,
+                "no progress after restart {kills}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..250))).await;
+        let at = support::serving(&env, 0).await;
+        if at >= TICKETS as i64 {
+            break;
+        }
+        activator.kill();
+        kills += 1;
+        eprintln!("kill {kills} at serving {at}");
+        activator = ActivatorProcess::spawn(&env);
+    }
+    assert!(
+        kills >= KILLS,
+        "only {kills} kills happened during the drain; slow the drain down"
+    );
+    support::wait_for_serving(&env, 0, TICKETS as i64, Duration::from_secs(240)).await;
+    assert_activated_once_in_order(&env, 0, &tickets).await;
+    activator.kill();
+}
+
+#[tokio::test]
+async fn redis_data_loss_mid_drain_rebuilds_the_counter_and_the_line_continues() {
+    let env = TestEnv::new().await;
+    set_queue(&env, 1, "open", 100, 50, None, 3600, 3600).await;
+    let tickets = support::produce_tickets(&env, 1, "flush", 3_000).await;
+    let activator = support::start_activator(&env).await;
+    support::wait_for_serving(&env, 1, 1_000, Duration::from_secs(60)).await;
+
+    // Lose everything this deployment had in Redis (its keys; the Redis is shared).
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(env.redis_keys().all_keys_pattern())
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("KEYS");
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("DEL");
+    let mut lost = 0;
+    for (_, ticket_id) in &tickets {
+        if support::ticket_state(&env, *ticket_id).await.0.is_none() {
+            lost += 1;
+        }
+    }
+    assert!(lost > 0, "the loss removed ticket state");
+
+    support::wait_for_serving(&env, 1, 3_000, Duration::from_secs(120)).await;
+    // Tickets the activator had not reached at the loss are all activated, once, in order.
+    // Every ticket behind the loss point is active, in order; tickets activated before
+    // the loss lost their Redis state (documented in docs/operations.md).
+    let mut previous_until = 0;
+    let mut activated_after = 0;
+    for (queue_number, ticket_id) in &tickets {
+        let (state, until) = support::ticket_state(&env, *ticket_id).await;
+        match state.as_deref() {
+            Some("active") => {
+                let until = until.expect("until");
+                assert!(
+                    until >= previous_until,
+                    "ticket {queue_number} out of order"
+                );
+                previous_until = until;
+                activated_after += 1;
+            }
+            None => assert_eq!(
+                activated_after, 0,
+                "ticket {queue_number} skipped after the loss"
+            ),
+            other => panic!("ticket {queue_number} is {other:?}"),
+        }
+    }
+    assert!(
+        activated_after >= tickets.len() - lost,
+        "the line continued after the loss"
+    );
+    activator.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_second_activator_takes_over_when_the_first_dies() {
+    let env = TestEnv::new().await;
+    for partition in 0..4 {
+        set_queue(&env, partition, "open", 50, 100, None, 3600, 3600).await;
+    }
+    let mut first = ActivatorProcess::spawn(&env);
+    for partition in 0..4 {
+        support::produce_tickets(&env, partition, "failover", 10).await;
+    }
+    for partition in 0..4 {
+        support::wait_for_serving(&env, partition, 10, Duration::from_secs(60)).await;
+    }
+    let second = support::start_activator(&env).await;
+    // Let the group rebalance across both members.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    first.kill();
+    let killed_at = Instant::now();
+    let mut last = Vec::new();
+    for partition in 0..4 {
+        last.push(support::produce_tickets(&env, partition, "failover", 10).await);
+    }
+    for partition in 0..4 {
+        support::wait_for_serving(&env, partition, 20, Duration::from_secs(60)).await;
+    }
+    eprintln!(
+        "failover: every queue moving again {:?} after the kill",
+        killed_at.elapsed()
+    );
+    for (partition, tickets) in last.iter().enumerate() {
+        for (queue_number, ticket_id) in tickets {
+            let (state, _) = support::ticket_state(&env, *ticket_id).await;
+            assert_eq!(
+                state.as_deref(),
+                Some("active"),
+                "partition {partition} ticket {queue_number}"
+            );
+        }
+    }
+    second.stop().await.expect("clean shutdown");
+}
