@@ -2,7 +2,8 @@
 //!
 //! The script walks the next tickets in queue order, starting at the serving counter:
 //! it skips tickets already decided (a replay after a crash changes nothing, and never
-//! extends an `active_until`), marks unseen tickets abandoned without using a slot,
+//! extends an `active_until`), refuses to jump over missing offsets, marks unseen
+//! tickets abandoned without using a slot,
 //! activates the rest up to the batch limit and the queue's free capacity (expired
 //! activations are pruned from the capacity set before counting), and moves the serving
 //! counter forward only. All of it happens in one `EVALSHA`, so a crash leaves either
@@ -67,6 +68,9 @@ pub struct StepOutcome {
     pub issued_max: i64,
     /// True when the batch limit or capacity stopped the step before the entries ran out.
     pub blocked: bool,
+    /// True when the entries started past the serving counter: records are missing
+    /// from the buffer and must be read again.
+    pub gap: bool,
     pub abandoned: Vec<i64>,
     pub dead_lettered: Vec<i64>,
 }
@@ -86,9 +90,12 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         local ticket_ttl = ARGV[7]
         local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
         local active = redis.call('ZCARD', KEYS[2])
-        local serving = tonumber(redis.call('GET', KEYS[1]) or '0')
+        -- No counter: Redis lost it; rebuild it from the first record we were given
+        -- (the consumer's committed position).
+        local serving = tonumber(redis.call('GET', KEYS[1]) or '-1')
+        if serving < 0 and #ARGV >= 8 then serving = tonumber(ARGV[8]) end
         local from = serving
-        local activated, blocked = 0, 0
+        local activated, blocked, gap = 0, 0, 0
         local abandoned, dead = {}, {}
         local per_event = {}
         local function count(event, field)
@@ -97,7 +104,13 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         end
         for i = 8, #ARGV, 4 do
           local qn = tonumber(ARGV[i])
-          if qn >= serving then
+          if qn > serving then
+            -- Offsets are contiguous: records between the counter and this one are missing
+            -- from what we were given. Never skip them; the caller re-reads.
+            gap = 1
+            break
+          end
+          if qn == serving then
             local ticket = ARGV[i + 1]
             if ticket == '' then
               table.insert(dead, qn)
@@ -144,7 +157,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
           end
         end
         local issued = tonumber(redis.call('GET', KEYS[4]) or '-1')
-        local reply = {from, serving, activated, expired, active, issued, blocked, #abandoned}
+        local reply = {from, serving, activated, expired, active, issued, blocked + 2 * gap, #abandoned}
         for _, qn in ipairs(abandoned) do table.insert(reply, qn) end
         for _, qn in ipairs(dead) do table.insert(reply, qn) end
         return reply
@@ -208,7 +221,8 @@ fn parse_reply(reply: &[i64]) -> StepOutcome {
         expired: u64::try_from(field(3)).unwrap_or(0),
         active: u64::try_from(field(4)).unwrap_or(0),
         issued_max: field(5),
-        blocked: field(6) == 1,
+        blocked: field(6) & 1 == 1,
+        gap: field(6) & 2 == 2,
         abandoned: abandoned.to_vec(),
         dead_lettered: dead_lettered.to_vec(),
     }
@@ -225,6 +239,8 @@ mod tests {
         assert_eq!(outcome.serving, 15);
         assert_eq!(outcome.activated, 3);
         assert!(outcome.blocked);
+        assert!(!outcome.gap);
+        assert!(parse_reply(&[10, 10, 0, 0, 0, 40, 2, 0]).gap);
         assert_eq!(outcome.abandoned, vec![12]);
         assert_eq!(outcome.dead_lettered, vec![14]);
     }

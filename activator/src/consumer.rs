@@ -223,18 +223,18 @@ fn dispatch(
     if worker.records.send(incoming).is_err() {
         worker.shared.buffered.fetch_sub(1, Ordering::Relaxed);
     }
-    if buffered > PAUSE_ABOVE && !worker.paused {
-        if consumer
+    if buffered > PAUSE_ABOVE
+        && !worker.paused
+        && consumer
             .pause(&single(&dependencies.topic, partition))
             .is_ok()
-        {
-            worker.paused = true;
-            tracing::info!(
-                partition,
-                buffered,
-                "queue far behind: pausing its partition"
-            );
-        }
+    {
+        worker.paused = true;
+        tracing::info!(
+            partition,
+            buffered,
+            "queue far behind: pausing its partition"
+        );
     }
 }
 
@@ -251,27 +251,6 @@ fn resume_caught_up(
         {
             worker.paused = false;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Rejoin;
-
-    #[test]
-    fn rejoins_only_when_a_partial_assignment_comes_back_unchanged() {
-        let mut rejoin = Rejoin::default();
-        assert!(
-            !rejoin.after_assignment(vec![0, 1, 2, 3], 4),
-            "first assignment, full"
-        );
-        assert!(!rejoin.after_assignment(vec![2, 3], 4), "changed");
-        assert!(
-            rejoin.after_assignment(vec![3, 2], 4),
-            "same partial assignment again"
-        );
-        assert!(!rejoin.after_assignment(vec![2, 3], 4), "rate-limited");
-        assert!(!rejoin.after_assignment(vec![0, 1, 2, 3], 4));
     }
 }
 
@@ -311,5 +290,26 @@ fn spawn_worker(
         stop,
         task: tokio::spawn(worker.run()),
         paused: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rejoin;
+
+    #[test]
+    fn rejoins_only_when_a_partial_assignment_comes_back_unchanged() {
+        let mut rejoin = Rejoin::default();
+        assert!(
+            !rejoin.after_assignment(vec![0, 1, 2, 3], 4),
+            "first assignment, full"
+        );
+        assert!(!rejoin.after_assignment(vec![2, 3], 4), "changed");
+        assert!(
+            rejoin.after_assignment(vec![3, 2], 4),
+            "same partial assignment again"
+        );
+        assert!(!rejoin.after_assignment(vec![2, 3], 4), "rate-limited");
+        assert!(!rejoin.after_assignment(vec![0, 1, 2, 3], 4));
     }
 }

@@ -33,6 +33,10 @@ use crate::rate::RateWindow;
 const ENTRIES_PER_STEP: usize = 5_000;
 /// Passthrough queues also tick this often, to refill capacity freed by expiry.
 const PASSTHROUGH_TICK: Duration = Duration::from_millis(100);
+/// How far back the first re-read after a gap starts; it doubles while gaps persist.
+const REREAD_LOOKBACK: i64 = 1_000;
+/// A re-read that delivers nothing at or before the gap within this time goes further back.
+const REREAD_STALL: Duration = Duration::from_secs(2);
 /// An activated ticket's Redis state outlives its session by this long, so status
 /// reads still say "expired" or "used" after it ends.
 const TICKET_STATE_RETENTION_SECONDS: i64 = 86_400;
@@ -69,6 +73,7 @@ impl QueueWorker {
         let mut rate = RateWindow::default();
         let mut catalog_changes = self.catalog.subscribe();
         let mut next_tick = Instant::now();
+        let mut reread = Reread::default();
         loop {
             let queue = self.catalog.current().queue(partition);
             let interval = tick_interval(&queue);
@@ -78,9 +83,9 @@ impl QueueWorker {
                 () = self.shutdown.cancelled() => break,
                 received = self.records.recv() => {
                     let Some(first) = received else { break };
-                    buffer.push_back(first);
+                    reread.admit(first, &mut buffer, &self.shared);
                     while let Ok(more) = self.records.try_recv() {
-                        buffer.push_back(more);
+                        reread.admit(more, &mut buffer, &self.shared);
                     }
                     // Passthrough activates on arrival.
                     if queue.mode == QueueMode::Passthrough {
@@ -90,8 +95,13 @@ impl QueueWorker {
                 () = tokio::time::sleep_until(next_tick.into()), if can_tick => {
                     let lateness = Instant::now().saturating_duration_since(next_tick);
                     let span = tracing::info_span!("activation_tick", partition, mode = queue.mode.as_str());
-                    self.tick(&queue, &mut buffer, &mut rate, lateness).instrument(span).await;
+                    self.tick(&queue, &mut buffer, &mut rate, &mut reread, lateness).instrument(span).await;
                     next_tick = (next_tick + interval).max(Instant::now());
+                }
+                () = sleep_until_stalled(reread.stalled_at()), if reread.pending.is_some() => {
+                    if let Some((gap_at, _)) = reread.pending {
+                        self.read_again(gap_at, &mut buffer, &mut reread).await;
+                    }
                 }
                 changed = catalog_changes.changed() => {
                     if changed.is_err() { break; }
@@ -108,6 +118,7 @@ impl QueueWorker {
         queue: &QueueConfig,
         buffer: &mut VecDeque<Incoming>,
         rate: &mut RateWindow,
+        reread: &mut Reread,
         lateness: Duration,
     ) {
         let partition = self.shared.partition;
@@ -158,6 +169,11 @@ impl QueueWorker {
                     break;
                 }
             };
+            if outcome.gap {
+                self.read_again(outcome.serving, buffer, reread).await;
+                break;
+            }
+            reread.lookback = REREAD_LOOKBACK;
             let consumed_all =
                 outcome.serving > entries.last().map_or(i64::MIN, QueueEntry::queue_number);
             drop_reached(buffer, outcome.serving, &self.shared);
@@ -229,6 +245,48 @@ impl QueueWorker {
         Ok(entries)
     }
 
+    /// Records between the serving counter and the buffer are missing (the broker
+    /// returned a later batch than asked for). Drop the buffer and read the partition
+    /// again from before the counter; each further gap reaches further back, down to the
+    /// first offset, so the missing records are always found.
+    async fn read_again(&self, serving: i64, buffer: &mut VecDeque<Incoming>, reread: &mut Reread) {
+        let partition = self.shared.partition;
+        let target = (serving - reread.lookback).max(0);
+        reread.lookback = reread.lookback.saturating_mul(2);
+        self.shared
+            .buffered
+            .fetch_sub(buffer.len(), Ordering::Relaxed);
+        buffer.clear();
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let seek = tokio::task::spawn_blocking(move || {
+            consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(target),
+                Duration::from_secs(5),
+            )
+        })
+        .await;
+        match seek {
+            Ok(Ok(())) => {
+                reread.pending = Some((serving, Instant::now()));
+                metrics::counter!("activator_rereads_total", "partition" => partition.to_string())
+                    .increment(1);
+                tracing::warn!(
+                    partition,
+                    serving,
+                    target,
+                    "records missing before the buffer; reading again"
+                );
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(partition, %error, "cannot seek to re-read missing records")
+            }
+            Err(error) => tracing::warn!(partition, %error, "seek task failed"),
+        }
+    }
+
     async fn announce(&self, outcome: &StepOutcome, active_until_ms: i64, rate_per_second: f64) {
         let announcement = ServingAnnouncement {
             partition: self.shared.partition,
@@ -268,6 +326,62 @@ impl QueueWorker {
                 tracing::debug!(partition = self.shared.partition, %error, "offset commit refused (partition revoked?)");
             }
         }
+    }
+}
+
+/// Re-reading after a gap.
+struct Reread {
+    lookback: i64,
+    /// Set after a seek: the serving counter at the gap and when the seek happened.
+    /// Records past the gap point are still in flight from before the seek (or the
+    /// broker skipped the hole again) and are dropped until the re-read reaches it.
+    pending: Option<(i64, Instant)>,
+}
+
+impl Default for Reread {
+    fn default() -> Self {
+        Self {
+            lookback: REREAD_LOOKBACK,
+            pending: None,
+        }
+    }
+}
+
+impl Reread {
+    fn admit(
+        &mut self,
+        incoming: Incoming,
+        buffer: &mut VecDeque<Incoming>,
+        shared: &WorkerShared,
+    ) {
+        if let Some((gap_at, _)) = self.pending {
+            if offset_of(&incoming) > gap_at {
+                shared.buffered.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            self.pending = None;
+        }
+        buffer.push_back(incoming);
+    }
+
+    /// When a re-read has produced nothing usable for a while, the time to go further back.
+    fn stalled_at(&self) -> Option<(i64, Instant)> {
+        self.pending
+            .map(|(gap_at, since)| (gap_at, since + REREAD_STALL))
+    }
+}
+
+async fn sleep_until_stalled(stalled: Option<(i64, Instant)>) {
+    match stalled {
+        Some((_, at)) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn offset_of(incoming: &Incoming) -> i64 {
+    match incoming {
+        Incoming::Entry(entry) => entry.queue_number(),
+        Incoming::Poison(raw) => raw.offset,
     }
 }
 

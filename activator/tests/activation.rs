@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rdkafka::Message;
 use serde_json::{json, Value};
-use support::{set_queue, Announcements};
+use support::{policy, set_queue, Announcements};
 use waiting_room::testing::{self, TestEnv, WaitingRoomClient};
 use waiting_room::ticket_store::{MarkUsed, TicketStore};
 use waiting_room::token::TicketClaims;
@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test]
 async fn exactly_n_per_tick_in_queue_order() {
     let env = TestEnv::new().await;
-    set_queue(&env, 0, "open", 3, 300, None, 600, 600).await;
+    set_queue(&env, 0, policy("open", 3, 300, None, 600, 600)).await;
     let tickets = support::produce_tickets(&env, 0, "concert", 9).await;
     let mut announcements = Announcements::subscribe(&env).await;
     let activator = support::start_activator(&env).await;
@@ -50,7 +50,7 @@ async fn exactly_n_per_tick_in_queue_order() {
 #[tokio::test]
 async fn capacity_is_never_exceeded_and_freed_slots_are_refilled() {
     let env = TestEnv::new().await;
-    set_queue(&env, 1, "open", 10, 200, Some(3), 3, 600).await;
+    set_queue(&env, 1, policy("open", 10, 200, Some(3), 3, 600)).await;
     let tickets = support::produce_tickets(&env, 1, "concert", 8).await;
     let activator = support::start_activator(&env).await;
     let keys = env.redis_keys();
@@ -109,14 +109,14 @@ async fn capacity_is_never_exceeded_and_freed_slots_are_refilled() {
 #[tokio::test]
 async fn paused_activates_nothing_and_passthrough_activates_on_arrival() {
     let env = TestEnv::new().await;
-    set_queue(&env, 2, "paused", 100, 100, None, 600, 600).await;
+    set_queue(&env, 2, policy("paused", 100, 100, None, 600, 600)).await;
     support::produce_tickets(&env, 2, "concert", 5).await;
     let activator = support::start_activator(&env).await;
     // Several intervals pass; a paused queue does not move.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(support::serving(&env, 2).await, 0);
 
-    set_queue(&env, 2, "passthrough", 1, 60_000, None, 600, 600).await;
+    set_queue(&env, 2, policy("passthrough", 1, 60_000, None, 600, 600)).await;
     // A one-minute interval and a batch of one: only passthrough explains a fast drain.
     support::wait_for_serving(&env, 2, 5, WAIT).await;
     support::produce_tickets(&env, 2, "concert", 3).await;
@@ -127,14 +127,14 @@ async fn paused_activates_nothing_and_passthrough_activates_on_arrival() {
 #[tokio::test]
 async fn policy_changes_take_effect_without_restart() {
     let env = TestEnv::new().await;
-    set_queue(&env, 3, "open", 1, 300, None, 600, 600).await;
+    set_queue(&env, 3, policy("open", 1, 300, None, 600, 600)).await;
     support::produce_tickets(&env, 3, "concert", 40).await;
     let mut announcements = Announcements::subscribe(&env).await;
     let activator = support::start_activator(&env).await;
     let first = announcements.next(WAIT).await;
     assert_eq!(first.serving - first.reached_from, 1);
 
-    set_queue(&env, 3, "open", 5, 300, None, 600, 600).await;
+    set_queue(&env, 3, policy("open", 5, 300, None, 600, 600)).await;
     // Within a tick or two of the change, ticks activate 5.
     let mut saw_five = false;
     for _ in 0..4 {
@@ -151,7 +151,7 @@ async fn policy_changes_take_effect_without_restart() {
 #[tokio::test]
 async fn a_poison_record_is_dead_lettered_and_the_line_behind_it_moves() {
     let env = TestEnv::new().await;
-    set_queue(&env, 0, "open", 10, 200, None, 600, 600).await;
+    set_queue(&env, 0, policy("open", 10, 200, None, 600, 600)).await;
     let before = support::produce_tickets(&env, 0, "concert", 1).await;
     let garbage = support::produce_raw(&env, 0, b"this is not a ticket").await;
     let unknown_version = support::produce_raw(&env, 0, br#"{"version": 99}"#).await;

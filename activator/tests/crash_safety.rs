@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use support::{set_queue, ActivatorProcess};
+use support::{policy, set_queue, ActivatorProcess};
 use waiting_room::testing::TestEnv;
 
 /// Every ticket active, activated exactly once, in queue order.
@@ -50,7 +50,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     const KILLS: usize = 10;
     let env = TestEnv::new().await;
     // 150 every 50 ms: the drain takes longer than the kills need.
-    set_queue(&env, 0, "open", 150, 50, None, 3600, 3600).await;
+    set_queue(&env, 0, policy("open", 150, 50, None, 3600, 3600)).await;
     let tickets = support::produce_tickets(&env, 0, "drain", TICKETS).await;
     let mut activator = ActivatorProcess::spawn(&env);
     let mut rng = rand::thread_rng();
@@ -88,7 +88,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 #[tokio::test]
 async fn redis_data_loss_mid_drain_rebuilds_the_counter_and_the_line_continues() {
     let env = TestEnv::new().await;
-    set_queue(&env, 1, "open", 100, 50, None, 3600, 3600).await;
+    set_queue(&env, 1, policy("open", 100, 50, None, 3600, 3600)).await;
     let tickets = support::produce_tickets(&env, 1, "flush", 3_000).await;
     let activator = support::start_activator(&env).await;
     support::wait_for_serving(&env, 1, 1_000, Duration::from_secs(60)).await;
@@ -148,7 +148,7 @@ async fn redis_data_loss_mid_drain_rebuilds_the_counter_and_the_line_continues()
 async fn a_second_activator_takes_over_when_the_first_dies() {
     let env = TestEnv::new().await;
     for partition in 0..4 {
-        set_queue(&env, partition, "open", 50, 100, None, 3600, 3600).await;
+        set_queue(&env, partition, policy("open", 50, 100, None, 3600, 3600)).await;
     }
     let mut first = ActivatorProcess::spawn(&env);
     for partition in 0..4 {

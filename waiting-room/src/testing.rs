@@ -201,11 +201,13 @@ impl Drop for TestEnv {
                     common.tickets_dlq_topic.as_str(),
                     common.reservations_topic.as_str(),
                 ];
-                let deletion = kafka::delete_topics(&common.kafka_brokers, &topics);
-                if let Ok(Err(error)) =
-                    tokio::time::timeout(Duration::from_secs(10), deletion).await
-                {
-                    eprintln!("test clean-up: cannot delete topics: {error}");
+                if delete_topics {
+                    let deletion = kafka::delete_topics(&common.kafka_brokers, &topics);
+                    if let Ok(Err(error)) =
+                        tokio::time::timeout(Duration::from_secs(10), deletion).await
+                    {
+                        eprintln!("test clean-up: cannot delete topics: {error}");
+                    }
                 }
             });
         });
