@@ -6,6 +6,9 @@
 #                            at several concurrency levels (k6 and wrk), plus a
 #                            ramping-arrival-rate run with thresholds
 #
+#   k6/run.sh drain          activator drain speed when unthrottled (Rust tool:
+#                            activator/examples/drain_bench.rs), DRAIN_TICKETS=200000
+#
 #   DURATION=20 (seconds per run)  LEVELS="64 256 1024"  RATE=1500 (arrival-rate peak)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -134,6 +137,24 @@ bench_queue_entry() {
   say "results appended to docs/benchmarks.md"
 }
 
+bench_drain() {
+  say "draining ${DRAIN_TICKETS:-200000} tickets with one activator (unthrottled queue)"
+  local line
+  line=$(cargo run --quiet --release -p activator --example drain_bench | tail -n 1)
+  echo "$line"
+  {
+    echo
+    echo "## drain, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo "Machine: $(machine_line). One activator, one queue, batch 1,000,000 every 10 ms, every"
+    echo "ticket seen (no abandonment), tickets already in Kafka when the activator starts;"
+    echo "measured from the serving counter's first move to its last."
+    echo
+    echo "Result: \`$line\` (tickets drained, seconds, tickets per second)."
+  } >>"$OUT"
+  say "results appended to docs/benchmarks.md"
+}
+
 case "${1:-}" in
   queue-entry)
     deploy/local.sh up
@@ -141,5 +162,10 @@ case "${1:-}" in
     ensure_tools
     bench_queue_entry
     ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  drain)
+    deploy/local.sh up
+    eval "$(deploy/local.sh env)"
+    bench_drain
+    ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -298,10 +298,12 @@ impl QueueWorker {
             rate_per_second,
         };
         let result: redis::RedisResult<()> = redis::pipe()
-            .hset(
+            .hset_multiple(
                 self.keys.queue_stats(self.shared.partition),
-                "rate",
-                rate_per_second,
+                &[
+                    ("rate", rate_per_second.to_string()),
+                    ("rate_at", Utc::now().timestamp_millis().to_string()),
+                ],
             )
             .ignore()
             .publish(self.keys.serving_channel(), announcement.to_json())

@@ -319,6 +319,10 @@ async fn abandoned_tickets_are_skipped_without_a_slot_and_status_tells_every_sta
     assert_eq!(stats["abandoned"], 1, "{stats}");
     assert_eq!(stats["activated"], 2, "{stats}");
     assert_eq!(stats["active"], 1, "{stats}");
+    assert!(
+        stats["rate_per_second"].as_f64() > Some(0.0),
+        "observed rate: {stats}"
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let expired: Value = client
         .status(&token(&later))

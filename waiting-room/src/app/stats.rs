@@ -8,8 +8,19 @@ use crate::catalog::{EventConfig, QueueConfig};
 use crate::error::ApiError;
 use crate::queue;
 
-/// Event counters, serving counter, highest issued number, active tickets.
-type StatsReply = (Vec<(String, i64)>, Option<i64>, Option<i64>, i64);
+/// An observed rate older than this is history, not the current rate (the activator
+/// only measures while its queue has tickets).
+const RATE_FRESH_FOR_MS: i64 = 10_000;
+
+/// Event counters, serving counter, highest issued number, active tickets, observed
+/// rate and when it was measured.
+type StatsReply = (
+    Vec<(String, i64)>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    (Option<f64>, Option<i64>),
+);
 
 pub async fn event_stats(
     state: &SharedState,
@@ -19,11 +30,15 @@ pub async fn event_stats(
     let keys = state.tickets.keys();
     let partition = event.partition;
     let now_ms = Utc::now().timestamp_millis();
-    let (event_counters, serving, issued, active): StatsReply = redis::pipe()
+    let (event_counters, serving, issued, active, (rate, rate_at)): StatsReply = redis::pipe()
         .hgetall(keys.event_stats(event.event_id.as_str()))
         .get(keys.serving(partition))
         .get(keys.issued(partition))
         .zcount(keys.active_set(partition), format!("({now_ms}"), "+inf")
+        .cmd("HMGET")
+        .arg(keys.queue_stats(partition))
+        .arg("rate")
+        .arg("rate_at")
         .query_async(&mut state.redis.clone())
         .await
         .map_err(|error| state.store_unavailable(error))?;
@@ -36,15 +51,21 @@ pub async fn event_stats(
     let serving = serving.unwrap_or(0);
     // Tickets issued but not yet reached in this event's queue (shared by every event on it).
     let waiting = issued.map_or(0, |issued| (issued + 1 - serving).max(0));
-    let rate = queue::policy_rate_per_second(&queue_config.activation);
-    let drain = queue::estimated_wait_seconds(
-        waiting - 1,
-        queue_config.mode,
-        &queue_config.activation,
-        Some(rate),
-    )
-    .filter(|_| waiting > 0)
-    .or(Some(0).filter(|_| waiting == 0));
+    let observed_rate = rate
+        .filter(|_| rate_at.is_some_and(|at| now_ms - at <= RATE_FRESH_FOR_MS))
+        .unwrap_or(0.0);
+    // Time to reach everyone now waiting: at the observed rate, or the policy's before
+    // there is one; unknown while the queue is paused.
+    let drain = if waiting == 0 {
+        Some(0)
+    } else {
+        queue::estimated_wait_seconds(
+            waiting - 1,
+            queue_config.mode,
+            &queue_config.activation,
+            Some(observed_rate),
+        )
+    };
     Ok(json!({
         "joined": counter("joined"),
         "waiting": waiting,
@@ -53,7 +74,7 @@ pub async fn event_stats(
         "activated": counter("activated"),
         "abandoned": counter("abandoned"),
         "reserved": counter("reserved"),
-        "rate_per_second": rate,
+        "rate_per_second": observed_rate,
         "estimated_drain_seconds": drain,
     }))
 }
