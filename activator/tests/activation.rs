@@ -334,3 +334,37 @@ async fn abandoned_tickets_are_skipped_without_a_slot_and_status_tells_every_sta
     activator.stop().await.expect("clean shutdown");
     waiting_room.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn a_closed_event_refuses_joins_while_its_line_keeps_draining() {
+    let env = TestEnv::new().await;
+    let waiting_room = env.start_waiting_room(env.waiting_room_config()).await;
+    let client = WaitingRoomClient::new(&waiting_room, &env);
+    let event = client
+        .put_event(
+            "last-call",
+            json!({"state": "paused", "activation": {"batch_size": 2, "interval_ms": 200}}),
+        )
+        .await;
+    let partition =
+        i32::try_from(event["partition"].as_i64().expect("partition")).expect("partition");
+    for index in 0..4 {
+        client
+            .join_ok("last-call", Some(&format!("fan-{index}")))
+            .await;
+    }
+    let activator = support::start_activator(&env).await;
+    client
+        .put_event("last-call", json!({"state": "open"}))
+        .await;
+    client
+        .put_event("last-call", json!({"state": "closed"}))
+        .await;
+    assert_eq!(
+        client.join("last-call", Some("too-late")).await.status(),
+        409
+    );
+    support::wait_for_serving(&env, partition, 4, WAIT).await;
+    activator.stop().await.expect("clean shutdown");
+    waiting_room.stop().await.expect("clean shutdown");
+}
