@@ -17,12 +17,11 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio_util::sync::CancellationToken;
+use waiting_room::connections::Connections;
 use waiting_room::kafka::{self, DurableProducer};
 use waiting_room::live_catalog::LiveCatalog;
 use waiting_room::ops::{self, HttpServer};
-use waiting_room::readiness::Readiness;
 use waiting_room::redis_keys::RedisKeys;
-use waiting_room::{db, redis_store};
 
 pub use config::ActivatorConfig;
 
@@ -33,14 +32,11 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<HttpServer> {
     let common = &config.common;
-    let postgres = db::connect_lazy(&common.database_url, common.database_max_connections)?;
-    let redis = redis_store::connect(&common.redis_url, &shutdown).await?;
-    let readiness = Readiness::all(
-        common,
-        postgres.clone(),
-        redis.clone(),
-        vec![common.tickets_topic.clone()],
-    )?;
+    let Connections {
+        postgres,
+        redis,
+        readiness,
+    } = Connections::open(common, &common.tickets_topic, &shutdown).await?;
     let timeout = Duration::from_millis(config.dead_letter_timeout_ms);
     let dead_letter_producer =
         DurableProducer::new(kafka::producer_config(&common.kafka_brokers, 0, timeout))?;

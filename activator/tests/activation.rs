@@ -306,16 +306,7 @@ async fn abandoned_tickets_are_skipped_without_a_slot_and_status_tells_every_sta
         .await
         .expect("JSON");
     assert_eq!(active["state"], "active");
-    let stats: Value = client
-        .http
-        .get(waiting_room.url("/admin/events/gig"))
-        .bearer_auth(&env.admin_token)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let stats: Value = client.get_event("gig").await;
     assert_eq!(stats["abandoned"], 1, "{stats}");
     assert_eq!(stats["activated"], 2, "{stats}");
     assert_eq!(stats["active"], 1, "{stats}");

@@ -10,6 +10,7 @@ pub mod app;
 pub mod bearer;
 pub mod catalog;
 pub mod config;
+pub mod connections;
 pub mod db;
 pub mod error;
 pub mod kafka;

@@ -13,7 +13,6 @@ use redis::aio::ConnectionManager;
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 
-use crate::config::CommonConfig;
 use crate::kafka;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,19 +87,6 @@ impl Readiness {
         let client = Arc::new(kafka::metadata_client(brokers)?);
         self.kafka = Some(KafkaProbe { client, topics });
         Ok(self)
-    }
-
-    /// Postgres, Redis and the Kafka topics in `common`: what every service depends on.
-    pub fn all(
-        common: &CommonConfig,
-        postgres: PgPool,
-        redis: ConnectionManager,
-        topics: Vec<String>,
-    ) -> anyhow::Result<Self> {
-        Self::new()
-            .with_postgres(postgres)
-            .with_redis(redis)
-            .with_kafka(&common.kafka_brokers, topics)
     }
 
     pub async fn check(&self) -> ReadinessReport {

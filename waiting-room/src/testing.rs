@@ -418,6 +418,19 @@ impl<'a> WaitingRoomClient<'a> {
         body
     }
 
+    /// `GET /admin/events/{event_id}`: configuration and live statistics.
+    pub async fn get_event(&self, event_id: &str) -> serde_json::Value {
+        self.http
+            .get(self.service.url(&format!("/admin/events/{event_id}")))
+            .bearer_auth(self.admin_token)
+            .send()
+            .await
+            .expect("GET /admin/events")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
     /// `POST /v1/events/{event_id}/tickets` with an optional user id.
     pub async fn join(&self, event_id: &str, user_id: Option<&str>) -> reqwest::Response {
         let request = self

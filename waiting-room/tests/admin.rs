@@ -288,16 +288,7 @@ async fn global_mode_puts_every_event_on_one_queue_with_one_policy() {
     let b = client
         .put_event("b", json!({"activation": {"batch_size": 7}}))
         .await;
-    let a: Value = client
-        .http
-        .get(service.url("/admin/events/a"))
-        .bearer_auth(&env.admin_token)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let a: Value = client.get_event("a").await;
     assert_eq!(a["partition"], 0);
     assert_eq!(b["partition"], 0);
     assert_eq!(

@@ -21,7 +21,9 @@ use super::config::PartitionMode;
 use super::state::SharedState;
 use super::stats;
 use crate::bearer::bearer_token;
-use crate::catalog::{ActivationPolicy, Catalog, EventId, EventState, QueueConfig, SeatLayout};
+use crate::catalog::{
+    ActivationPolicy, Catalog, EventId, EventState, QueueConfig, QueueMode, SeatLayout,
+};
 use crate::error::{ApiError, ApiJson};
 
 /// Refuses every admin request without the right bearer token.
@@ -211,12 +213,7 @@ pub async fn put_event(
         store_policy(&mut transaction, partition, &policy).await?;
     }
     if let Some(mode) = new_state.and_then(EventState::queue_mode) {
-        sqlx::query("UPDATE queues SET mode = $2, updated_at = now() WHERE partition = $1")
-            .bind(partition)
-            .bind(mode.as_str())
-            .execute(&mut *transaction)
-            .await
-            .map_err(ApiError::internal)?;
+        store_mode(&mut transaction, partition, mode).await?;
     }
     sqlx::query(
         "INSERT INTO events (event_id, name, state, partition, seat_rows, seats_per_row)
@@ -352,6 +349,20 @@ async fn load_policy(
     ))
 }
 
+async fn store_mode(
+    transaction: &mut Transaction<'_, Postgres>,
+    partition: i32,
+    mode: QueueMode,
+) -> Result<(), ApiError> {
+    sqlx::query("UPDATE queues SET mode = $2, updated_at = now() WHERE partition = $1")
+        .bind(partition)
+        .bind(mode.as_str())
+        .execute(&mut **transaction)
+        .await
+        .map(drop)
+        .map_err(ApiError::internal)
+}
+
 async fn store_policy(
     transaction: &mut Transaction<'_, Postgres>,
     partition: i32,
@@ -416,7 +427,7 @@ pub async fn put_partition(
         .mode
         .as_deref()
         .map(|raw| {
-            crate::catalog::QueueMode::parse(raw).ok_or_else(|| {
+            QueueMode::parse(raw).ok_or_else(|| {
                 ApiError::InvalidRequest("mode must be one of open, paused, passthrough".into())
             })
         })
@@ -448,12 +459,7 @@ pub async fn put_partition(
         .await?;
     }
     if let Some(mode) = mode {
-        sqlx::query("UPDATE queues SET mode = $2, updated_at = now() WHERE partition = $1")
-            .bind(partition)
-            .bind(mode.as_str())
-            .execute(&mut *transaction)
-            .await
-            .map_err(ApiError::internal)?;
+        store_mode(&mut transaction, partition, mode).await?;
     }
     transaction.commit().await.map_err(ApiError::internal)?;
     state.catalog.reload().await.map_err(ApiError::internal)?;

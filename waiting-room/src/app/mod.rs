@@ -25,12 +25,12 @@ pub use config::{PartitionMode, WaitingRoomConfig};
 
 use self::rate_limit::RateLimiter;
 use self::state::{AppState, Keys, SharedState};
+use crate::connections::Connections;
+use crate::error;
 use crate::live_catalog::LiveCatalog;
 use crate::ops::{self, HttpServer};
-use crate::readiness::Readiness;
 use crate::redis_keys::RedisKeys;
 use crate::ticket_store::TicketStore;
-use crate::{db, error, redis_store};
 
 /// Connects to the dependencies and binds the listener; run the result to serve.
 pub async fn build(
@@ -44,14 +44,11 @@ pub async fn build(
         .filter(|token| !token.is_empty())
         .context("ADMIN_TOKEN (--admin-token) is required to serve")?;
     let Keys { signer, verifier } = Keys::load(&config)?;
-    let postgres = db::connect_lazy(&common.database_url, common.database_max_connections)?;
-    let redis = redis_store::connect(&common.redis_url, &shutdown).await?;
-    let readiness = Readiness::all(
-        common,
-        postgres.clone(),
-        redis.clone(),
-        vec![common.tickets_topic.clone()],
-    )?;
+    let Connections {
+        postgres,
+        redis,
+        readiness,
+    } = Connections::open(common, &common.tickets_topic, &shutdown).await?;
     let state = Arc::new(AppState {
         catalog: LiveCatalog::start(postgres.clone(), shutdown.clone()).await,
         tickets: TicketStore::new(
