@@ -142,16 +142,16 @@ impl QueueWorker {
             ticket_ttl_seconds: i64::from(policy.active_ttl_seconds)
                 + TICKET_STATE_RETENTION_SECONDS,
         };
-        let mut total = StepOutcome::default();
-        let mut first = true;
+        // The steps of this tick, merged; None while no step has run.
+        let mut total: Option<StepOutcome> = None;
         loop {
-            let entries = match self.front_entries(buffer).await {
-                Ok(entries) if !entries.is_empty() => entries,
-                Ok(_) => break,
-                Err(()) => break,
-            };
+            let entries = self.front_entries(buffer).await;
+            if entries.is_empty() {
+                break;
+            }
+            let activated_so_far = total.as_ref().map_or(0, |total| total.activated);
             let limits = StepLimits {
-                batch_limit: batch.saturating_sub(total.activated),
+                batch_limit: batch.saturating_sub(activated_so_far),
                 ..limits
             };
             let outcome = match activation::step(
@@ -177,18 +177,22 @@ impl QueueWorker {
             let consumed_all =
                 outcome.serving > entries.last().map_or(i64::MIN, QueueEntry::queue_number);
             drop_reached(buffer, outcome.serving, &self.shared);
-            if first {
-                total.reached_from = outcome.reached_from;
-                first = false;
-            }
-            merge(&mut total, outcome);
-            if total.blocked || !consumed_all || total.activated >= batch {
+            let merged = match total.take() {
+                Some(mut merged) => {
+                    merge(&mut merged, outcome);
+                    merged
+                }
+                None => outcome,
+            };
+            let done = merged.blocked || !consumed_all || merged.activated >= batch;
+            total = Some(merged);
+            if done {
                 break;
             }
         }
-        if first {
+        let Some(total) = total else {
             return;
-        }
+        };
         rate.record(Instant::now(), total.activated);
         metrics::counter!("activator_activations_total", "partition" => label.clone())
             .increment(total.activated);
@@ -221,17 +225,13 @@ impl QueueWorker {
     /// The next entries in offset order, dead-lettering poison records on the way. Stops
     /// before a poison record whose dead letter was not acknowledged: it is never skipped
     /// unless it is safely in the dead-letter topic.
-    async fn front_entries(&self, buffer: &mut VecDeque<Incoming>) -> Result<Vec<QueueEntry>, ()> {
+    async fn front_entries(&self, buffer: &mut VecDeque<Incoming>) -> Vec<QueueEntry> {
         let mut entries = Vec::new();
         for incoming in buffer.iter_mut().take(ENTRIES_PER_STEP) {
             if let Incoming::Poison(raw) = incoming {
                 if let Err(error) = self.dead_letters.send(&self.topic, raw).await {
                     tracing::warn!(partition = self.shared.partition, offset = raw.offset, %error, "cannot dead-letter a record yet");
-                    return if entries.is_empty() {
-                        Err(())
-                    } else {
-                        Ok(entries)
-                    };
+                    return entries;
                 }
                 metrics::counter!("activator_dead_letters_total", "partition" => self.shared.partition.to_string()).increment(1);
                 *incoming = Incoming::Entry(QueueEntry::DeadLettered {
@@ -242,7 +242,7 @@ impl QueueWorker {
                 entries.push(entry.clone());
             }
         }
-        Ok(entries)
+        entries
     }
 
     /// Records between the serving counter and the buffer are missing (the broker

@@ -117,9 +117,10 @@ impl TicketVerifier {
         }
     }
 
-    /// The public keys it accepts.
-    pub fn keys(&self) -> impl Iterator<Item = VerifyingKey> + '_ {
-        self.keys.values().copied()
+    /// Also accepts `key`.
+    pub fn with_key(mut self, key: VerifyingKey) -> Self {
+        self.keys.insert(key_id(&key), key);
+        self
     }
 
     /// From SPKI PEM public keys (`openssl pkey -pubout`).

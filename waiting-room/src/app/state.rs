@@ -73,8 +73,9 @@ impl Keys {
                     .with_context(|| format!("cannot read the public key {}", path.display()))
             })
             .collect::<anyhow::Result<Vec<String>>>()?;
-        let mut verifier = TicketVerifier::from_public_pems(previous.iter().map(String::as_str))?;
-        verifier = TicketVerifier::new(verifier.keys().chain([signer.verifying_key()]));
+        // The current key plus the rotated-out ones: tickets they signed stay valid.
+        let verifier = TicketVerifier::from_public_pems(previous.iter().map(String::as_str))?
+            .with_key(signer.verifying_key());
         Ok(Self { signer, verifier })
     }
 }
