@@ -11,6 +11,8 @@ mod consumer;
 mod dead_letter;
 mod queue_worker;
 mod rate;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;

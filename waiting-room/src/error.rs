@@ -49,6 +49,8 @@ pub enum ApiError {
     RateLimited { retry_after_seconds: u64 },
     #[error("the queue is unavailable, retry in {retry_after_seconds} s; no ticket was issued")]
     QueueUnavailable { retry_after_seconds: u64 },
+    #[error("too many live streams on this server, retry in {retry_after_seconds} s or poll the status URL")]
+    TooManyStreams { retry_after_seconds: u64 },
     #[error("{message}")]
     ServiceUnavailable {
         message: String,
@@ -84,9 +86,9 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::QueueUnavailable { .. } | Self::ServiceUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::QueueUnavailable { .. }
+            | Self::TooManyStreams { .. }
+            | Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -111,6 +113,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
             Self::QueueUnavailable { .. } => "queue_unavailable",
+            Self::TooManyStreams { .. } => "too_many_streams",
             Self::ServiceUnavailable { .. } => "service_unavailable",
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -124,6 +127,9 @@ impl ApiError {
                 retry_after_seconds,
             }
             | Self::QueueUnavailable {
+                retry_after_seconds,
+            }
+            | Self::TooManyStreams {
                 retry_after_seconds,
             }
             | Self::ServiceUnavailable {

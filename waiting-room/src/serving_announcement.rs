@@ -33,4 +33,80 @@ impl ServingAnnouncement {
     pub fn parse(payload: &[u8]) -> Option<Self> {
         serde_json::from_slice(payload).ok()
     }
+
+    /// What this tick did to the ticket numbered `queue_number`, when the tick reached
+    /// it and said so. `None` when the ticket is outside the reached range (or the
+    /// announcement does not tell), and the caller must look the ticket up.
+    pub fn outcome_for(&self, queue_number: i64) -> Option<ReachedOutcome> {
+        if queue_number < self.reached_from || queue_number >= self.serving {
+            return None;
+        }
+        if self.abandoned.contains(&queue_number) {
+            return Some(ReachedOutcome::Abandoned);
+        }
+        if self.dead_lettered.contains(&queue_number) {
+            return None;
+        }
+        self.active_until_ms
+            .map(|active_until_ms| ReachedOutcome::Activated { active_until_ms })
+    }
+}
+
+/// How a tick settled a ticket it reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReachedOutcome {
+    Activated { active_until_ms: i64 },
+    Abandoned,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(reached_from: i64, serving: i64, abandoned: Vec<i64>) -> ServingAnnouncement {
+        ServingAnnouncement {
+            partition: 0,
+            reached_from,
+            serving,
+            abandoned,
+            dead_lettered: vec![12],
+            active_until_ms: Some(5_000),
+            rate_per_second: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_tick_settles_only_the_tickets_in_its_range() {
+        let announcement = tick(10, 15, vec![11]);
+        assert_eq!(announcement.outcome_for(9), None);
+        assert_eq!(
+            announcement.outcome_for(10),
+            Some(ReachedOutcome::Activated {
+                active_until_ms: 5_000
+            })
+        );
+        assert_eq!(
+            announcement.outcome_for(11),
+            Some(ReachedOutcome::Abandoned)
+        );
+        assert_eq!(
+            announcement.outcome_for(12),
+            None,
+            "dead letters are not tickets"
+        );
+        assert_eq!(
+            announcement.outcome_for(14),
+            Some(ReachedOutcome::Activated {
+                active_until_ms: 5_000
+            })
+        );
+        assert_eq!(announcement.outcome_for(15), None);
+    }
+
+    #[test]
+    fn a_tick_without_activations_leaves_the_outcome_to_a_lookup() {
+        let mut announcement = tick(10, 12, vec![]);
+        announcement.active_until_ms = None;
+        assert_eq!(announcement.outcome_for(10), None);
+    }
 }

@@ -4,34 +4,15 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use activator::ActivatorConfig;
 use chrono::Utc;
-use clap::Parser;
 use futures::StreamExt;
 use uuid::Uuid;
 use waiting_room::kafka::{self, DurableProducer};
 use waiting_room::serving_announcement::ServingAnnouncement;
-use waiting_room::testing::{self, RunningService, TestEnv};
+use waiting_room::testing::TestEnv;
 use waiting_room::ticket_record::TicketRecord;
 
-#[derive(Parser)]
-struct ActivatorEnvironment {
-    #[command(flatten)]
-    config: ActivatorConfig,
-}
-
-pub fn activator_config(env: &TestEnv) -> ActivatorConfig {
-    let mut config = ActivatorEnvironment::parse_from(["test"]).config;
-    config.common = env.common.clone();
-    config.listen = testing::any_port();
-    config.group_id = format!("{}.activators", env.common.redis_key_prefix);
-    config
-}
-
-pub async fn start_activator(env: &TestEnv) -> RunningService {
-    let config = activator_config(env);
-    RunningService::start(|shutdown| activator::build(config, shutdown)).await
-}
+pub use activator::testing::{activator_config, start_activator};
 
 /// The activator binary as a child process, for tests that SIGKILL it.
 pub struct ActivatorProcess {

@@ -63,6 +63,28 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "PRODUCER_LINGER_MS", default_value_t = 2)]
     pub producer_linger_ms: u32,
 
+    /// Live ticket streams (SSE) this instance holds open at most; more are refused
+    /// with 503 `too_many_streams` (the page falls back to polling).
+    #[arg(long, env = "MAX_STREAMS", default_value_t = 50_000)]
+    pub max_streams: usize,
+
+    /// Keep-alive comment interval on idle ticket streams, in seconds (at most 15 keeps
+    /// proxies from closing them).
+    #[arg(long, env = "STREAM_KEEPALIVE_SECONDS", default_value_t = 15)]
+    pub stream_keepalive_seconds: u64,
+
+    /// Reconnection delay suggested to EventSource clients (`retry:`), in milliseconds.
+    #[arg(long, env = "STREAM_RETRY_MS", default_value_t = 3_000)]
+    pub stream_retry_ms: u64,
+
+    /// Base URL of the reservation service, for the seat page an active fan goes to.
+    #[arg(
+        long,
+        env = "RESERVATION_BASE_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub reservation_base_url: String,
+
     /// `Retry-After` sent with 503 `queue_unavailable`, in seconds.
     #[arg(long, env = "QUEUE_RETRY_AFTER_SECONDS", default_value_t = 2)]
     pub queue_retry_after_seconds: u64,

@@ -7,10 +7,13 @@
 mod admin;
 mod config;
 mod join;
+mod pages;
 mod rate_limit;
 mod state;
 mod stats;
 mod status;
+mod stream;
+mod stream_slots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +28,14 @@ pub use config::{PartitionMode, WaitingRoomConfig};
 
 use self::rate_limit::RateLimiter;
 use self::state::{AppState, Keys, SharedState};
+use self::stream_slots::StreamSlots;
 use crate::connections::Connections;
 use crate::error;
 use crate::live_catalog::LiveCatalog;
 use crate::ops::{self, HttpServer};
+use crate::presence::PresenceRegistry;
 use crate::redis_keys::RedisKeys;
+use crate::serving_feed::ServingFeed;
 use crate::ticket_store::TicketStore;
 
 /// Connects to the dependencies and binds the listener; run the result to serve.
@@ -49,12 +55,25 @@ pub async fn build(
         redis,
         readiness,
     } = Connections::open(common, &common.tickets_topic, &shutdown).await?;
+    let keys = RedisKeys::new(common.redis_key_prefix.clone());
+    let catalog = LiveCatalog::start(postgres.clone(), shutdown.clone()).await;
+    let (serving_feed, feed_task) = ServingFeed::start(
+        &common.redis_url,
+        redis.clone(),
+        keys.clone(),
+        common.tickets_partitions,
+        shutdown.clone(),
+    )?;
+    let presence = PresenceRegistry::default();
+    let presence_task = presence.start(
+        redis.clone(),
+        keys.clone(),
+        catalog.clone(),
+        shutdown.clone(),
+    );
     let state = Arc::new(AppState {
-        catalog: LiveCatalog::start(postgres.clone(), shutdown.clone()).await,
-        tickets: TicketStore::new(
-            redis.clone(),
-            RedisKeys::new(common.redis_key_prefix.clone()),
-        ),
+        catalog,
+        tickets: TicketStore::new(redis.clone(), keys),
         producer: state::producer(&config)?,
         postgres,
         redis,
@@ -73,13 +92,23 @@ pub async fn build(
         produce_timeout: Duration::from_millis(config.produce_timeout_ms),
         retry_after_seconds: config.queue_retry_after_seconds,
         trust_forwarded_for: config.trust_forwarded_for,
+        serving_feed,
+        presence,
+        stream_slots: StreamSlots::new(config.max_streams),
+        stream_keepalive: Duration::from_secs(config.stream_keepalive_seconds.max(1)),
+        stream_retry: Duration::from_millis(config.stream_retry_ms),
+        reservation_base_url: config.reservation_base_url.clone(),
+        shutdown: shutdown.clone(),
     });
     let router = ops::finish(
         routes(state).layer(DefaultBodyLimit::max(config.max_body_bytes)),
         readiness,
     );
     let grace = Duration::from_secs(common.shutdown_grace_seconds);
-    HttpServer::bind(config.listen, router, shutdown, grace).await
+    Ok(HttpServer::bind(config.listen, router, shutdown, grace)
+        .await?
+        .with_background(feed_task)
+        .with_background(presence_task))
 }
 
 fn routes(state: SharedState) -> Router {
@@ -97,9 +126,15 @@ fn routes(state: SharedState) -> Router {
             admin::require_admin,
         ));
     Router::new()
+        .route("/", get(pages::index))
+        .route("/events/{event_id}", get(pages::event_page))
+        .route("/assets/{file}", get(pages::asset))
+        .route("/v1/events", get(pages::list_events))
+        .route("/v1/events/{event_id}", get(pages::get_event))
         .route("/v1/events/{event_id}/tickets", post(join::join))
         .route("/v1/tickets/me", get(status::me))
         .route("/v1/tickets/{token}", get(status::by_path))
+        .route("/v1/tickets/{token}/events", get(stream::events))
         .route("/.well-known/jwks.json", get(status::jwks))
         .nest("/admin", admin)
         .with_state(state)

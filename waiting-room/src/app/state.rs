@@ -7,12 +7,16 @@ use std::time::Duration;
 use anyhow::Context;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use super::config::{PartitionMode, WaitingRoomConfig};
 use super::rate_limit::RateLimiter;
+use super::stream_slots::StreamSlots;
 use crate::error::ApiError;
 use crate::kafka::{self, DurableProducer};
 use crate::live_catalog::LiveCatalog;
+use crate::presence::PresenceRegistry;
+use crate::serving_feed::ServingFeed;
 use crate::ticket_store::TicketStore;
 use crate::token::{TicketSigner, TicketVerifier};
 
@@ -35,6 +39,14 @@ pub struct AppState {
     pub produce_timeout: Duration,
     pub retry_after_seconds: u64,
     pub trust_forwarded_for: bool,
+    pub serving_feed: ServingFeed,
+    pub presence: PresenceRegistry,
+    pub stream_slots: StreamSlots,
+    pub stream_keepalive: Duration,
+    pub stream_retry: Duration,
+    pub reservation_base_url: String,
+    /// Ends live streams when the server shuts down.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {

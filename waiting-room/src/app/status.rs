@@ -33,12 +33,16 @@ pub struct TicketStatus {
     pub estimated_wait_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active_until: Option<DateTime<Utc>>,
+    /// The seat page to go to while active (the token travels in the fragment, which
+    /// never reaches a server log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_url: Option<String>,
     pub status_url: String,
     pub events_url: String,
 }
 
 impl TicketStatus {
-    fn new(
+    pub(super) fn new(
         state: &SharedState,
         claims: &TicketClaims,
         token: &str,
@@ -64,6 +68,13 @@ impl TicketStatus {
             }
             _ => None,
         };
+        let reservation_url = active_until.map(|_| {
+            format!(
+                "{}/events/{}/seats#token={token}",
+                state.reservation_base_url.trim_end_matches('/'),
+                claims.event_id
+            )
+        });
         Self {
             token: None,
             ticket_id: claims.ticket_id,
@@ -75,6 +86,7 @@ impl TicketStatus {
             position,
             estimated_wait_seconds,
             active_until,
+            reservation_url,
             status_url: format!("/v1/tickets/{token}"),
             events_url: format!("/v1/tickets/{token}/events"),
         }

@@ -1,0 +1,149 @@
+//! The fan's waiting page in headless Chromium, against a real waiting-room and
+//! activator: list the events, join, keep the place across a reload, watch the position
+//! fall while the activator runs, and reach the active state with the seat-page link.
+//! Screenshots land in `test-output/waiting_page/`.
+
+use std::time::{Duration, Instant};
+
+use e2e::browser::Browser;
+use e2e::stack::{event_body, Stack};
+use fantoccini::{Client, Locator};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn text(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|error| panic!("{css} not on the page: {error}"))
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+async fn displayed(client: &Client, css: &str) -> bool {
+    match client.find(Locator::Css(css)).await {
+        Ok(element) => element.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Polls until `css` is displayed.
+async fn wait_displayed(client: &Client, css: &str) {
+    let started = Instant::now();
+    while !displayed(client, css).await {
+        assert!(started.elapsed() < PATIENCE, "{css} never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_fan_joins_waits_and_reaches_the_seat_page_link() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let mut event = event_body("paused", 2, 700, 600);
+    event["name"] = "Browser Test Concert".into();
+    client.put_event("page-e2e", event.clone()).await;
+    for _ in 0..6 {
+        client.join_ok("page-e2e", None).await;
+    }
+
+    let browser = Browser::start("waiting_page").await;
+    let page = &browser.client;
+    page.goto(&stack.waiting_room.url("/")).await.unwrap();
+    let link = {
+        let started = Instant::now();
+        loop {
+            if let Ok(link) = page.find(Locator::LinkText("Browser Test Concert")).await {
+                break link;
+            }
+            assert!(started.elapsed() < PATIENCE, "the event is not listed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    browser.screenshot("01-events").await;
+    link.click().await.unwrap();
+
+    wait_displayed(page, "#join-form").await;
+    assert_eq!(text(page, "#event-name").await, "Browser Test Concert");
+    page.find(Locator::Css("#user-id"))
+        .await
+        .unwrap()
+        .send_keys("fan-in-chromium")
+        .await
+        .unwrap();
+    page.find(Locator::Css("#join-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_displayed(page, "#waiting").await;
+    assert_eq!(text(page, "#position").await, "6");
+    assert_eq!(text(page, "#queue-number").await, "6");
+    browser.screenshot("02-waiting").await;
+
+    // A reload keeps the place (the ticket is in localStorage) and streams again.
+    page.refresh().await.unwrap();
+    wait_displayed(page, "#waiting").await;
+    let started = Instant::now();
+    while text(page, "#connection").await != "Live updates on." {
+        assert!(started.elapsed() < PATIENCE, "the page never streamed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        text(page, "#position").await,
+        "6",
+        "same place after reload"
+    );
+    assert!(
+        !displayed(page, "#join").await,
+        "no second join after a reload"
+    );
+
+    event["state"] = "open".into();
+    client.put_event("page-e2e", event).await;
+    let mut seen_positions = vec![6];
+    let started = Instant::now();
+    while !displayed(page, "#active").await {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "never became active: {seen_positions:?}"
+        );
+        if let Ok(position) = text(page, "#position").await.parse::<i64>() {
+            if Some(&position) != seen_positions.last() {
+                assert!(
+                    position < *seen_positions.last().unwrap(),
+                    "{seen_positions:?} then {position}"
+                );
+                seen_positions.push(position);
+                if seen_positions.len() == 2 {
+                    browser.screenshot("03-moving").await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen_positions.len() >= 2,
+        "the position fell on the page before the turn came: {seen_positions:?}"
+    );
+    let href = page
+        .find(Locator::Css("#reserve"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .expect("the seat-page link has a target");
+    assert!(
+        href.starts_with("http://127.0.0.1:8081/events/page-e2e/seats#token="),
+        "{href}"
+    );
+    let countdown = text(page, "#countdown").await;
+    assert!(countdown.contains(':'), "countdown shown: {countdown}");
+    assert!(text(page, "#announcer").await.contains("your turn"));
+    browser.screenshot("04-active").await;
+    browser.close().await;
+    stack.stop().await;
+}

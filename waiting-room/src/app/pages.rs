@@ -1,0 +1,100 @@
+//! The fan's pages, embedded in the binary (plain HTML, CSS and JavaScript, no build
+//! step, no external resources), and the public event listing they read.
+//!
+//! `GET /` lists the events on sale; `GET /events/{event_id}` is the waiting page (join,
+//! then the live place in line; see `assets/waiting.js`).
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::state::SharedState;
+use crate::catalog::{EventConfig, EventState};
+use crate::error::ApiError;
+
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+const EVENT_HTML: &str = include_str!("../../assets/event.html");
+const STYLE_CSS: &str = include_str!("../../assets/style.css");
+const INDEX_JS: &str = include_str!("../../assets/index.js");
+const WAITING_JS: &str = include_str!("../../assets/waiting.js");
+
+pub async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+/// The same page for every event: the script reads the event id from the path, so an
+/// unknown event still gets a page that says so.
+pub async fn event_page(Path(_event_id): Path<String>) -> Html<&'static str> {
+    Html(EVENT_HTML)
+}
+
+pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+    let (content_type, body) = match file.as_str() {
+        "style.css" => ("text/css; charset=utf-8", STYLE_CSS),
+        "index.js" => ("text/javascript; charset=utf-8", INDEX_JS),
+        "waiting.js" => ("text/javascript; charset=utf-8", WAITING_JS),
+        _ => return Err(ApiError::RouteNotFound),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Small files; revalidating keeps a redeploy visible at once.
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// What a fan may know about an event.
+#[derive(Debug, Serialize)]
+pub struct PublicEvent {
+    pub event_id: String,
+    pub name: String,
+    pub state: &'static str,
+}
+
+impl From<&EventConfig> for PublicEvent {
+    fn from(event: &EventConfig) -> Self {
+        Self {
+            event_id: event.event_id.as_str().to_owned(),
+            name: event.name.clone(),
+            state: event.state.as_str(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PublicEvents {
+    pub events: Vec<PublicEvent>,
+}
+
+/// `GET /v1/events`: the events a fan can join (every state but closed), by name.
+pub async fn list_events(State(state): State<SharedState>) -> Json<PublicEvents> {
+    let catalog = state.catalog.current();
+    let mut events: Vec<PublicEvent> = catalog
+        .events()
+        .filter(|event| event.state != EventState::Closed)
+        .map(PublicEvent::from)
+        .collect();
+    events.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then_with(|| a.event_id.cmp(&b.event_id))
+    });
+    Json(PublicEvents { events })
+}
+
+/// `GET /v1/events/{event_id}`: name and state, or 404 `event_not_found`.
+pub async fn get_event(
+    State(state): State<SharedState>,
+    Path(event_id): Path<String>,
+) -> Result<Json<PublicEvent>, ApiError> {
+    let catalog = state.catalog.current();
+    catalog
+        .event(&event_id)
+        .map(|event| Json(PublicEvent::from(event)))
+        .ok_or(ApiError::EventNotFound(event_id))
+}
