@@ -206,7 +206,9 @@ service_up() {
   port_open "$(service_port "$name")" && die "$name: port $(service_port "$name") is taken by another process"
   say "$name: starting on 127.0.0.1:$(service_port "$name")"
   # Thousands of SSE streams need file descriptors.
-  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  # Each live ticket stream holds a socket: 20,000 streams need more than the usual
+  # 1,024 descriptors. Raising the hard limit needs root; otherwise take what is allowed.
+  ulimit -n "${SERVICE_NOFILE:-65536}" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   setsid "$ROOT/target/release/$name" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
 }
@@ -303,9 +305,21 @@ cmd_logs() {
   if [ $# -gt 0 ]; then tail -n 100 -F "$LOG_DIR/$1.log"; else tail -n 20 -F "$LOG_DIR"/*.log; fi
 }
 
+# Headless Chromium and its WebDriver for the browser tests (Debian packages).
+ensure_browser() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+  say "installing chromium and chromium-driver (browser tests)"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=$(command -v sudo) || die "chromium and chromedriver are missing; install Debian's chromium and chromium-driver"
+  $sudo apt-get install -y -q chromium chromium-driver >/dev/null ||
+    { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium chromium-driver >/dev/null; } ||
+    die "cannot install chromium and chromium-driver"
+}
+
 cmd_test() {
   local started=$SECONDS
   deps_up
+  ensure_browser
   say "cargo fmt --check"
   cargo fmt --all -- --check
   say "cargo clippy"

@@ -9,6 +9,10 @@
 #   k6/run.sh drain          activator drain speed when unthrottled (Rust tool:
 #                            activator/examples/drain_bench.rs), DRAIN_TICKETS=200000
 #
+#   k6/run.sh sse            SSE_STREAMS=20000 live ticket streams on one waiting-room
+#                            while the activator drains them (Rust tool: e2e sse-load):
+#                            connects, tick-to-client delay, terminal events, server RSS
+#
 #   DURATION=20 (seconds per run)  LEVELS="64 256 1024"  RATE=1500 (arrival-rate peak)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -155,6 +159,46 @@ bench_drain() {
   say "results appended to docs/benchmarks.md"
 }
 
+bench_sse() {
+  local streams=${SSE_STREAMS:-20000} pid limit note=""
+  cargo build --quiet --release -p e2e --bin sse-load
+  pid=$(pid_on_port "${WAITING_ROOM_LISTEN##*:}")
+  limit=$(awk '/^Max open files/{print $4}' "/proc/$pid/limits")
+  if [ "$limit" -lt $((streams + 500)) ]; then
+    say "waiting-room allows only $limit open files; restarting it with a higher limit"
+    deploy/local.sh restart waiting-room
+    pid=$(pid_on_port "${WAITING_ROOM_LISTEN##*:}")
+    limit=$(awk '/^Max open files/{print $4}' "/proc/$pid/limits")
+  fi
+  # The tool holds one socket per stream too.
+  ulimit -n "${SERVICE_NOFILE:-65536}" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  # One socket per stream, in the server and in this tool: a machine whose hard limit
+  # cannot be raised caps the run (500 descriptors left for everything else).
+  local ceiling=$(( $(printf '%s\n' "$limit" "$(ulimit -n)" | sort -n | head -n 1) - 500 ))
+  if [ "$streams" -gt "$ceiling" ]; then
+    note="Capped at $ceiling streams: this machine's hard open-files limit is $limit and cannot be raised here (SSE_STREAMS=$streams asked)."
+    say "$note"
+    streams=$ceiling
+  fi
+  say "holding $streams streams while the activator drains them"
+  local report
+  report=$(SERVER_PID=$pid WAITING_ROOM_URL="http://$WAITING_ROOM_LISTEN" \
+    target/release/sse-load --streams "$streams")
+  echo "$report"
+  {
+    echo
+    echo "## sse, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo "Machine: $(machine_line). Tick→client delay: from the moment the tool hears the"
+    echo "activator's announcement on Redis pub/sub to the moment a stream receives the event"
+    echo "with that serving number (every position and terminal event of every stream)."
+    echo
+    echo "$report"
+    [ -z "$note" ] || { echo; echo "$note"; }
+  } >>"$OUT"
+  say "results appended to docs/benchmarks.md"
+}
+
 case "${1:-}" in
   queue-entry)
     deploy/local.sh up
@@ -167,5 +211,10 @@ case "${1:-}" in
     eval "$(deploy/local.sh env)"
     bench_drain
     ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  sse)
+    deploy/local.sh up
+    eval "$(deploy/local.sh env)"
+    bench_sse
+    ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,1 +1,391 @@
-fn main() {}
+//! `sse-load`: holds thousands of live ticket streams against a running waiting room
+//! (k6 cannot hold SSE streams) and measures what the fans would see.
+//!
+//! It creates a paused event of its own, joins N real tickets, opens one stream per
+//! ticket, then opens the event so the activator drains it. For every position and
+//! terminal event a stream receives, the delay from the activation tick (the serving
+//! announcement on Redis pub/sub, received by this tool) to the stream is recorded.
+//! Prints a Markdown report on stdout (progress goes to stderr); `k6/run.sh sse`
+//! appends it to `docs/benchmarks.md`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use e2e::sse::EventStream;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Parser)]
+#[command(about = "Hold N live ticket streams and measure tick-to-client delay")]
+struct Args {
+    /// Waiting-room base URL.
+    #[arg(
+        long,
+        env = "WAITING_ROOM_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    base_url: String,
+    /// File holding the admin token (the local stack's generated secret).
+    #[arg(
+        long,
+        env = "ADMIN_TOKEN_FILE",
+        default_value = ".local/secrets/admin-token"
+    )]
+    admin_token_file: PathBuf,
+    /// Redis URL, to hear the activator's announcements (tick times).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    redis_url: String,
+    /// The deployment's Redis key prefix.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "wr")]
+    redis_key_prefix: String,
+    /// Concurrent streams (one real ticket each).
+    #[arg(long, env = "SSE_STREAMS", default_value_t = 20_000)]
+    streams: usize,
+    /// Tickets the activator lets through per tick.
+    #[arg(long, env = "SSE_BATCH_SIZE", default_value_t = 1_000)]
+    batch_size: u32,
+    /// Milliseconds between ticks.
+    #[arg(long, env = "SSE_INTERVAL_MS", default_value_t = 1_000)]
+    interval_ms: u32,
+    /// Joins and stream connections in flight at once.
+    #[arg(long, env = "SSE_CONNECT_CONCURRENCY", default_value_t = 256)]
+    concurrency: usize,
+    /// The waiting-room's process id, to sample its resident memory.
+    #[arg(long, env = "SERVER_PID")]
+    server_pid: Option<u32>,
+    /// Give up waiting for the drain after this many seconds.
+    #[arg(long, env = "SSE_TIMEOUT_SECONDS", default_value_t = 300)]
+    timeout_seconds: u64,
+}
+
+/// What one stream saw.
+#[derive(Default)]
+struct StreamOutcome {
+    connected: bool,
+    refused: Option<String>,
+    /// (serving number, when received) for every event after the first.
+    deliveries: Vec<(i64, Instant)>,
+    terminal: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let admin_token = std::fs::read_to_string(&args.admin_token_file)
+        .with_context(|| format!("read {}", args.admin_token_file.display()))?
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let event_id = format!("sse-load-{}", chrono::Utc::now().timestamp());
+    let event_url = format!("{}/admin/events/{event_id}", args.base_url);
+    let event = |state: &str| {
+        serde_json::json!({
+            "name": "SSE load test",
+            "state": state,
+            "activation": {"batch_size": args.batch_size, "interval_ms": args.interval_ms,
+                           "max_active": null, "active_ttl_seconds": 600, "grace_seconds": 600},
+        })
+    };
+    let created: serde_json::Value = http
+        .put(&event_url)
+        .bearer_auth(&admin_token)
+        .json(&event("paused"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let partition = created["partition"]
+        .as_i64()
+        .context("partition in the event")?;
+    eprintln!(
+        "event {event_id} on partition {partition}; joining {} tickets",
+        args.streams
+    );
+
+    let tokens = join_tickets(&http, &args, &event_id).await?;
+    let ticks = listen_to_ticks(&args, partition).await?;
+
+    eprintln!("opening {} streams", tokens.len());
+    let connected = Arc::new(AtomicUsize::new(0));
+    let settled = Arc::new(AtomicUsize::new(0));
+    let stream_client = reqwest::Client::builder().http1_only().build()?;
+    let gate = Arc::new(Semaphore::new(args.concurrency));
+    let handles: Vec<_> = tokens
+        .into_iter()
+        .map(|token| {
+            let url = format!("{}/v1/tickets/{token}/events", args.base_url);
+            let (client, gate) = (stream_client.clone(), gate.clone());
+            let (connected, settled) = (connected.clone(), settled.clone());
+            tokio::spawn(async move { follow(client, url, gate, connected, settled).await })
+        })
+        .collect();
+    let total = handles.len();
+    let connect_started = Instant::now();
+    while settled.load(Ordering::Relaxed) + connected.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        eprintln!(
+            "  {} connected, {} refused or broken",
+            connected.load(Ordering::Relaxed),
+            settled.load(Ordering::Relaxed)
+        );
+        anyhow::ensure!(
+            connect_started.elapsed() < Duration::from_secs(args.timeout_seconds),
+            "streams did not connect in time"
+        );
+    }
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+    let rss_connected = args.server_pid.and_then(rss_bytes);
+
+    eprintln!("all streams open; opening the event");
+    http.put(&event_url)
+        .bearer_auth(&admin_token)
+        .json(&event("open"))
+        .send()
+        .await?
+        .error_for_status()?;
+    let drain_started = Instant::now();
+    let mut rss_peak = rss_connected.unwrap_or(0);
+    let deadline = drain_started + Duration::from_secs(args.timeout_seconds);
+    let waiting = futures::future::join_all(handles);
+    tokio::pin!(waiting);
+    let results = loop {
+        tokio::select! {
+            results = &mut waiting => break results,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Some(rss) = args.server_pid.and_then(rss_bytes) {
+                    rss_peak = rss_peak.max(rss);
+                }
+                anyhow::ensure!(Instant::now() < deadline, "the drain did not finish in time");
+            }
+        }
+    };
+    let drain_seconds = drain_started.elapsed().as_secs_f64();
+    eprintln!("drained in {drain_seconds:.1} s");
+
+    let ticks = ticks.lock().expect("tick times").clone();
+    let outcomes: Vec<StreamOutcome> = results.into_iter().filter_map(Result::ok).collect();
+    println!(
+        "{}",
+        report(
+            &args,
+            &outcomes,
+            &ticks,
+            connect_seconds,
+            drain_seconds,
+            rss_connected,
+            rss_peak
+        )
+    );
+    Ok(())
+}
+
+async fn join_tickets(
+    http: &reqwest::Client,
+    args: &Args,
+    event_id: &str,
+) -> anyhow::Result<Vec<String>> {
+    let url = format!("{}/v1/events/{event_id}/tickets", args.base_url);
+    let joined = AtomicUsize::new(0);
+    let tokens: Vec<anyhow::Result<String>> = futures::stream::iter(0..args.streams)
+        .map(|_| async {
+            let body: serde_json::Value = http
+                .post(&url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let done = joined.fetch_add(1, Ordering::Relaxed) + 1;
+            if done % 5_000 == 0 {
+                eprintln!("  {done} joined");
+            }
+            body["token"]
+                .as_str()
+                .map(str::to_owned)
+                .context("token in the join response")
+        })
+        .buffered(args.concurrency)
+        .collect()
+        .await;
+    tokens.into_iter().collect()
+}
+
+/// Records when each serving number of the partition was announced.
+async fn listen_to_ticks(
+    args: &Args,
+    partition: i64,
+) -> anyhow::Result<Arc<Mutex<HashMap<i64, Instant>>>> {
+    let client = redis::Client::open(args.redis_url.as_str())?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub
+        .subscribe(format!("{}:serving", args.redis_key_prefix))
+        .await?;
+    let ticks = Arc::new(Mutex::new(HashMap::new()));
+    let recorded = ticks.clone();
+    tokio::spawn(async move {
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            let received = Instant::now();
+            let Ok(announcement) =
+                serde_json::from_slice::<serde_json::Value>(message.get_payload_bytes())
+            else {
+                continue;
+            };
+            if announcement["partition"].as_i64() == Some(partition) {
+                if let Some(serving) = announcement["serving"].as_i64() {
+                    recorded
+                        .lock()
+                        .expect("tick times")
+                        .insert(serving, received);
+                }
+            }
+        }
+    });
+    Ok(ticks)
+}
+
+async fn follow(
+    client: reqwest::Client,
+    url: String,
+    gate: Arc<Semaphore>,
+    connected: Arc<AtomicUsize>,
+    settled: Arc<AtomicUsize>,
+) -> StreamOutcome {
+    let mut outcome = StreamOutcome::default();
+    let mut stream = {
+        let _permit = gate.acquire().await.expect("gate open");
+        let response = match client.get(&url).send().await {
+            Ok(response) if response.status() == 200 => response,
+            Ok(response) => {
+                outcome.refused = Some(response.status().to_string());
+                settled.fetch_add(1, Ordering::Relaxed);
+                return outcome;
+            }
+            Err(error) => {
+                outcome.refused = Some(root_cause(&error));
+                settled.fetch_add(1, Ordering::Relaxed);
+                return outcome;
+            }
+        };
+        let mut stream = EventStream::new(response);
+        if stream.next_event().await.is_none() {
+            outcome.refused = Some("closed before the first event".into());
+            settled.fetch_add(1, Ordering::Relaxed);
+            return outcome;
+        }
+        stream
+    };
+    outcome.connected = true;
+    connected.fetch_add(1, Ordering::Relaxed);
+    while let Some(event) = stream.next_event().await {
+        let received = Instant::now();
+        if let Some(serving) = event.id.as_deref().and_then(|id| id.parse().ok()) {
+            outcome.deliveries.push((serving, received));
+        }
+        if event.event != "position" {
+            outcome.terminal = Some(event.event);
+            break;
+        }
+    }
+    outcome
+}
+
+/// The innermost error, without the request URL (which holds the token).
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+fn report(
+    args: &Args,
+    outcomes: &[StreamOutcome],
+    ticks: &HashMap<i64, Instant>,
+    connect_seconds: f64,
+    drain_seconds: f64,
+    rss_connected: Option<u64>,
+    rss_peak: u64,
+) -> String {
+    let connected = outcomes.iter().filter(|o| o.connected).count();
+    let mut refusals: HashMap<&str, usize> = HashMap::new();
+    for refused in outcomes.iter().filter_map(|o| o.refused.as_deref()) {
+        *refusals.entry(refused).or_default() += 1;
+    }
+    let mut terminals: HashMap<&str, usize> = HashMap::new();
+    for terminal in outcomes.iter().filter_map(|o| o.terminal.as_deref()) {
+        *terminals.entry(terminal).or_default() += 1;
+    }
+    let dropped = outcomes
+        .iter()
+        .filter(|o| o.connected && o.terminal.is_none())
+        .count();
+    let mut delays_ms: Vec<f64> = outcomes
+        .iter()
+        .flat_map(|o| o.deliveries.iter())
+        .filter_map(|(serving, received)| {
+            let announced = ticks.get(serving)?;
+            Some(received.saturating_duration_since(*announced).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    let deliveries: usize = outcomes.iter().map(|o| o.deliveries.len()).sum();
+    delays_ms.sort_by(f64::total_cmp);
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    format!(
+        "| streams | connected | refused | dropped (no terminal event) | terminal events | deliveries (timed) | tick→client p50 / p95 / p99 / max | server RSS connected / peak | connect time | drain time |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n\
+         | {} | {connected} | {} | {dropped} | {} | {deliveries} ({}) | {:.0} / {:.0} / {:.0} / {:.0} ms | {} / {:.0} MiB | {connect_seconds:.1} s | {drain_seconds:.1} s |\n\n\
+         Policy: {} per tick every {} ms, one queue, one waiting-room instance.{}",
+        args.streams,
+        outcomes.iter().filter(|o| o.refused.is_some()).count(),
+        format_counts(&terminals),
+        delays_ms.len(),
+        percentile(&delays_ms, 0.50),
+        percentile(&delays_ms, 0.95),
+        percentile(&delays_ms, 0.99),
+        delays_ms.last().copied().unwrap_or(f64::NAN),
+        rss_connected.map_or("n/a".to_owned(), |rss| format!("{:.0}", mib(rss))),
+        mib(rss_peak),
+        args.batch_size,
+        args.interval_ms,
+        if refusals.is_empty() {
+            String::new()
+        } else {
+            format!(" Refusals: {}.", format_counts(&refusals))
+        },
+    )
+}
+
+fn format_counts(counts: &HashMap<&str, usize>) -> String {
+    let mut entries: Vec<_> = counts.iter().collect();
+    entries.sort();
+    entries
+        .iter()
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

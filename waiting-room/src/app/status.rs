@@ -21,8 +21,6 @@ use crate::token::TicketClaims;
 /// A ticket as the fan sees it (the join response carries the token and URLs too).
 #[derive(Debug, Serialize)]
 pub struct TicketStatus {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
     pub ticket_id: Uuid,
     pub event_id: String,
     pub partition: i32,
@@ -37,8 +35,27 @@ pub struct TicketStatus {
     /// never reaches a server log).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation_url: Option<String>,
+    /// The token and its URLs, in responses to requests (not repeated in every
+    /// stream event: the stream's client already holds them).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub links: Option<TicketLinks>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TicketLinks {
+    pub token: String,
     pub status_url: String,
     pub events_url: String,
+}
+
+impl TicketLinks {
+    fn new(token: &str) -> Self {
+        Self {
+            token: token.to_owned(),
+            status_url: format!("/v1/tickets/{token}"),
+            events_url: format!("/v1/tickets/{token}/events"),
+        }
+    }
 }
 
 impl TicketStatus {
@@ -76,7 +93,6 @@ impl TicketStatus {
             )
         });
         Self {
-            token: None,
             ticket_id: claims.ticket_id,
             event_id: claims.event_id.clone(),
             partition: claims.partition,
@@ -87,8 +103,7 @@ impl TicketStatus {
             estimated_wait_seconds,
             active_until,
             reservation_url,
-            status_url: format!("/v1/tickets/{token}"),
-            events_url: format!("/v1/tickets/{token}/events"),
+            links: None,
         }
     }
 
@@ -100,7 +115,7 @@ impl TicketStatus {
         serving: i64,
     ) -> Self {
         let mut status = Self::new(state, claims, &token, serving, TicketState::Waiting, None);
-        status.token = Some(token);
+        status.links = Some(TicketLinks::new(&token));
         status
     }
 }
@@ -136,7 +151,7 @@ pub async fn ticket_status(
         view.state,
         view.observed_rate,
     );
-    status.token = Some(token.to_owned());
+    status.links = Some(TicketLinks::new(token));
     Ok(status)
 }
 

@@ -101,7 +101,8 @@ impl TicketWatcher {
     }
 
     async fn next_event(&mut self) -> Option<Event> {
-        if let Some(first) = self.first.take() {
+        if let Some(mut first) = self.first.take() {
+            first.links = None;
             return Some(self.event(&first).retry(self.retry));
         }
         if self.finished {
@@ -175,10 +176,7 @@ impl TicketWatcher {
     }
 
     fn status_now(&self, state: TicketState, serving: i64, rate: Option<f64>) -> TicketStatus {
-        let mut status =
-            TicketStatus::new(&self.state, &self.claims, &self.token, serving, state, rate);
-        status.token = Some(self.token.clone());
-        status
+        TicketStatus::new(&self.state, &self.claims, &self.token, serving, state, rate)
     }
 
     /// The SSE event for a status; a terminal one ends the stream after it.
