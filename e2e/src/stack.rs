@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use reservation::testing::{reservation_config, start_reservation};
+use reservation::ReservationConfig;
 use waiting_room::app::WaitingRoomConfig;
 use waiting_room::testing::{RunningService, TestEnv, WaitingRoomClient};
 
@@ -11,6 +13,7 @@ use crate::sse::EventStream;
 pub struct Stack {
     pub waiting_room: RunningService,
     pub activator: RunningService,
+    pub reservation: RunningService,
     // Dropped last: the services above must stop before their topics are deleted.
     pub env: TestEnv,
 }
@@ -22,14 +25,26 @@ impl Stack {
 
     /// Starts the stack after `configure` adjusted the waiting-room's settings.
     pub async fn start_with(configure: impl FnOnce(&mut WaitingRoomConfig)) -> Self {
+        Self::start_configured(configure, |_| {}).await
+    }
+
+    /// Starts the stack with both fan-facing services' settings adjusted.
+    pub async fn start_configured(
+        configure_waiting_room: impl FnOnce(&mut WaitingRoomConfig),
+        configure_reservation: impl FnOnce(&mut ReservationConfig),
+    ) -> Self {
         let env = TestEnv::new().await;
         let mut config = env.waiting_room_config();
-        configure(&mut config);
+        configure_waiting_room(&mut config);
         let waiting_room = env.start_waiting_room(config).await;
         let activator = activator::testing::start_activator(&env).await;
+        let mut config = reservation_config(&env, waiting_room.url("/.well-known/jwks.json"));
+        configure_reservation(&mut config);
+        let reservation = start_reservation(config).await;
         Self {
             waiting_room,
             activator,
+            reservation,
             env,
         }
     }
@@ -63,13 +78,16 @@ impl Stack {
         EventStream::new(response)
     }
 
-    /// Stops both services (the activator first, so nothing moves during shutdown).
+    /// Stops the services (the activator before the waiting-room, so nothing moves
+    /// during shutdown).
     pub async fn stop(self) {
         let Self {
             waiting_room,
             activator,
+            reservation,
             env,
         } = self;
+        reservation.stop().await.expect("reservation stops cleanly");
         activator.stop().await.expect("activator stops cleanly");
         waiting_room
             .stop()

@@ -236,6 +236,7 @@ async fn shutdown_ends_open_streams() {
     let Stack {
         waiting_room,
         activator,
+        reservation,
         env,
     } = stack;
     within(PATIENCE, waiting_room.stop())
@@ -247,5 +248,6 @@ async fn shutdown_ends_open_streams() {
         "the stream ended with the server"
     );
     activator.stop().await.unwrap();
+    reservation.stop().await.unwrap();
     drop(env);
 }

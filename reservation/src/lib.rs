@@ -1,17 +1,44 @@
 //! The reservation service: accepts reservations only from tickets that are active right
-//! now, holds seats in PostgreSQL without overselling, and publishes reservation events
-//! to Kafka through a transactional outbox.
+//! now, holds seats in PostgreSQL without overselling, pushes reservation status and the
+//! seat map over SSE, and publishes every status change to Kafka through a
+//! transactional outbox. It also serves the fan's seat page.
+//!
+//! [`store`] owns the SQL (holds, transitions, outbox rows); [`api`] the HTTP API;
+//! [`streams`] the live pushes fed by [`changes`]; [`outbox`] the relay to Kafka;
+//! [`sweeper`] expires holds.
 
+mod api;
+mod changes;
 mod config;
+mod outbox;
+mod pages;
+mod state;
+mod store;
+mod streams;
+mod sweeper;
+#[cfg(feature = "test-support")]
+pub mod testing;
+mod ticket_keys;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::routing::{get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 use waiting_room::connections::Connections;
+use waiting_room::kafka::{self, DurableProducer};
 use waiting_room::ops::{self, HttpServer};
+use waiting_room::redis_keys::RedisKeys;
+use waiting_room::ticket_store::TicketStore;
 
 pub use config::ReservationConfig;
+
+use self::changes::ChangeFeed;
+use self::outbox::OutboxRelay;
+use self::state::{AppState, SharedState};
+use self::store::ReservationStore;
+use self::ticket_keys::TicketKeys;
 
 /// Connects to the dependencies and binds the listener; run the result to serve.
 pub async fn build(
@@ -19,9 +46,79 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<HttpServer> {
     let common = &config.common;
-    let Connections { readiness, .. } =
-        Connections::open(common, &common.reservations_topic, &shutdown).await?;
-    let router = ops::finish(Router::new(), readiness);
+    let Connections {
+        postgres,
+        redis,
+        readiness,
+    } = Connections::open(common, &common.reservations_topic, &shutdown).await?;
+    let (keys, keys_task) = TicketKeys::load(&config, &shutdown).await?;
+    let (changes, changes_task) = ChangeFeed::start(postgres.clone(), shutdown.clone());
+    let store = ReservationStore::new(postgres.clone());
+    let produce_timeout = Duration::from_millis(config.outbox_produce_timeout_ms);
+    let relay = OutboxRelay {
+        postgres: postgres.clone(),
+        producer: DurableProducer::new(kafka::producer_config(
+            &common.kafka_brokers,
+            5,
+            produce_timeout,
+        ))?,
+        topic: common.reservations_topic.clone(),
+        batch_size: config.outbox_batch_size.max(1),
+        idle_poll: Duration::from_millis(config.outbox_poll_ms),
+        produce_timeout,
+    };
+    let relay_task = relay.start(shutdown.clone());
+    let sweeper_task = sweeper::start(
+        store.clone(),
+        Duration::from_millis(config.hold_sweep_interval_ms.max(10)),
+        shutdown.clone(),
+    );
+    let state = Arc::new(AppState {
+        store,
+        tickets: TicketStore::new(redis, RedisKeys::new(common.redis_key_prefix.clone())),
+        keys,
+        changes,
+        max_seats: config.max_seats_per_reservation.max(1),
+        hold_slots: tokio::sync::Semaphore::new(common.database_max_connections.max(1) as usize),
+        hold: chrono::Duration::seconds(i64::try_from(config.hold_seconds)?),
+        stream_keepalive: Duration::from_secs(config.stream_keepalive_seconds.max(1)),
+        shutdown: shutdown.clone(),
+        waiting_room_base_url: config.waiting_room_base_url.clone(),
+    });
+    let router = ops::finish(routes(state), readiness);
     let grace = Duration::from_secs(common.shutdown_grace_seconds);
-    HttpServer::bind(config.listen, router, shutdown, grace).await
+    let mut server = HttpServer::bind(config.listen, router, shutdown, grace)
+        .await?
+        .with_background(changes_task)
+        .with_background(relay_task)
+        .with_background(sweeper_task);
+    if let Some(task) = keys_task {
+        server = server.with_background(task);
+    }
+    Ok(server)
+}
+
+fn routes(state: SharedState) -> Router {
+    Router::new()
+        .route("/events/{event_id}/seats", get(pages::seat_page))
+        .route("/assets/{file}", get(pages::asset))
+        .route("/v1/events/{event_id}/seats", get(api::seats))
+        .route(
+            "/v1/events/{event_id}/seats/events",
+            get(streams::seat_events),
+        )
+        .route("/v1/events/{event_id}/reservations", post(api::reserve))
+        .route(
+            "/v1/reservations/{reservation_id}",
+            get(api::get).delete(api::release),
+        )
+        .route(
+            "/v1/reservations/{reservation_id}/confirm",
+            post(api::confirm),
+        )
+        .route(
+            "/v1/reservations/{reservation_id}/events",
+            get(streams::reservation_events),
+        )
+        .with_state(state)
 }

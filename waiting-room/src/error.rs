@@ -35,6 +35,8 @@ pub enum ApiError {
     NoFreePartition { partitions: i32 },
     #[error("seats are not available: {}", seat_ids.join(", "))]
     SeatsUnavailable { seat_ids: Vec<String> },
+    #[error("the reservation is {status}, no longer held")]
+    ReservationNotHeld { status: String },
     #[error("this ticket already holds a reservation")]
     ReservationExists { existing: Value },
     #[error("{0}")]
@@ -80,6 +82,7 @@ impl ApiError {
             | Self::Conflict(_)
             | Self::NoFreePartition { .. }
             | Self::SeatsUnavailable { .. }
+            | Self::ReservationNotHeld { .. }
             | Self::ReservationExists { .. } => StatusCode::CONFLICT,
             Self::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
@@ -106,6 +109,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::NoFreePartition { .. } => "no_free_partition",
             Self::SeatsUnavailable { .. } => "seats_unavailable",
+            Self::ReservationNotHeld { .. } => "reservation_not_held",
             Self::ReservationExists { .. } => "reservation_exists",
             Self::InvalidRequest(_) => "invalid_request",
             Self::MalformedJson(_) => "malformed_json",
@@ -146,6 +150,7 @@ impl ApiError {
         match self {
             Self::TicketNotActive { state } => error["state"] = json!(state),
             Self::SeatsUnavailable { seat_ids } => error["seat_ids"] = json!(seat_ids),
+            Self::ReservationNotHeld { status } => error["status"] = json!(status),
             Self::ReservationExists { existing } => error["reservation"] = existing.clone(),
             _ => {}
         }

@@ -22,6 +22,7 @@ pub mod queue;
 pub mod readiness;
 pub mod redis_keys;
 pub mod redis_store;
+pub mod seats;
 pub mod serving_announcement;
 pub mod serving_feed;
 pub mod shutdown;

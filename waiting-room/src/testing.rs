@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::SigningKey;
 use redis::aio::ConnectionManager;
 use sqlx::postgres::PgPoolOptions;
@@ -161,6 +161,14 @@ impl TestEnv {
     /// Starts a waiting-room with `config`.
     pub async fn start_waiting_room(&self, config: WaitingRoomConfig) -> RunningService {
         RunningService::start(|shutdown| crate::app::build(config, shutdown)).await
+    }
+
+    /// The public half of the test's signing key (SPKI PEM).
+    pub fn public_key_pem(&self) -> String {
+        self.signing_key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("encode the public key")
     }
 
     pub fn redis_keys(&self) -> RedisKeys {
@@ -485,6 +493,44 @@ pub async fn read_record(
         .ok()?
         .ok()?;
     Some(message.detach())
+}
+
+/// Reads `topic` from the beginning until `expected` records arrived (60 s at most):
+/// (key, JSON value) in the order each partition delivered them.
+pub async fn read_topic(
+    common: &CommonConfig,
+    topic: &str,
+    expected: usize,
+) -> Vec<(Option<String>, serde_json::Value)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let consumer: StreamConsumer = kafka::consumer_config(
+        &common.kafka_brokers,
+        &format!("test-reader-{}", Uuid::new_v4()),
+    )
+    .set("auto.offset.reset", "earliest")
+    .create()
+    .expect("create a consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while records.len() < expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {expected} records arrived on {topic}",
+            records.len()
+        );
+        if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
+        {
+            let key = message
+                .key()
+                .map(|key| String::from_utf8_lossy(key).into_owned());
+            let value = serde_json::from_slice(message.payload().unwrap_or_default())
+                .unwrap_or(serde_json::Value::Null);
+            records.push((key, value));
+        }
+    }
+    records
 }
 
 /// A Tansu broker of the test's own on a free port, for tests that stop the broker.

@@ -204,7 +204,7 @@ async fn join_tickets(
                 .json()
                 .await?;
             let done = joined.fetch_add(1, Ordering::Relaxed) + 1;
-            if done % 5_000 == 0 {
+            if done.is_multiple_of(5_000) {
                 eprintln!("  {done} joined");
             }
             body["token"]

@@ -193,15 +193,16 @@ pub async fn put_event(
         .execute(&mut *transaction)
         .await
         .map_err(ApiError::internal)?;
-    let existing: Option<(i32,)> =
-        sqlx::query_as("SELECT partition FROM events WHERE event_id = $1 FOR UPDATE")
-            .bind(event_id.as_str())
-            .fetch_optional(&mut *transaction)
-            .await
-            .map_err(ApiError::internal)?;
+    let existing: Option<(i32, Option<i32>, Option<i32>)> = sqlx::query_as(
+        "SELECT partition, seat_rows, seats_per_row FROM events WHERE event_id = $1 FOR UPDATE",
+    )
+    .bind(event_id.as_str())
+    .fetch_optional(&mut *transaction)
+    .await
+    .map_err(ApiError::internal)?;
     let partition = match (requested_partition, existing) {
         (Some(partition), _) => partition,
-        (None, Some((partition,))) => partition,
+        (None, Some((partition, _, _))) => partition,
         (None, None) => default_partition(&state, &mut transaction).await?,
     };
     ensure_queue(&mut transaction, partition).await?;
@@ -236,6 +237,12 @@ pub async fn put_event(
     .execute(&mut *transaction)
     .await
     .map_err(ApiError::internal)?;
+    if let Some(layout) = seats {
+        let current = existing.and_then(|(_, rows, per_row)| Some((rows?, per_row?)));
+        if current != Some((layout.rows as i32, layout.seats_per_row as i32)) {
+            crate::seats::replace_layout(&mut transaction, event_id.as_str(), layout).await?;
+        }
+    }
     transaction.commit().await.map_err(ApiError::internal)?;
     state.catalog.reload().await.map_err(ApiError::internal)?;
 

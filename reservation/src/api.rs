@@ -1,0 +1,243 @@
+//! The fans' reservation API: the seat map, holding seats with an active ticket,
+//! confirming (which spends the ticket) and releasing.
+
+use std::collections::HashSet;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use waiting_room::error::{ApiError, ApiJson};
+use waiting_room::ticket_store::{MarkUsed, TicketState};
+
+use crate::state::SharedState;
+use crate::store::{HoldError, Reservation, Seat, TransitionError};
+
+/// Longest seat id accepted (the longest real one is `ZZ-1000`).
+const MAX_SEAT_ID_LEN: usize = 16;
+
+#[derive(Debug, Serialize)]
+pub struct SeatMap {
+    pub event_id: String,
+    pub seats: Vec<Seat>,
+}
+
+/// `GET /v1/events/{event_id}/seats`.
+pub async fn seats(
+    State(state): State<SharedState>,
+    Path(event_id): Path<String>,
+) -> Result<Json<SeatMap>, ApiError> {
+    seat_map(&state, &event_id).await.map(Json)
+}
+
+pub async fn seat_map(state: &SharedState, event_id: &str) -> Result<SeatMap, ApiError> {
+    let seats = state
+        .store
+        .seats(event_id)
+        .await
+        .map_err(|error| state.unavailable(error))?;
+    if seats.is_empty()
+        && !state
+            .store
+            .event_exists(event_id)
+            .await
+            .map_err(|error| state.unavailable(error))?
+    {
+        return Err(ApiError::EventNotFound(event_id.to_owned()));
+    }
+    Ok(SeatMap {
+        event_id: event_id.to_owned(),
+        seats,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveRequest {
+    seat_ids: Vec<String>,
+}
+
+/// `POST /v1/events/{event_id}/reservations` with the ticket's token.
+pub async fn reserve(
+    State(state): State<SharedState>,
+    Path(event_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ReserveRequest>,
+) -> Result<(StatusCode, Json<Reservation>), ApiError> {
+    let claims = state.authenticate(&headers)?;
+    if claims.event_id != event_id {
+        return Err(ApiError::InvalidToken(format!(
+            "this ticket is for event '{}', not '{event_id}'",
+            claims.event_id
+        )));
+    }
+    let seat_ids = validate_seats(request.seat_ids, state.max_seats)?;
+    let _slot = state
+        .hold_slots
+        .acquire()
+        .await
+        .map_err(|error| state.unavailable(error))?;
+    let now = Utc::now();
+    let view = state
+        .tickets
+        .status(&claims, now.timestamp_millis(), None)
+        .await
+        .map_err(|error| state.unavailable(error))?;
+    if !matches!(view.state, TicketState::Active { .. }) {
+        return Err(ApiError::TicketNotActive {
+            state: view.state.as_str().to_owned(),
+        });
+    }
+    // The hold starts while the ticket is active, so it ends within `hold` of the
+    // ticket's active window at the latest.
+    let hold_expires_at = now + state.hold;
+    let reservation = state
+        .store
+        .hold(&event_id, claims.ticket_id, &seat_ids, hold_expires_at)
+        .await
+        .map_err(|error| match error {
+            HoldError::Exists(existing) => ApiError::ReservationExists {
+                existing: serde_json::to_value(existing).unwrap_or_default(),
+            },
+            HoldError::Unavailable(seat_ids) => ApiError::SeatsUnavailable { seat_ids },
+            HoldError::UnknownSeats(seat_ids) => ApiError::InvalidRequest(format!(
+                "seat_ids: no such seats: {}",
+                seat_ids.join(", ")
+            )),
+            HoldError::UnknownEvent => ApiError::EventNotFound(event_id.clone()),
+            HoldError::Database(error) => state.unavailable(error),
+        })?;
+    metrics::counter!("reservations_held_total").increment(1);
+    Ok((StatusCode::CREATED, Json(reservation)))
+}
+
+/// 1 to `max` distinct, plausible seat ids.
+fn validate_seats(seat_ids: Vec<String>, max: usize) -> Result<Vec<String>, ApiError> {
+    if seat_ids.is_empty() || seat_ids.len() > max {
+        return Err(ApiError::InvalidRequest(format!(
+            "seat_ids: between 1 and {max} seats"
+        )));
+    }
+    if let Some(bad) = seat_ids
+        .iter()
+        .find(|seat| seat.is_empty() || seat.len() > MAX_SEAT_ID_LEN)
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "seat_ids: '{}' is not a seat id",
+            bad.chars().take(MAX_SEAT_ID_LEN).collect::<String>()
+        )));
+    }
+    let distinct: HashSet<&String> = seat_ids.iter().collect();
+    if distinct.len() != seat_ids.len() {
+        return Err(ApiError::InvalidRequest(
+            "seat_ids: each seat at most once".into(),
+        ));
+    }
+    Ok(seat_ids)
+}
+
+fn parse_reservation_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no reservation '{raw}'")))
+}
+
+fn transition_error(state: &SharedState, error: TransitionError) -> ApiError {
+    match error {
+        TransitionError::NotFound => ApiError::NotFound("no such reservation".into()),
+        TransitionError::NotYours => {
+            ApiError::Forbidden("this reservation belongs to another ticket".into())
+        }
+        TransitionError::NotHeld(reservation) => ApiError::ReservationNotHeld {
+            status: reservation.status.as_str().to_owned(),
+        },
+        TransitionError::Database(error) => state.unavailable(error),
+    }
+}
+
+/// `GET /v1/reservations/{reservation_id}` (the id is the capability, like a URL).
+pub async fn get(
+    State(state): State<SharedState>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<Reservation>, ApiError> {
+    let reservation_id = parse_reservation_id(&raw_id)?;
+    state
+        .store
+        .get(reservation_id)
+        .await
+        .map_err(|error| state.unavailable(error))?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("no such reservation".into()))
+}
+
+/// `POST /v1/reservations/{reservation_id}/confirm`: seats sold, ticket used.
+pub async fn confirm(
+    State(state): State<SharedState>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Reservation>, ApiError> {
+    let claims = state.authenticate(&headers)?;
+    let reservation_id = parse_reservation_id(&raw_id)?;
+    let reservation = state
+        .store
+        .confirm(reservation_id, claims.ticket_id)
+        .await
+        .map_err(|error| transition_error(&state, error))?;
+    metrics::counter!("reservations_confirmed_total").increment(1);
+    // The sale stands either way; marking the ticket used frees its capacity slot now
+    // rather than when its active window runs out.
+    match state
+        .tickets
+        .mark_used(&claims, Utc::now().timestamp_millis())
+        .await
+    {
+        Ok(MarkUsed::Marked | MarkUsed::AlreadyUsed) => {}
+        Ok(MarkUsed::NotActive(ticket)) => {
+            tracing::info!(
+                state = ticket.as_str(),
+                "confirmed after the ticket's window"
+            )
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot mark the ticket used; its slot frees at expiry")
+        }
+    }
+    Ok(Json(reservation))
+}
+
+/// `DELETE /v1/reservations/{reservation_id}` with the same ticket's token.
+pub async fn release(
+    State(state): State<SharedState>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Reservation>, ApiError> {
+    let claims = state.authenticate(&headers)?;
+    let reservation_id = parse_reservation_id(&raw_id)?;
+    let reservation = state
+        .store
+        .release(reservation_id, claims.ticket_id)
+        .await
+        .map_err(|error| transition_error(&state, error))?;
+    metrics::counter!("reservations_released_total").increment(1);
+    Ok(Json(reservation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seats(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|id| (*id).to_owned()).collect()
+    }
+
+    #[test]
+    fn seat_requests_are_bounded_distinct_and_plausible() {
+        assert!(validate_seats(seats(&["A-1", "A-2"]), 4).is_ok());
+        assert!(validate_seats(seats(&[]), 4).is_err());
+        assert!(validate_seats(seats(&["A-1", "A-2", "A-3", "A-4", "A-5"]), 4).is_err());
+        assert!(validate_seats(seats(&["A-1", "A-1"]), 4).is_err());
+        assert!(validate_seats(seats(&[""]), 4).is_err());
+        assert!(validate_seats(vec!["X".repeat(17)], 4).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! Changes pushed to this instance, whichever instance made them: one PostgreSQL
+//! `LISTEN` connection (channels `reservation_changed` and `seats_changed`, raised by
+//! triggers) feeds a broadcast channel that every live stream of this instance reads.
+//! After the listener reconnects, a `Resync` tells streams to re-read what they show.
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Reservation(Uuid),
+    Seats {
+        event_id: String,
+    },
+    /// Notifications may have been lost: re-read everything shown.
+    Resync,
+}
+
+#[derive(Clone)]
+pub struct ChangeFeed {
+    sender: broadcast::Sender<Change>,
+}
+
+impl ChangeFeed {
+    pub fn start(
+        postgres: PgPool,
+        shutdown: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (sender, _) = broadcast::channel(4_096);
+        let feed = Self { sender };
+        let task = tokio::spawn(feed.clone().run(postgres, shutdown));
+        (feed, task)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.sender.subscribe()
+    }
+
+    async fn run(self, postgres: PgPool, shutdown: CancellationToken) {
+        let mut delay = std::time::Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.listen(&postgres, &shutdown).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "change listener failed; reconnecting");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                    let _ = self.sender.send(Change::Resync);
+                }
+            }
+        }
+    }
+
+    async fn listen(&self, postgres: &PgPool, shutdown: &CancellationToken) -> sqlx::Result<()> {
+        let mut listener = PgListener::connect_with(postgres).await?;
+        listener
+            .listen_all(["reservation_changed", "seats_changed"])
+            .await?;
+        loop {
+            let notification = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                notification = listener.try_recv() => notification?,
+            };
+            let change = match notification {
+                // The connection dropped and sqlx reconnected: notifications were lost.
+                None => Change::Resync,
+                Some(notification) => match notification.channel() {
+                    "reservation_changed" => match notification.payload().parse() {
+                        Ok(id) => Change::Reservation(id),
+                        Err(_) => continue,
+                    },
+                    _ => Change::Seats {
+                        event_id: notification.payload().to_owned(),
+                    },
+                },
+            };
+            // No receivers is fine: nobody is streaming right now.
+            let _ = self.sender.send(change);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Expires holds whose time is up and gives their seats back. Safe with several
+//! instances sweeping at once (each takes different holds; see
+//! [`ReservationStore::expire_due`]).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::ReservationStore;
+
+const PER_ROUND: i64 = 500;
+
+pub fn start(
+    store: ReservationStore,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            // Keep going while rounds come back full: a backlog drains at once.
+            loop {
+                match store.expire_due(PER_ROUND).await {
+                    Ok(expired) => {
+                        metrics::counter!("reservations_expired_total")
+                            .increment(expired.len() as u64);
+                        if (expired.len() as i64) < PER_ROUND {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "hold sweep failed");
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
