@@ -65,6 +65,7 @@ function renderMap() {
       if (selected.has(seat.seat_id) && taken) selected.delete(seat.seat_id);
       button.disabled = taken || Boolean(reservation && reservation.status === "held");
       if (mine.has(seat.seat_id)) button.classList.add("mine");
+      else if (taken) button.classList.add("taken");
       button.setAttribute("aria-pressed", String(selected.has(seat.seat_id)));
       const state = mine.has(seat.seat_id) ? "held by you" : taken ? "taken" : "available";
       button.setAttribute("aria-label", `Row ${label.textContent} seat ${seat.seat_number}, ${state}`);

@@ -495,13 +495,16 @@ pub async fn read_record(
     Some(message.detach())
 }
 
-/// Reads `topic` from the beginning until `expected` records arrived (60 s at most):
-/// (key, JSON value) in the order each partition delivered them.
+/// A record read back: its key and JSON value.
+pub type KeyedRecord = (Option<String>, serde_json::Value);
+
+/// Reads `topic` from the beginning until `enough` says so (60 s at most), in the order
+/// each partition delivered the records.
 pub async fn read_topic(
     common: &CommonConfig,
     topic: &str,
-    expected: usize,
-) -> Vec<(Option<String>, serde_json::Value)> {
+    enough: impl Fn(&[KeyedRecord]) -> bool,
+) -> Vec<KeyedRecord> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::Message;
     let consumer: StreamConsumer = kafka::consumer_config(
@@ -514,10 +517,10 @@ pub async fn read_topic(
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut records = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while records.len() < expected {
+    while !enough(&records) {
         assert!(
             std::time::Instant::now() < deadline,
-            "only {} of {expected} records arrived on {topic}",
+            "only {} records arrived on {topic}",
             records.len()
         );
         if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
