@@ -13,6 +13,9 @@
 #                            while the activator drains them (Rust tool: e2e sse-load):
 #                            connects, tick-to-client delay, terminal events, server RSS
 #
+#   k6/run.sh fan-journey    FANS=1000 whole journeys (join, poll until active, seat map,
+#                            hold, confirm) with think time, VUS=200 in flight
+#
 #   DURATION=20 (seconds per run)  LEVELS="64 256 1024"  RATE=1500 (arrival-rate peak)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -199,6 +202,59 @@ bench_sse() {
   say "results appended to docs/benchmarks.md"
 }
 
+bench_fan_journey() {
+  local fans=${FANS:-1000} vus=${VUS:-200} event="journey-$(date +%s)" tmp
+  tmp=$(mktemp -d)
+  local admin="Authorization: Bearer $(cat "$ADMIN_TOKEN_FILE")"
+  # Let fans in 50 at a time every second, at most 200 choosing seats at once; 2,000 seats.
+  curl -fsS -X PUT -H "$admin" -H 'Content-Type: application/json' \
+    "http://$WAITING_ROOM_LISTEN/admin/events/$event" \
+    -d '{"name":"Fan journey benchmark","state":"open","activation":{"batch_size":50,"interval_ms":1000,"max_active":200,"active_ttl_seconds":120,"grace_seconds":30},"seats":{"rows":40,"seats_per_row":50}}' >/dev/null
+  say "k6: $fans fan journeys, $vus in flight"
+  local started=$SECONDS
+  k6 run --quiet --summary-export "$tmp/journey.json" -e WR_URL="http://$WAITING_ROOM_LISTEN" \
+    -e RES_URL="http://$RESERVATION_LISTEN" -e EVENT_ID="$event" -e FANS="$fans" -e VUS="$vus" \
+    -e RUN_ID="$event" k6/fan-journey.js >/dev/null 2>&1 || true
+  local elapsed=$((SECONDS - started))
+  local summary
+  summary=$(python3 - "$tmp/journey.json" "$elapsed" <<'PY'
+import json, sys
+metrics = json.load(open(sys.argv[1]))["metrics"]
+elapsed = max(1, int(sys.argv[2]))
+def count(name):
+    return int(metrics.get(name, {}).get("count", 0))
+done = count("journeys_completed")
+print("Journeys completed: %d in %d s (%.1f journeys/s end to end, including time in line and think time)." % (done, elapsed, done / elapsed))
+print()
+print("| step | p50 ms | p95 ms | p99 ms | max ms |")
+print("| --- | --- | --- | --- | --- |")
+for step in ["join", "status", "seats", "reserve", "confirm"]:
+    trend = metrics.get("step_" + step)
+    if trend:
+        print("| %s | %.1f | %.1f | %.1f | %.1f |" % (step, trend["med"], trend["p(95)"], trend["p(99)"], trend["max"]))
+line = metrics.get("time_in_line")
+if line:
+    print()
+    print("Time in line: p50 %.1f s, p95 %.1f s, max %.1f s." % (line["med"] / 1000, line["p(95)"] / 1000, line["max"] / 1000))
+print()
+print("Refusals by code: seats_unavailable %d, ticket_not_active %d, other %d." % (
+    count("refusal_seats_unavailable"), count("refusal_ticket_not_active"), count("refusal_other")))
+PY
+)
+  echo "$summary"
+  {
+    echo
+    echo "## fan-journey, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo "Machine: $(machine_line). $fans fans, $vus in flight, think time about 1 s before each"
+    echo "decision; queue lets 50 in per second with at most 200 active; 2,000 seats, 1 seat per fan."
+    echo
+    echo "$summary"
+  } >>"$OUT"
+  rm -rf "$tmp"
+  say "results appended to docs/benchmarks.md"
+}
+
 case "${1:-}" in
   queue-entry)
     deploy/local.sh up
@@ -216,5 +272,11 @@ case "${1:-}" in
     eval "$(deploy/local.sh env)"
     bench_sse
     ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  fan-journey)
+    deploy/local.sh up
+    eval "$(deploy/local.sh env)"
+    ensure_tools
+    bench_fan_journey
+    ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -601,9 +601,15 @@ async fn the_status_stream_follows_a_reservation_to_its_end() {
 async fn the_seat_layout_cannot_change_under_a_hold() {
     let stack = Stack::start().await;
     let client = stack.client();
-    client.put_event("layout", event("passthrough", 2, 3, None, 600)).await;
+    client
+        .put_event("layout", event("passthrough", 2, 3, None, 600))
+        .await;
     let token = active_tickets(&stack, "layout", 1).await.remove(0);
-    let held: Value = reserve(&stack, "layout", &token, &["B-3"]).await.json().await.unwrap();
+    let held: Value = reserve(&stack, "layout", &token, &["B-3"])
+        .await
+        .json()
+        .await
+        .unwrap();
 
     let changed = client
         .http
@@ -620,7 +626,10 @@ async fn the_seat_layout_cannot_change_under_a_hold() {
         .await;
     assert_eq!(seat_states(&stack, "layout").await["B-3"], "held");
 
-    let path = format!("/v1/reservations/{}", held["reservation_id"].as_str().unwrap());
+    let path = format!(
+        "/v1/reservations/{}",
+        held["reservation_id"].as_str().unwrap()
+    );
     assert!(transition(&stack, reqwest::Method::DELETE, &path, &token)
         .await
         .status()

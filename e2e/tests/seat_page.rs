@@ -61,15 +61,26 @@ async fn a_fan_holds_and_confirms_seats_while_the_map_updates_live() {
 
     let browser = Browser::start("seat_page").await;
     let page = &browser.client;
-    page.goto(&stack.reservation.url(&format!("/events/seat-e2e/seats#token={fan_token}")))
-        .await
-        .unwrap();
+    page.goto(
+        &stack
+            .reservation
+            .url(&format!("/events/seat-e2e/seats#token={fan_token}")),
+    )
+    .await
+    .unwrap();
     eventually("the seat map", || async {
-        page.find(Locator::Css("button[data-seat='B-6']")).await.is_ok()
+        page.find(Locator::Css("button[data-seat='B-6']"))
+            .await
+            .is_ok()
     })
     .await;
     assert!(
-        !page.current_url().await.unwrap().as_str().contains("token="),
+        !page
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("token="),
         "the token leaves the address bar"
     );
     browser.screenshot("01-map").await;
@@ -77,7 +88,12 @@ async fn a_fan_holds_and_confirms_seats_while_the_map_updates_live() {
     // The fan picks A-3; another fan takes it first: the map updates and unselects it.
     seat(page, "A-3").await.click().await.unwrap();
     assert_eq!(
-        seat(page, "A-3").await.attr("aria-pressed").await.unwrap().as_deref(),
+        seat(page, "A-3")
+            .await
+            .attr("aria-pressed")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("true")
     );
     let taken = reqwest::Client::new()
@@ -97,13 +113,26 @@ async fn a_fan_holds_and_confirms_seats_while_the_map_updates_live() {
 
     seat(page, "A-1").await.click().await.unwrap();
     seat(page, "A-2").await.click().await.unwrap();
-    page.find(Locator::Css("#hold")).await.unwrap().click().await.unwrap();
-    eventually("the hold", || async { text(page, "#reservation-status").await == "held" }).await;
+    page.find(Locator::Css("#hold"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the hold", || async {
+        text(page, "#reservation-status").await == "held"
+    })
+    .await;
     assert_eq!(text(page, "#held-seats").await, "A-1, A-2");
     assert!(text(page, "#hold-countdown").await.contains(':'));
     browser.screenshot("03-held").await;
 
-    page.find(Locator::Css("#confirm")).await.unwrap().click().await.unwrap();
+    page.find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     eventually("the confirmation", || async {
         text(page, "#reservation-status").await == "confirmed"
     })

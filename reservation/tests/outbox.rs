@@ -41,8 +41,10 @@ async fn a_relay_killed_mid_batch_loses_nothing() {
             )
             .bind(message_id)
             .bind(reservation)
-            .bind(json!({"message_id": message_id, "reservation_id": reservation,
-                         "event_id": "relay", "step": step}))
+            .bind(
+                json!({"message_id": message_id, "reservation_id": reservation,
+                         "event_id": "relay", "step": step}),
+            )
             .execute(&env.postgres)
             .await
             .unwrap();
@@ -76,18 +78,27 @@ async fn a_relay_killed_mid_batch_loses_nothing() {
         if done > 0 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the relay never published");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the relay never published"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.kill().unwrap(); // SIGKILL, mid-backlog
     first.wait().unwrap();
     let at_kill = published(&env).await;
-    assert!(at_kill < total, "killed before the backlog was done ({at_kill} of {total})");
+    assert!(
+        at_kill < total,
+        "killed before the backlog was done ({at_kill} of {total})"
+    );
 
     let mut second = spawn();
     let started = Instant::now();
     while published(&env).await < total {
-        assert!(started.elapsed() < Duration::from_secs(60), "the second relay stalled");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the second relay stalled"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     second.kill().unwrap();
@@ -125,6 +136,10 @@ async fn a_relay_killed_mid_batch_loses_nothing() {
                 first_seen.push(step);
             }
         }
-        assert_eq!(first_seen, (0..CHANGES_EACH as i64).collect::<Vec<_>>(), "{reservation}");
+        assert_eq!(
+            first_seen,
+            (0..CHANGES_EACH as i64).collect::<Vec<_>>(),
+            "{reservation}"
+        );
     }
 }

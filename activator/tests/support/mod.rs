@@ -12,7 +12,7 @@ use waiting_room::serving_announcement::ServingAnnouncement;
 use waiting_room::testing::TestEnv;
 use waiting_room::ticket_record::TicketRecord;
 
-pub use activator::testing::{activator_config, start_activator};
+pub use activator::testing::start_activator;
 
 /// The activator binary as a child process, for tests that SIGKILL it.
 pub struct ActivatorProcess {
