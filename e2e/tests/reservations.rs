@@ -196,6 +196,32 @@ async fn tickets_that_may_not_reserve_are_refused_with_their_reason() {
     assert_eq!(body["error"]["code"], "ticket_not_active");
     assert_eq!(body["error"]["state"], "waiting");
 
+    // Abandoned: nobody asked about this ticket for longer than the 1 s grace when the
+    // line reached it.
+    let mut gone_event = event("paused", 1, 5, None, 600);
+    gone_event["activation"]["grace_seconds"] = json!(1);
+    client.put_event("gone", gone_event.clone()).await;
+    let gone = client.join_ok("gone", None).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    gone_event["state"] = json!("open");
+    client.put_event("gone", gone_event).await;
+    // Watch the line through the admin statistics: a status read would count as seen.
+    let started = Instant::now();
+    while client.get_event("gone").await["serving_number"].as_i64() < Some(1) {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the line never reached the ticket"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = gone["token"].as_str().unwrap();
+    let body: Value = reserve(&stack, "gone", token, &["A-1"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["error"]["state"], "abandoned", "{body}");
+
     // Expired: a 2 s active window.
     let expiring = client.join_ok("refusals", None).await;
     let token = expiring["token"].as_str().unwrap();
