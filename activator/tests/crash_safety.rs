@@ -94,11 +94,21 @@ async fn redis_data_loss_mid_drain_rebuilds_the_counter_and_the_line_continues()
     support::wait_for_serving(&env, 1, 1_000, Duration::from_secs(60)).await;
 
     // Lose everything this deployment had in Redis (its keys; the Redis is shared).
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(env.redis_keys().all_keys_pattern())
-        .query_async(&mut env.redis.clone())
-        .await
-        .expect("KEYS");
+    // Every key the deployment can have, deleted in one command: the loss happens at
+    // one instant (KEYS or SCAN would crawl a shared Redis holding millions of keys).
+    let redis_keys = env.redis_keys();
+    let mut keys = vec![
+        redis_keys.serving(1),
+        redis_keys.issued(1),
+        redis_keys.active_set(1),
+        redis_keys.queue_stats(1),
+        redis_keys.event_stats("flush"),
+    ];
+    keys.extend(
+        tickets
+            .iter()
+            .map(|(_, ticket_id)| redis_keys.ticket(*ticket_id)),
+    );
     let _: () = redis::cmd("DEL")
         .arg(&keys)
         .query_async(&mut env.redis.clone())

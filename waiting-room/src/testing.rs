@@ -223,10 +223,13 @@ impl Drop for TestEnv {
     }
 }
 
-async fn delete_redis_keys(common: &CommonConfig) -> redis::RedisResult<()> {
+/// Every Redis key of the deployment `common` names, found with SCAN in large steps
+/// (KEYS would block a shared Redis that holds millions of other keys).
+async fn deployment_keys(common: &CommonConfig) -> redis::RedisResult<Vec<String>> {
     let client = redis::Client::open(common.redis_url.as_str())?;
     let mut connection = client.get_multiplexed_async_connection().await?;
     let pattern = RedisKeys::new(common.redis_key_prefix.clone()).all_keys_pattern();
+    let mut found = Vec::new();
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -234,20 +237,28 @@ async fn delete_redis_keys(common: &CommonConfig) -> redis::RedisResult<()> {
             .arg("MATCH")
             .arg(&pattern)
             .arg("COUNT")
-            .arg(1000)
+            .arg(100_000)
             .query_async(&mut connection)
             .await?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(&mut connection)
-                .await?;
-        }
+        found.extend(keys);
         if next == 0 {
-            return Ok(());
+            return Ok(found);
         }
         cursor = next;
     }
+}
+
+async fn delete_redis_keys(common: &CommonConfig) -> redis::RedisResult<()> {
+    let keys = deployment_keys(common).await?;
+    let client = redis::Client::open(common.redis_url.as_str())?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    for chunk in keys.chunks(10_000) {
+        redis::cmd("UNLINK")
+            .arg(chunk)
+            .query_async::<()>(&mut connection)
+            .await?;
+    }
+    Ok(())
 }
 
 /// `postgres://user@host:port/db?opts` → (`postgres://user@host:port`, `db?opts`).
