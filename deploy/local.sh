@@ -153,6 +153,17 @@ tansu_up() {
     >>"$LOG_DIR/tansu.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/tansu.pid"
   wait_for_port "$KAFKA_PORT" tansu 30
+  forget_queue_state
+}
+
+# A fresh memory-engine broker starts every queue at offset 0 again: the deployment's
+# Redis state (serving counters, ticket states, user claims) describes tickets that no
+# longer exist and would mark the new ones as long passed. Start it over too.
+forget_queue_state() {
+  command -v redis-cli >/dev/null || { say "redis-cli missing: clear $REDIS_KEY_PREFIX:* in Redis by hand"; return; }
+  say "redis: clearing $REDIS_KEY_PREFIX:* (the broker started empty)"
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --count 10000 --pattern "$REDIS_KEY_PREFIX:*" |
+    xargs -r -d '\n' -n 10000 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" unlink >/dev/null
 }
 
 # --- Secrets ----------------------------------------------------------------------
