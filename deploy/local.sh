@@ -162,7 +162,7 @@ tansu_up() {
 forget_queue_state() {
   command -v redis-cli >/dev/null || { say "redis-cli missing: clear $REDIS_KEY_PREFIX:* in Redis by hand"; return; }
   say "redis: clearing $REDIS_KEY_PREFIX:* (the broker started empty)"
-  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --count 10000 --pattern "$REDIS_KEY_PREFIX:*" |
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "$REDIS_KEY_PREFIX:*" |
     xargs -r -d '\n' -n 10000 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" unlink >/dev/null
 }
 
