@@ -163,7 +163,8 @@ forget_queue_state() {
   command -v redis-cli >/dev/null || { say "redis-cli missing: clear $REDIS_KEY_PREFIX:* in Redis by hand"; return; }
   say "redis: clearing $REDIS_KEY_PREFIX:* (the broker started empty)"
   redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "$REDIS_KEY_PREFIX:*" |
-    xargs -r -d '\n' -n 10000 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" unlink >/dev/null
+    xargs -r -d '\n' -n 10000 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" unlink >/dev/null ||
+    say "could not clear $REDIS_KEY_PREFIX:* in Redis; clear it by hand"
 }
 
 # --- Secrets ----------------------------------------------------------------------
