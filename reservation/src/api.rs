@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use waiting_room::error::{ApiError, ApiJson};
 use waiting_room::ticket_store::{MarkUsed, TicketState};
+use waiting_room::token::TicketClaims;
 
 use crate::state::SharedState;
-use crate::store::{HoldError, Reservation, Seat, TransitionError};
+use crate::store::{HoldError, Reservation, ReservationStatus, Seat, TransitionError};
 
 /// Longest seat id accepted (the longest real one is `ZZ-1000`).
 const MAX_SEAT_ID_LEN: usize = 16;
@@ -171,20 +172,32 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound("no such reservation".into()))
 }
 
+/// Confirms or releases the reservation for the ticket behind the request's token.
+async fn finish(
+    state: &SharedState,
+    raw_id: &str,
+    headers: &HeaderMap,
+    status: ReservationStatus,
+) -> Result<(TicketClaims, Reservation), ApiError> {
+    let claims = state.authenticate(headers)?;
+    let reservation_id = parse_reservation_id(raw_id)?;
+    let reservation = state
+        .store
+        .finish(reservation_id, claims.ticket_id, status)
+        .await
+        .map_err(|error| transition_error(state, error))?;
+    metrics::counter!(format!("reservations_{}_total", status.as_str())).increment(1);
+    Ok((claims, reservation))
+}
+
 /// `POST /v1/reservations/{reservation_id}/confirm`: seats sold, ticket used.
 pub async fn confirm(
     State(state): State<SharedState>,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Reservation>, ApiError> {
-    let claims = state.authenticate(&headers)?;
-    let reservation_id = parse_reservation_id(&raw_id)?;
-    let reservation = state
-        .store
-        .confirm(reservation_id, claims.ticket_id)
-        .await
-        .map_err(|error| transition_error(&state, error))?;
-    metrics::counter!("reservations_confirmed_total").increment(1);
+    let (claims, reservation) =
+        finish(&state, &raw_id, &headers, ReservationStatus::Confirmed).await?;
     // The sale stands either way; marking the ticket used frees its capacity slot now
     // rather than when its active window runs out.
     match state
@@ -212,14 +225,7 @@ pub async fn release(
     Path(raw_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Reservation>, ApiError> {
-    let claims = state.authenticate(&headers)?;
-    let reservation_id = parse_reservation_id(&raw_id)?;
-    let reservation = state
-        .store
-        .release(reservation_id, claims.ticket_id)
-        .await
-        .map_err(|error| transition_error(&state, error))?;
-    metrics::counter!("reservations_released_total").increment(1);
+    let (_, reservation) = finish(&state, &raw_id, &headers, ReservationStatus::Released).await?;
     Ok(Json(reservation))
 }
 

@@ -3,11 +3,14 @@
 //! triggers) feeds a broadcast channel that every live stream of this instance reads.
 //! After the listener reconnects, a `Resync` tells streams to re-read what they show.
 
+use std::time::Duration;
+
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use waiting_room::shutdown::retry_until_ok;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -40,28 +43,39 @@ impl ChangeFeed {
     }
 
     async fn run(self, postgres: PgPool, shutdown: CancellationToken) {
-        let mut delay = std::time::Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match self.listen(&postgres, &shutdown).await {
+        loop {
+            let connected = retry_until_ok(
+                "the change listener",
+                Duration::from_secs(2),
+                &shutdown,
+                || async {
+                    let mut listener = PgListener::connect_with(&postgres).await?;
+                    listener
+                        .listen_all(["reservation_changed", "seats_changed"])
+                        .await?;
+                    Ok::<_, sqlx::Error>(listener)
+                },
+            )
+            .await;
+            let Ok(mut listener) = connected else {
+                return; // shut down
+            };
+            // Changes made while nobody listened were not notified: re-read, now that
+            // every later change will be.
+            let _ = self.sender.send(Change::Resync);
+            match self.relay(&mut listener, &shutdown).await {
                 Ok(()) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "change listener failed; reconnecting");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
-                    let _ = self.sender.send(Change::Resync);
-                }
+                Err(error) => tracing::warn!(%error, "change listener failed; reconnecting"),
             }
         }
     }
 
-    async fn listen(&self, postgres: &PgPool, shutdown: &CancellationToken) -> sqlx::Result<()> {
-        let mut listener = PgListener::connect_with(postgres).await?;
-        listener
-            .listen_all(["reservation_changed", "seats_changed"])
-            .await?;
+    /// Turns notifications into changes until shutdown (`Ok`) or a failure.
+    async fn relay(
+        &self,
+        listener: &mut PgListener,
+        shutdown: &CancellationToken,
+    ) -> sqlx::Result<()> {
         loop {
             let notification = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),

@@ -83,7 +83,7 @@ pub async fn build(
         hold: chrono::Duration::seconds(i64::try_from(config.hold_seconds)?),
         stream_keepalive: Duration::from_secs(config.stream_keepalive_seconds.max(1)),
         shutdown: shutdown.clone(),
-        waiting_room_base_url: config.waiting_room_base_url.clone(),
+        seat_page: pages::render_seat_page(&config.waiting_room_base_url),
     });
     let router = ops::finish(routes(state), readiness);
     let grace = Duration::from_secs(common.shutdown_grace_seconds);

@@ -4,43 +4,46 @@
 //! The ticket token arrives in the URL fragment from the waiting page.
 
 use axum::extract::{Path, State};
-use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, Response};
 use waiting_room::error::ApiError;
+use waiting_room::static_assets::{self, Asset, CSS, JAVASCRIPT, STYLE_CSS};
 
 use crate::state::SharedState;
 
 const SEATS_HTML: &str = include_str!("../assets/seats.html");
-const SEATS_JS: &str = include_str!("../assets/seats.js");
-const STYLE_CSS: &str = include_str!("../../waiting-room/assets/style.css");
-const SEATS_CSS: &str = include_str!("../assets/seats.css");
+
+/// The seat page with the only server-side value it needs, where the waiting room is;
+/// rendered once at start.
+pub fn render_seat_page(waiting_room_base_url: &str) -> String {
+    let escaped = waiting_room_base_url
+        .trim_end_matches('/')
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;");
+    SEATS_HTML.replace("{{WAITING_ROOM_URL}}", &escaped)
+}
 
 pub async fn seat_page(
     State(state): State<SharedState>,
     Path(_event_id): Path<String>,
 ) -> Html<String> {
-    // The only server-side value the page needs: where the waiting room is.
-    let base = state.waiting_room_base_url.trim_end_matches('/');
-    let escaped = base
-        .replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;");
-    Html(SEATS_HTML.replace("{{WAITING_ROOM_URL}}", &escaped))
+    Html(state.seat_page.clone())
 }
 
+const ASSETS: &[Asset] = &[
+    STYLE_CSS,
+    Asset {
+        name: "seats.css",
+        content_type: CSS,
+        body: include_str!("../assets/seats.css"),
+    },
+    Asset {
+        name: "seats.js",
+        content_type: JAVASCRIPT,
+        body: include_str!("../assets/seats.js"),
+    },
+];
+
 pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
-    let (content_type, body) = match file.as_str() {
-        "style.css" => ("text/css; charset=utf-8", STYLE_CSS),
-        "seats.css" => ("text/css; charset=utf-8", SEATS_CSS),
-        "seats.js" => ("text/javascript; charset=utf-8", SEATS_JS),
-        _ => return Err(ApiError::RouteNotFound),
-    };
-    Ok((
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response())
+    static_assets::serve(ASSETS, &file)
 }

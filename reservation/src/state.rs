@@ -29,8 +29,8 @@ pub struct AppState {
     pub hold: chrono::Duration,
     pub stream_keepalive: Duration,
     pub shutdown: CancellationToken,
-    /// Where the seat page sends a fan whose turn has not come.
-    pub waiting_room_base_url: String,
+    /// The seat page, rendered at start (it links back to the waiting room).
+    pub seat_page: String,
 }
 
 impl AppState {

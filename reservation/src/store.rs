@@ -278,27 +278,9 @@ impl ReservationStore {
         ))
     }
 
-    /// Sells a held reservation's seats.
-    pub async fn confirm(
-        &self,
-        reservation_id: Uuid,
-        ticket_id: Uuid,
-    ) -> Result<Reservation, TransitionError> {
-        self.finish(reservation_id, ticket_id, ReservationStatus::Confirmed)
-            .await
-    }
-
-    /// Gives a held reservation's seats back.
-    pub async fn release(
-        &self,
-        reservation_id: Uuid,
-        ticket_id: Uuid,
-    ) -> Result<Reservation, TransitionError> {
-        self.finish(reservation_id, ticket_id, ReservationStatus::Released)
-            .await
-    }
-
-    async fn finish(
+    /// Ends a held reservation of `ticket_id`: `Confirmed` sells its seats, `Released`
+    /// gives them back.
+    pub async fn finish(
         &self,
         reservation_id: Uuid,
         ticket_id: Uuid,

@@ -5,8 +5,8 @@
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use waiting_room::shutdown::retry_until_ok;
 use waiting_room::token::TicketVerifier;
 
 use crate::config::ReservationConfig;
@@ -17,6 +17,12 @@ pub struct TicketKeys {
 }
 
 impl TicketKeys {
+    fn new(verifier: TicketVerifier) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(Arc::new(verifier))),
+        }
+    }
+
     pub fn current(&self) -> Arc<TicketVerifier> {
         self.current
             .read()
@@ -31,41 +37,21 @@ impl TicketKeys {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<(Self, Option<tokio::task::JoinHandle<()>>)> {
         if !config.ticket_public_key_files.is_empty() {
-            let pems = config
-                .ticket_public_key_files
-                .iter()
-                .map(|path| {
-                    std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read the public key {}", path.display()))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let verifier = TicketVerifier::from_public_pems(pems.iter().map(String::as_str))?;
-            let keys = Self {
-                current: Arc::new(RwLock::new(Arc::new(verifier))),
-            };
-            return Ok((keys, None));
+            let verifier = TicketVerifier::from_public_pem_files(&config.ticket_public_key_files)?;
+            return Ok((Self::new(verifier), None));
         }
         let url = config.ticket_jwks_url.clone();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()?;
-        let mut delay = Duration::from_millis(200);
-        let verifier = loop {
-            match fetch(&http, &url).await {
-                Ok(verifier) => break verifier,
-                Err(error) => {
-                    tracing::warn!(%error, url, "ticket keys not available yet, retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = shutdown.cancelled() => anyhow::bail!("shut down while fetching the JWKS"),
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
-        let keys = Self {
-            current: Arc::new(RwLock::new(Arc::new(verifier))),
-        };
+        let verifier = retry_until_ok(
+            &format!("the ticket keys at {url}"),
+            Duration::from_secs(5),
+            shutdown,
+            || fetch(&http, &url),
+        )
+        .await?;
+        let keys = Self::new(verifier);
         let refreshing = keys.clone();
         let every = Duration::from_secs(config.jwks_refresh_seconds.max(1));
         let shutdown = shutdown.clone();

@@ -3,7 +3,7 @@
 //! every reservation's changes arrive in order, duplicates are detectable by message id.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -55,13 +55,7 @@ async fn a_relay_killed_mid_batch_loses_nothing() {
     let key_file = std::env::temp_dir().join(format!("relay-{}.pem", Uuid::now_v7()));
     std::fs::write(&key_file, env.public_key_pem()).unwrap();
     let spawn = || {
-        let common = &env.common;
-        Command::new(env!("CARGO_BIN_EXE_reservation"))
-            .env("DATABASE_URL", &common.database_url)
-            .env("REDIS_URL", &common.redis_url)
-            .env("REDIS_KEY_PREFIX", &common.redis_key_prefix)
-            .env("KAFKA_BROKERS", &common.kafka_brokers)
-            .env("RESERVATIONS_TOPIC", &common.reservations_topic)
+        env.service_command(env!("CARGO_BIN_EXE_reservation"))
             .env("RESERVATION_LISTEN", "127.0.0.1:0")
             .env("TICKET_PUBLIC_KEY_FILES", &key_file)
             .env("OUTBOX_BATCH_SIZE", "25")

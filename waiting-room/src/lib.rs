@@ -26,6 +26,7 @@ pub mod seats;
 pub mod serving_announcement;
 pub mod serving_feed;
 pub mod shutdown;
+pub mod static_assets;
 pub mod ticket_record;
 pub mod ticket_store;
 pub mod token;

@@ -14,18 +14,11 @@ pub async fn connect(url: &str, shutdown: &CancellationToken) -> anyhow::Result<
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(2);
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-            Ok(manager) => return Ok(manager),
-            Err(error) => {
-                tracing::warn!(%error, url, "redis not reachable yet, retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown.cancelled() => anyhow::bail!("shut down while connecting to redis"),
-                }
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
+    crate::shutdown::retry_until_ok(
+        &format!("redis at {url}"),
+        Duration::from_secs(2),
+        shutdown,
+        || ConnectionManager::new_with_config(client.clone(), config.clone()),
+    )
+    .await
 }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::redis_keys::RedisKeys;
 use crate::serving_announcement::ServingAnnouncement;
+use crate::shutdown::retry_until_ok;
 
 /// The latest announcement of one queue (`None` until this instance heard one).
 pub type LatestAnnouncement = Option<Arc<ServingAnnouncement>>;
@@ -83,46 +84,40 @@ impl ServingFeed {
         shutdown: CancellationToken,
     ) {
         let channel = keys.serving_channel();
-        let mut delay = Duration::from_millis(100);
         let mut first = true;
-        while !shutdown.is_cancelled() {
-            match client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                    Ok(()) => {
-                        delay = Duration::from_millis(100);
-                        if !first {
-                            // Announcements sent while disconnected are lost: catch up.
-                            self.resync(&redis, &keys).await;
-                        }
-                        first = false;
-                        let mut messages = pubsub.on_message();
-                        loop {
-                            tokio::select! {
-                                () = shutdown.cancelled() => return,
-                                message = messages.next() => match message {
-                                    Some(message) => {
-                                        match ServingAnnouncement::parse(message.get_payload_bytes()) {
-                                            Some(announcement) => self.publish(announcement),
-                                            None => tracing::warn!("unreadable serving announcement"),
-                                        }
-                                    }
-                                    None => break,
-                                },
-                            }
-                        }
-                        tracing::warn!("serving subscription lost; reconnecting");
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot subscribe to serving announcements")
-                    }
+        loop {
+            let subscribed = retry_until_ok(
+                "the serving channel",
+                Duration::from_secs(2),
+                &shutdown,
+                || async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
                 },
-                Err(error) => tracing::warn!(%error, "cannot open the serving subscription"),
+            )
+            .await;
+            let Ok(mut pubsub) = subscribed else {
+                return; // shut down
+            };
+            if !first {
+                // Announcements sent while disconnected are lost: catch up.
+                self.resync(&redis, &keys).await;
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+            first = false;
+            let mut messages = pubsub.on_message();
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    message = messages.next() => message,
+                };
+                let Some(message) = message else { break };
+                match ServingAnnouncement::parse(message.get_payload_bytes()) {
+                    Some(announcement) => self.publish(announcement),
+                    None => tracing::warn!("unreadable serving announcement"),
+                }
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
+            tracing::warn!("serving subscription lost; reconnecting");
         }
     }
 
@@ -145,12 +140,12 @@ impl ServingFeed {
                 return;
             }
         };
-        for (partition, serving) in partitions.zip(counters) {
+        for ((partition, serving), queue) in partitions.zip(counters).zip(self.queues.iter()) {
             let Some(serving) = serving else { continue };
-            let rate_per_second = self
-                .subscribe(partition)
-                .and_then(|receiver| receiver.borrow().as_ref().map(|a| a.rate_per_second))
-                .unwrap_or(0.0);
+            let rate_per_second = queue
+                .borrow()
+                .as_ref()
+                .map_or(0.0, |latest| latest.rate_per_second);
             self.publish(ServingAnnouncement {
                 partition,
                 reached_from: serving,

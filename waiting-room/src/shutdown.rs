@@ -2,6 +2,9 @@
 //! SIGINT. Servers stop accepting and drain in-flight requests; long-lived streams and
 //! background loops select on the token and finish promptly.
 
+use std::future::Future;
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
 /// Returns a token that is cancelled when the process receives SIGTERM or SIGINT.
@@ -40,5 +43,35 @@ async fn wait_for_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// Calls `attempt` until it succeeds, waiting from 100 ms, doubling up to `max_delay`,
+/// between tries and logging each failure as "`what` not reachable yet". Gives up when
+/// `shutdown` fires: a dependency that is still starting never blocks a clean exit.
+pub async fn retry_until_ok<T, E, F, Fut>(
+    what: &str,
+    max_delay: Duration,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                tracing::warn!(%error, "{what} not reachable yet, retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => anyhow::bail!("shut down while waiting for {what}"),
+                }
+                delay = (delay * 2).min(max_delay);
+            }
+        }
     }
 }

@@ -163,6 +163,24 @@ impl TestEnv {
         RunningService::start(|shutdown| crate::app::build(config, shutdown)).await
     }
 
+    /// A service binary to run as a child process (for tests that SIGKILL it), pointed
+    /// at this environment's database, key prefix and topics; the caller adds the
+    /// service's own settings.
+    pub fn service_command(&self, binary: &str) -> std::process::Command {
+        let common = &self.common;
+        let mut command = std::process::Command::new(binary);
+        command
+            .env("DATABASE_URL", &common.database_url)
+            .env("REDIS_URL", &common.redis_url)
+            .env("REDIS_KEY_PREFIX", &common.redis_key_prefix)
+            .env("KAFKA_BROKERS", &common.kafka_brokers)
+            .env("TICKETS_TOPIC", &common.tickets_topic)
+            .env("TICKETS_PARTITIONS", common.tickets_partitions.to_string())
+            .env("TICKETS_DLQ_TOPIC", &common.tickets_dlq_topic)
+            .env("RESERVATIONS_TOPIC", &common.reservations_topic);
+        command
+    }
+
     /// The public half of the test's signing key (SPKI PEM).
     pub fn public_key_pem(&self) -> String {
         self.signing_key

@@ -123,13 +123,17 @@ impl TicketVerifier {
         self
     }
 
-    /// From SPKI PEM public keys (`openssl pkey -pubout`).
-    pub fn from_public_pems<'a>(pems: impl IntoIterator<Item = &'a str>) -> anyhow::Result<Self> {
-        let keys = pems
-            .into_iter()
-            .map(|pem| {
-                VerifyingKey::from_public_key_pem(pem)
-                    .map_err(|error| anyhow::anyhow!("not an Ed25519 public key: {error}"))
+    /// From files of SPKI PEM public keys (`openssl pkey -pubout`).
+    pub fn from_public_pem_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Self> {
+        let keys = paths
+            .iter()
+            .map(|path| {
+                let pem = std::fs::read_to_string(path).map_err(|error| {
+                    anyhow::anyhow!("cannot read the public key {}: {error}", path.display())
+                })?;
+                VerifyingKey::from_public_key_pem(&pem).map_err(|error| {
+                    anyhow::anyhow!("{} is not an Ed25519 public key: {error}", path.display())
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self::new(keys))

@@ -1,7 +1,7 @@
 //! Helpers for the activator's integration tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -21,19 +21,12 @@ pub struct ActivatorProcess {
 
 impl ActivatorProcess {
     pub fn spawn(env: &TestEnv) -> Self {
-        let common = &env.common;
-        let child = Command::new(env!("CARGO_BIN_EXE_activator"))
-            .env("DATABASE_URL", &common.database_url)
-            .env("REDIS_URL", &common.redis_url)
-            .env("REDIS_KEY_PREFIX", &common.redis_key_prefix)
-            .env("KAFKA_BROKERS", &common.kafka_brokers)
-            .env("TICKETS_TOPIC", &common.tickets_topic)
-            .env("TICKETS_DLQ_TOPIC", &common.tickets_dlq_topic)
-            .env("RESERVATIONS_TOPIC", &common.reservations_topic)
+        let child = env
+            .service_command(env!("CARGO_BIN_EXE_activator"))
             .env("ACTIVATOR_LISTEN", "127.0.0.1:0")
             .env(
                 "ACTIVATOR_GROUP_ID",
-                format!("{}.activators", common.redis_key_prefix),
+                format!("{}.activators", env.common.redis_key_prefix),
             )
             .env(
                 "RUST_LOG",

@@ -5,20 +5,17 @@
 //! then the live place in line; see `assets/waiting.js`).
 
 use axum::extract::{Path, State};
-use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, Response};
 use axum::Json;
 use serde::Serialize;
 
 use super::state::SharedState;
 use crate::catalog::{EventConfig, EventState};
 use crate::error::ApiError;
+use crate::static_assets::{self, Asset, JAVASCRIPT, STYLE_CSS};
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const EVENT_HTML: &str = include_str!("../../assets/event.html");
-const STYLE_CSS: &str = include_str!("../../assets/style.css");
-const INDEX_JS: &str = include_str!("../../assets/index.js");
-const WAITING_JS: &str = include_str!("../../assets/waiting.js");
 
 pub async fn index() -> Html<&'static str> {
     Html(INDEX_HTML)
@@ -30,22 +27,22 @@ pub async fn event_page(Path(_event_id): Path<String>) -> Html<&'static str> {
     Html(EVENT_HTML)
 }
 
+const ASSETS: &[Asset] = &[
+    STYLE_CSS,
+    Asset {
+        name: "index.js",
+        content_type: JAVASCRIPT,
+        body: include_str!("../../assets/index.js"),
+    },
+    Asset {
+        name: "waiting.js",
+        content_type: JAVASCRIPT,
+        body: include_str!("../../assets/waiting.js"),
+    },
+];
+
 pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
-    let (content_type, body) = match file.as_str() {
-        "style.css" => ("text/css; charset=utf-8", STYLE_CSS),
-        "index.js" => ("text/javascript; charset=utf-8", INDEX_JS),
-        "waiting.js" => ("text/javascript; charset=utf-8", WAITING_JS),
-        _ => return Err(ApiError::RouteNotFound),
-    };
-    Ok((
-        [
-            (header::CONTENT_TYPE, content_type),
-            // Small files; revalidating keeps a redeploy visible at once.
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response())
+    static_assets::serve(ASSETS, &file)
 }
 
 /// What a fan may know about an event.

@@ -77,16 +77,8 @@ impl Keys {
         let pem = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the signing key {}", path.display()))?;
         let signer = TicketSigner::from_pkcs8_pem(&pem)?;
-        let previous = config
-            .previous_public_key_files
-            .iter()
-            .map(|path| {
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the public key {}", path.display()))
-            })
-            .collect::<anyhow::Result<Vec<String>>>()?;
         // The current key plus the rotated-out ones: tickets they signed stay valid.
-        let verifier = TicketVerifier::from_public_pems(previous.iter().map(String::as_str))?
+        let verifier = TicketVerifier::from_public_pem_files(&config.previous_public_key_files)?
             .with_key(signer.verifying_key());
         Ok(Self { signer, verifier })
     }

@@ -20,7 +20,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use super::state::SharedState;
 use super::status::{self, TicketStatus};
@@ -63,8 +62,6 @@ pub async fn events(
         last_serving: initial.serving_number,
         first: Some(initial),
         finished: false,
-        shutdown: state.shutdown.clone(),
-        retry: state.stream_retry,
         state,
         claims,
         token,
@@ -86,8 +83,6 @@ struct TicketWatcher {
     first: Option<TicketStatus>,
     last_serving: i64,
     finished: bool,
-    shutdown: CancellationToken,
-    retry: Duration,
     _slot: StreamSlot,
     _presence: Option<PresenceGuard>,
 }
@@ -103,7 +98,7 @@ impl TicketWatcher {
     async fn next_event(&mut self) -> Option<Event> {
         if let Some(mut first) = self.first.take() {
             first.links = None;
-            return Some(self.event(&first).retry(self.retry));
+            return Some(self.event(&first).retry(self.state.stream_retry));
         }
         if self.finished {
             return None;
@@ -115,7 +110,7 @@ impl TicketWatcher {
         tokio::pin!(expired);
         loop {
             let announcement = tokio::select! {
-                () = self.shutdown.cancelled() => return None,
+                () = self.state.shutdown.cancelled() => return None,
                 () = &mut expired => {
                     let status = self.status_now(TicketState::Expired, self.last_serving, None);
                     return Some(self.event(&status));
