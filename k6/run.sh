@@ -16,11 +16,13 @@
 #   k6/run.sh fan-journey    FANS=1000 whole journeys (join, poll until active, seat map,
 #                            hold, confirm) with think time, VUS=200 in flight
 #
-#   DURATION=20 (seconds per run)  LEVELS="64 256 1024"  RATE=1500 (arrival-rate peak)
+#   DURATION=15 (seconds per run)  REPEATS=3 (k6 runs per target and level)
+#   LEVELS="64 256 1024"  RATE=1500 (arrival-rate peak)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-DURATION=${DURATION:-20}
+DURATION=${DURATION:-15}
+REPEATS=${REPEATS:-3}
 LEVELS=${LEVELS:-64 256 1024}
 RATE=${RATE:-1500}
 OUT="$ROOT/docs/benchmarks.md"
@@ -45,14 +47,27 @@ machine_line() {
     "$(nproc)" "$model" "$(awk '/MemTotal/{printf "%.0f", $2/1048576}' /proc/meminfo)"
 }
 
-# k6 summary JSON -> "rps|p50|p95|p99|error_rate"
-k6_row() {
-  python3 - "$1" <<'PY'
+# k6 summary JSONs of repeated runs -> "rps|p50|p95|p99|error_rate|min rps|max rps": the
+# run with the median req/s, and the spread of req/s over all runs.
+k6_median_row() {
+  python3 - "$@" <<'PY'
 import json, sys
-metrics = json.load(open(sys.argv[1]))["metrics"]
-duration = metrics["http_req_duration"]
-failed = metrics.get("http_req_failed", {}).get("value", 0)
-print("%.0f|%.2f|%.2f|%.2f|%.3f%%" % (metrics["http_reqs"]["rate"], duration["med"], duration["p(95)"], duration["p(99)"], failed * 100))
+runs = []
+for path in sys.argv[1:]:
+    try:
+        metrics = json.load(open(path))["metrics"]
+    except (OSError, ValueError, KeyError):
+        continue
+    runs.append(metrics)
+if not runs:
+    print("0|nan|nan|nan|100%|0|0")
+    sys.exit()
+runs.sort(key=lambda m: m["http_reqs"]["rate"])
+median = runs[len(runs) // 2]
+duration = median["http_req_duration"]
+failed = max(m.get("http_req_failed", {}).get("value", 0) for m in runs)
+rates = [m["http_reqs"]["rate"] for m in runs]
+print("%.0f|%.2f|%.2f|%.2f|%.3f%%|%.0f|%.0f" % (median["http_reqs"]["rate"], duration["med"], duration["p(95)"], duration["p(99)"], failed * 100, min(rates), max(rates)))
 PY
 }
 
@@ -75,33 +90,39 @@ PY
 }
 
 bench_queue_entry() {
-  local base="http://$WAITING_ROOM_LISTEN" run_id event rows="" ratio="" cpu="" c
+  local base="http://$WAITING_ROOM_LISTEN" run_id event=bench rows="" ratio="" cpu="" c r
   run_id=$(date +%s)
-  event="bench-$run_id"
-  say "creating event $event (paused: the benchmark measures joins, not activation)"
+  # One benchmark event, reused by every run: in per-event partition mode each new event
+  # would take a partition of its own for good. Paused: the benchmark measures joins, not
+  # activation; user ids are unique per run.
+  say "event $event (paused)"
   curl -fsS -X PUT "$base/admin/events/$event" -H "Authorization: Bearer $ADMIN_TOKEN" \
     -H 'Content-Type: application/json' -d '{"name": "benchmark", "state": "paused"}' >/dev/null
   local tmp; tmp=$(mktemp -d)
   local server_pid tansu_pid redis_pid
   server_pid=$(pid_on_port "${WAITING_ROOM_LISTEN##*:}"); tansu_pid=$(pid_on_port "$KAFKA_PORT"); redis_pid=$(pid_on_port "$REDIS_PORT")
+  local linger
+  linger=$(tr '\0' '\n' <"/proc/$server_pid/environ" | sed -n 's/^PRODUCER_LINGER_MS=//p')
   for c in $LEVELS; do
+    local server=0 tansu=0 redis=0 machine=0
+    # Alternate the two targets so that a noisy spell on this shared machine hits both.
+    for r in $(seq "$REPEATS"); do
+      say "k6: GET /healthz, $c connections, ${DURATION}s (run $r of $REPEATS)"
+      k6 run --quiet --summary-export "$tmp/health-$c-$r.json" -e BASE_URL="$base" -e TARGET=healthz \
+        -e VUS="$c" -e DURATION="$DURATION" k6/queue-entry.js >/dev/null 2>&1 || true
+      say "k6: POST join, $c connections, ${DURATION}s (run $r of $REPEATS)"
+      local before_server before_tansu before_redis before_machine
+      before_server=$(proc_ticks "$server_pid"); before_tansu=$(proc_ticks "$tansu_pid")
+      before_redis=$(proc_ticks "$redis_pid"); before_machine=$(machine_busy_ticks)
+      k6 run --quiet --summary-export "$tmp/join-$c-$r.json" -e BASE_URL="$base" -e EVENT_ID="$event" \
+        -e RUN_ID="$run_id-$c-$r" -e VUS="$c" -e DURATION="$DURATION" k6/queue-entry.js >/dev/null 2>&1 || true
+      machine=$(( machine + $(machine_busy_ticks) - before_machine ))
+      server=$(( server + $(proc_ticks "$server_pid") - before_server )); tansu=$(( tansu + $(proc_ticks "$tansu_pid") - before_tansu ))
+      redis=$(( redis + $(proc_ticks "$redis_pid") - before_redis ))
+    done
     local health join
-    say "k6: GET /healthz, $c connections, ${DURATION}s"
-    k6 run --quiet --summary-export "$tmp/health-$c.json" -e BASE_URL="$base" -e TARGET=healthz \
-      -e VUS="$c" -e DURATION="$DURATION" k6/queue-entry.js >/dev/null 2>&1 || true
-    health=$(k6_row "$tmp/health-$c.json")
-    say "k6: POST join, $c connections, ${DURATION}s"
-    local before_server before_tansu before_redis before_machine
-    before_server=$(proc_ticks "$server_pid"); before_tansu=$(proc_ticks "$tansu_pid")
-    before_redis=$(proc_ticks "$redis_pid"); before_machine=$(machine_busy_ticks)
-    k6 run --quiet --summary-export "$tmp/join-$c.json" -e BASE_URL="$base" -e EVENT_ID="$event" \
-      -e RUN_ID="$run_id-$c" -e VUS="$c" -e DURATION="$DURATION" k6/queue-entry.js >/dev/null 2>&1 || true
-    join=$(k6_row "$tmp/join-$c.json")
-    local machine server tansu redis
-    machine=$(( $(machine_busy_ticks) - before_machine ))
-    server=$(( $(proc_ticks "$server_pid") - before_server )); tansu=$(( $(proc_ticks "$tansu_pid") - before_tansu ))
-    redis=$(( $(proc_ticks "$redis_pid") - before_redis ))
-    rows+="| healthz | k6 | $c | ${health//|/ | } |"$'\n'"| join | k6 | $c | ${join//|/ | } |"$'\n'
+    health=$(k6_median_row "$tmp"/health-"$c"-*.json); join=$(k6_median_row "$tmp"/join-"$c"-*.json)
+    rows+="| healthz | k6 | $c | $(spread_cells "$health") |"$'\n'"| join | k6 | $c | $(spread_cells "$join") |"$'\n'
     ratio+="$c connections: $(python3 -c "print('%.0f%%' % (100 * ${join%%|*} / max(1, ${health%%|*})))"); "
     cpu+="| $c | $(python3 -c "m=max(1,$machine); print(' | '.join('%.0f%%' % (100*x/m) for x in ($server, $tansu, $redis, m-$server-$tansu-$redis)))") |"$'\n'
   done
@@ -114,21 +135,23 @@ bench_queue_entry() {
   local verdict=passed
   k6 run --quiet --summary-export "$tmp/rate.json" -e BASE_URL="$base" -e EVENT_ID="$event" -e MODE=rate \
     -e RATE="$RATE" -e VUS=256 -e RUN_ID="$run_id-rate" -e DURATION="$DURATION" k6/queue-entry.js >/dev/null 2>&1 || verdict=failed
-  local rate_row; rate_row=$(k6_row "$tmp/rate.json")
+  local rate_row; rate_row=$(k6_median_row "$tmp/rate.json")
 
   {
     echo
     echo "## queue-entry, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo
-    echo "Machine: $(machine_line). ${DURATION} s per run; every join waits for the broker's acks=all acknowledgement."
+    echo "Machine: $(machine_line). Every join waits for the broker's acks=all acknowledgement;"
+    echo "producer linger ${linger:-(the default)} ms. k6: $REPEATS runs of ${DURATION} s per target and level, healthz and join"
+    echo "alternating; the row shows the run with the median req/s, and the range over the runs."
     echo
-    echo "| target | generator | connections | req/s | p50 ms | p95 (k6) / p90 (wrk) ms | p99 ms | errors |"
-    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    echo "| target | generator | connections | req/s (median) | req/s range | p50 ms | p95 (k6) / p90 (wrk) ms | p99 ms | errors |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     printf '%s' "$rows"
-    echo "| healthz | wrk | 256 | ${wrk_health//|/ | } |"
-    echo "| join | wrk | 256 | ${wrk_join//|/ | } |"
+    echo "| healthz | wrk | 256 | $(wrk_cells "$wrk_health") |"
+    echo "| join | wrk | 256 | $(wrk_cells "$wrk_join") |"
     echo
-    echo "Join throughput as a share of /healthz (k6): $ratio"
+    echo "Join throughput as a share of /healthz (k6, medians): $ratio"
     echo "wrk: $(python3 -c "print('%.0f%%' % (100 * ${wrk_join%%|*} / max(1, ${wrk_health%%|*})))") at 256 connections."
     echo
     echo "CPU during the k6 join runs, as a share of all busy CPU on the machine:"
@@ -142,6 +165,20 @@ bench_queue_entry() {
   } >>"$OUT"
   rm -rf "$tmp"
   say "results appended to docs/benchmarks.md"
+}
+
+# "rps|p50|p95|p99|errors|min|max" -> table cells "rps | min-max | p50 | p95 | p99 | errors"
+spread_cells() {
+  local rps p50 p95 p99 errors min max
+  IFS='|' read -r rps p50 p95 p99 errors min max <<<"$1"
+  printf '%s | %s–%s | %s | %s | %s | %s' "$rps" "$min" "$max" "$p50" "$p95" "$p99" "$errors"
+}
+
+# wrk "rps|p50|p90|p99|errors" (one run) -> the same cells
+wrk_cells() {
+  local rps rest
+  rps=${1%%|*}; rest=${1#*|}
+  printf '%s | %s | %s' "$rps" "one run" "${rest//|/ | }"
 }
 
 bench_drain() {
@@ -278,5 +315,5 @@ case "${1:-}" in
     ensure_tools
     bench_fan_journey
     ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -184,9 +184,13 @@ impl TicketStore {
             .map(|replaced| replaced == 1)
     }
 
-    /// Records a ticket the broker acknowledged: its holder is seen now, the user's slot
-    /// holds its token, the queue's highest issued number and the event's join count
-    /// move. Returns the queue's serving counter (for the ticket's first position).
+    /// Records a ticket the broker acknowledged: the user's slot holds its token, the
+    /// queue's highest issued number and the event's join count move. Returns the
+    /// queue's serving counter (for the ticket's first position).
+    ///
+    /// The ticket's own hash is not created here: the record's `issued_at` already
+    /// counts as the holder's first sighting, so the hash appears with the first status
+    /// read or stream (one key fewer per join on the hottest path).
     pub async fn register_issued(
         &self,
         claims: &TicketClaims,
@@ -197,32 +201,28 @@ impl TicketStore {
         static REGISTER: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
             Script::new(
                 r"
-                -- KEYS: ticket, issued, event stats, serving, [user]
-                -- ARGV: now_ms, ttl_s, queue_number, [token]
-                redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-                redis.call('EXPIRE', KEYS[1], ARGV[2])
-                local issued = tonumber(redis.call('GET', KEYS[2]) or '-1')
-                if tonumber(ARGV[3]) > issued then redis.call('SET', KEYS[2], ARGV[3]) end
-                redis.call('HINCRBY', KEYS[3], 'joined', 1)
-                if KEYS[5] then redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[2]) end
-                return tonumber(redis.call('GET', KEYS[4]) or '0')
+                -- KEYS: issued, event stats, serving, [user]
+                -- ARGV: queue_number, [token, ttl_s]
+                local issued = tonumber(redis.call('GET', KEYS[1]) or '-1')
+                if tonumber(ARGV[1]) > issued then redis.call('SET', KEYS[1], ARGV[1]) end
+                redis.call('HINCRBY', KEYS[2], 'joined', 1)
+                if KEYS[4] then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3]) end
+                return tonumber(redis.call('GET', KEYS[3]) or '0')
                 ",
             )
         });
-        let ttl_seconds = (claims.exp - now_ms / 1000).max(1);
         let mut invocation = REGISTER.prepare_invoke();
         invocation
-            .key(self.keys.ticket(claims.ticket_id))
             .key(self.keys.issued(claims.partition))
             .key(self.keys.event_stats(&claims.event_id))
             .key(self.keys.serving(claims.partition))
-            .arg(now_ms)
-            .arg(ttl_seconds)
             .arg(claims.queue_number);
         if let Some(user_id) = user_id {
+            let ttl_seconds = (claims.exp - now_ms / 1000).max(1);
             invocation
                 .key(self.keys.user_ticket(&claims.event_id, user_id))
-                .arg(token);
+                .arg(token)
+                .arg(ttl_seconds);
         }
         invocation.invoke_async(&mut self.redis.clone()).await
     }

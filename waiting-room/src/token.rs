@@ -69,13 +69,22 @@ pub fn key_id(key: &VerifyingKey) -> String {
 #[derive(Clone)]
 pub struct TicketSigner {
     key: SigningKey,
-    kid: String,
+    /// The encoded JWS header, the same for every token this key signs.
+    encoded_header: String,
 }
 
 impl TicketSigner {
     pub fn new(key: SigningKey) -> Self {
         let kid = key_id(&key.verifying_key());
-        Self { key, kid }
+        let encoded_header = encode_json(&Header {
+            alg: ALGORITHM.into(),
+            typ: Some("JWT".into()),
+            kid: Some(kid),
+        });
+        Self {
+            key,
+            encoded_header,
+        }
     }
 
     /// From a PKCS#8 PEM private key (`openssl genpkey -algorithm ed25519`).
@@ -90,17 +99,11 @@ impl TicketSigner {
     }
 
     pub fn sign(&self, claims: &TicketClaims) -> String {
-        let header = Header {
-            alg: ALGORITHM.into(),
-            typ: Some("JWT".into()),
-            kid: Some(self.kid.clone()),
-        };
-        let signing_input = format!("{}.{}", encode_json(&header), encode_json(claims));
-        let signature = self.key.sign(signing_input.as_bytes());
-        format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.to_bytes())
-        )
+        let mut token = format!("{}.{}", self.encoded_header, encode_json(claims));
+        let signature = self.key.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+        token
     }
 }
 
@@ -284,7 +287,9 @@ mod tests {
         let verifier = TicketVerifier::new([signer.verifying_key()]);
         let payload = encode_json(&claims(2_000));
         for alg in ["none", "HS256"] {
-            let header = encode_json(&json!({"alg": alg, "typ": "JWT", "kid": signer.kid}));
+            let header = encode_json(
+                &json!({"alg": alg, "typ": "JWT", "kid": key_id(&signer.verifying_key())}),
+            );
             let token = format!("{header}.{payload}.");
             assert_eq!(
                 verifier.verify(&token, 1_500),
