@@ -142,7 +142,7 @@ bench_queue_entry() {
     echo "## queue-entry, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo
     echo "Machine: $(machine_line). Every join waits for the broker's acks=all acknowledgement;"
-    echo "producer linger ${linger:-(the default)} ms. k6: $REPEATS runs of ${DURATION} s per target and level, healthz and join"
+    echo "PRODUCER_LINGER_MS ${linger:-not set (the default)}. k6: $REPEATS runs of ${DURATION} s per target and level, healthz and join"
     echo "alternating; the row shows the run with the median req/s, and the range over the runs."
     echo
     echo "| target | generator | connections | req/s (median) | req/s range | p50 ms | p95 (k6) / p90 (wrk) ms | p99 ms | errors |"
