@@ -9,6 +9,7 @@
 #   deploy/local.sh restart [service ...]  rebuild and restart services (default: all three)
 #   deploy/local.sh env          print the resolved configuration as export lines
 #   deploy/local.sh test         bring dependencies up, run every test suite
+#   deploy/local.sh forget-keys PATTERN  delete the local Redis's keys matching PATTERN
 #
 # Configuration: deploy/local.env (variables already in the environment win).
 set -euo pipefail
@@ -160,11 +161,17 @@ tansu_up() {
 # Redis state (serving counters, ticket states, user claims) describes tickets that no
 # longer exist and would mark the new ones as long passed. Start it over too.
 forget_queue_state() {
-  command -v redis-cli >/dev/null || { say "redis-cli missing: clear $REDIS_KEY_PREFIX:* in Redis by hand"; return; }
   say "redis: clearing $REDIS_KEY_PREFIX:* (the broker started empty)"
-  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "$REDIS_KEY_PREFIX:*" |
+  forget_keys "$REDIS_KEY_PREFIX:*"
+}
+
+# Deletes the local Redis's keys matching a pattern, in steps (never KEYS: the instance
+# may hold millions). A failure is reported, not fatal.
+forget_keys() {
+  command -v redis-cli >/dev/null || { say "redis-cli missing: clear $1 in Redis by hand"; return; }
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "$1" |
     xargs -r -d '\n' -n 10000 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" unlink >/dev/null ||
-    say "could not clear $REDIS_KEY_PREFIX:* in Redis; clear it by hand"
+    say "could not clear $1 in Redis; clear it by hand"
 }
 
 # --- Secrets ----------------------------------------------------------------------
@@ -350,5 +357,6 @@ case "${1:-}" in
   restart) shift; cmd_restart "$@" ;;
   env) cmd_env ;;
   test) cmd_test ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  forget-keys) [ $# -eq 2 ] || die "usage: deploy/local.sh forget-keys PATTERN"; forget_keys "$2" ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

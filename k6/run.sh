@@ -168,8 +168,7 @@ bench_queue_entry() {
   # Every run leaves hundreds of thousands of user slots (24 h TTL); left to pile up over
   # runs they would make Redis, and so the next run, slower than any real sale would.
   say "redis: removing the benchmark's user slots ($REDIS_KEY_PREFIX:u:$event:*)"
-  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "$REDIS_KEY_PREFIX:u:$event:*" |
-    xargs -r -d '\n' -n 10000 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" unlink >/dev/null
+  deploy/local.sh forget-keys "$REDIS_KEY_PREFIX:u:$event:*"
 }
 
 # "rps|p50|p95|p99|errors|min|max" -> table cells "rps | min-max | p50 | p95 | p99 | errors"
