@@ -64,8 +64,6 @@ pub struct StepOutcome {
     pub activated: u64,
     pub expired: u64,
     pub active: u64,
-    /// Highest queue number the waiting-room has issued (-1: none known).
-    pub issued_max: i64,
     /// True when the batch limit or capacity stopped the step before the entries ran out.
     pub blocked: bool,
     /// True when the entries started past the serving counter: records are missing
@@ -78,7 +76,7 @@ pub struct StepOutcome {
 static STEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        -- KEYS: serving, active set, queue stats, issued
+        -- KEYS: serving, active set, queue stats
         -- ARGV: now, active_until, max_active (-1: none), batch_limit, grace_ms, prefix, ticket_ttl_s,
         --       then per entry: queue_number, ticket_id ('' = dead letter), event_id, issued_ms
         local now = tonumber(ARGV[1])
@@ -156,8 +154,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
             redis.call('HINCRBY', stats, 'abandoned', counts.abandoned)
           end
         end
-        local issued = tonumber(redis.call('GET', KEYS[4]) or '-1')
-        local reply = {from, serving, activated, expired, active, issued, blocked + 2 * gap, #abandoned}
+        local reply = {from, serving, activated, expired, active, blocked + 2 * gap, #abandoned}
         for _, qn in ipairs(abandoned) do table.insert(reply, qn) end
         for _, qn in ipairs(dead) do table.insert(reply, qn) end
         return reply
@@ -178,7 +175,6 @@ pub async fn step(
         .key(keys.serving(partition))
         .key(keys.active_set(partition))
         .key(keys.queue_stats(partition))
-        .key(keys.issued(partition))
         .arg(limits.now_ms)
         .arg(limits.active_until_ms)
         .arg(limits.max_active.map_or(-1, i64::from))
@@ -211,8 +207,8 @@ pub async fn step(
 
 fn parse_reply(reply: &[i64]) -> StepOutcome {
     let field = |index: usize| reply.get(index).copied().unwrap_or(0);
-    let abandoned_count = usize::try_from(field(7)).unwrap_or(0);
-    let lists = reply.get(8..).unwrap_or_default();
+    let abandoned_count = usize::try_from(field(6)).unwrap_or(0);
+    let lists = reply.get(7..).unwrap_or_default();
     let (abandoned, dead_lettered) = lists.split_at(abandoned_count.min(lists.len()));
     StepOutcome {
         reached_from: field(0),
@@ -220,9 +216,8 @@ fn parse_reply(reply: &[i64]) -> StepOutcome {
         activated: u64::try_from(field(2)).unwrap_or(0),
         expired: u64::try_from(field(3)).unwrap_or(0),
         active: u64::try_from(field(4)).unwrap_or(0),
-        issued_max: field(5),
-        blocked: field(6) & 1 == 1,
-        gap: field(6) & 2 == 2,
+        blocked: field(5) & 1 == 1,
+        gap: field(5) & 2 == 2,
         abandoned: abandoned.to_vec(),
         dead_lettered: dead_lettered.to_vec(),
     }
@@ -234,13 +229,13 @@ mod tests {
 
     #[test]
     fn replies_split_into_counts_and_skipped_queue_numbers() {
-        let outcome = parse_reply(&[10, 15, 3, 1, 7, 40, 1, 1, 12, 14]);
+        let outcome = parse_reply(&[10, 15, 3, 1, 7, 1, 1, 12, 14]);
         assert_eq!(outcome.reached_from, 10);
         assert_eq!(outcome.serving, 15);
         assert_eq!(outcome.activated, 3);
         assert!(outcome.blocked);
         assert!(!outcome.gap);
-        assert!(parse_reply(&[10, 10, 0, 0, 0, 40, 2, 0]).gap);
+        assert!(parse_reply(&[10, 10, 0, 0, 0, 2, 0]).gap);
         assert_eq!(outcome.abandoned, vec![12]);
         assert_eq!(outcome.dead_lettered, vec![14]);
     }

@@ -8,7 +8,7 @@
 //! another.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,9 @@ pub struct WorkerShared {
     pub partition: i32,
     /// Records received but not yet reached (channel plus buffer), for back-pressure.
     pub buffered: AtomicUsize,
+    /// The highest queue number read from Kafka (-1: none yet): the queue's length as
+    /// far as this activator has read ahead.
+    pub read_up_to: AtomicI64,
 }
 
 pub struct QueueWorker {
@@ -201,8 +204,9 @@ impl QueueWorker {
         metrics::counter!("activator_expirations_total", "partition" => label.clone())
             .increment(total.expired);
         metrics::gauge!("activator_active", "partition" => label.clone()).set(total.active as f64);
+        let read_up_to = self.shared.read_up_to.load(Ordering::Relaxed);
         metrics::gauge!("activator_waiting", "partition" => label.clone())
-            .set((total.issued_max + 1 - total.serving).max(0) as f64);
+            .set((read_up_to + 1 - total.serving).max(0) as f64);
         if total.serving > total.reached_from {
             self.announce(
                 &total,
@@ -414,7 +418,6 @@ fn merge(total: &mut StepOutcome, step: StepOutcome) {
     total.activated += step.activated;
     total.expired += step.expired;
     total.active = step.active;
-    total.issued_max = step.issued_max;
     total.blocked = step.blocked;
     total.abandoned.extend(step.abandoned);
     total.dead_lettered.extend(step.dead_lettered);

@@ -99,7 +99,7 @@ async fn redis_data_loss_mid_drain_rebuilds_the_counter_and_the_line_continues()
     let redis_keys = env.redis_keys();
     let mut keys = vec![
         redis_keys.serving(1),
-        redis_keys.issued(1),
+        redis_keys.issued_max(1),
         redis_keys.active_set(1),
         redis_keys.queue_stats(1),
         redis_keys.event_stats("flush"),

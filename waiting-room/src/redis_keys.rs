@@ -7,7 +7,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{p}:q:{partition}:serving` | string | serving counter: next queue number not yet reached |
-//! | `{p}:q:{partition}:issued` | string | highest queue number issued |
+//! | `{p}:q:{partition}:issued_max` | sorted set | one member, `max`, scored by the highest queue number issued |
 //! | `{p}:q:{partition}:active` | sorted set | active ticket ids scored by `active_until` (ms) |
 //! | `{p}:q:{partition}:stats` | hash | activated / abandoned / dead-lettered counters |
 //! | `{p}:t:{ticket_id}` | hash | `seen` (ms), `state`, `active_until` (ms) |
@@ -43,8 +43,10 @@ impl RedisKeys {
         format!("{}:q:{partition}:serving", self.prefix)
     }
 
-    pub fn issued(&self, partition: i32) -> String {
-        format!("{}:q:{partition}:issued", self.prefix)
+    /// A sorted set, not a string: `ZADD GT` raises it only when a joining ticket's number
+    /// is higher, one native command where a string would need a script.
+    pub fn issued_max(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:issued_max", self.prefix)
     }
 
     pub fn active_set(&self, partition: i32) -> String {
@@ -82,7 +84,7 @@ mod tests {
         let ticket = Uuid::nil();
         for key in [
             keys.serving(3),
-            keys.issued(3),
+            keys.issued_max(3),
             keys.active_set(3),
             keys.queue_stats(3),
             keys.ticket(ticket),

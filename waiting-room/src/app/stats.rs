@@ -7,6 +7,7 @@ use super::state::SharedState;
 use crate::catalog::{EventConfig, QueueConfig};
 use crate::error::ApiError;
 use crate::queue;
+use crate::ticket_store::ISSUED_MAX_MEMBER;
 
 /// An observed rate older than this is history, not the current rate (the activator
 /// only measures while its queue has tickets).
@@ -17,7 +18,7 @@ const RATE_FRESH_FOR_MS: i64 = 10_000;
 type StatsReply = (
     Vec<(String, i64)>,
     Option<i64>,
-    Option<i64>,
+    Option<f64>,
     i64,
     (Option<f64>, Option<i64>),
 );
@@ -33,7 +34,7 @@ pub async fn event_stats(
     let (event_counters, serving, issued, active, (rate, rate_at)): StatsReply = redis::pipe()
         .hgetall(keys.event_stats(event.event_id.as_str()))
         .get(keys.serving(partition))
-        .get(keys.issued(partition))
+        .zscore(keys.issued_max(partition), ISSUED_MAX_MEMBER)
         .zcount(keys.active_set(partition), format!("({now_ms}"), "+inf")
         .cmd("HMGET")
         .arg(keys.queue_stats(partition))
@@ -50,7 +51,8 @@ pub async fn event_stats(
     };
     let serving = serving.unwrap_or(0);
     // Tickets issued but not yet reached in this event's queue (shared by every event on it).
-    let waiting = issued.map_or(0, |issued| (issued + 1 - serving).max(0));
+    // (A sorted-set score: exact for any offset below 2^53.)
+    let waiting = issued.map_or(0, |issued| (issued as i64 + 1 - serving).max(0));
     let observed_rate = rate
         .filter(|_| rate_at.is_some_and(|at| now_ms - at <= RATE_FRESH_FOR_MS))
         .unwrap_or(0.0);
