@@ -8,7 +8,7 @@
 //! paused until it catches up, so one slow queue never holds the others' records.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -219,10 +219,6 @@ fn dispatch(
             reason: error.to_string(),
         }),
     };
-    worker
-        .shared
-        .read_up_to
-        .fetch_max(message.offset(), Ordering::Relaxed);
     let buffered = worker.shared.buffered.fetch_add(1, Ordering::Relaxed) + 1;
     if worker.records.send(incoming).is_err() {
         worker.shared.buffered.fetch_sub(1, Ordering::Relaxed);
@@ -273,7 +269,6 @@ fn spawn_worker(
     let shared = Arc::new(WorkerShared {
         partition,
         buffered: AtomicUsize::new(0),
-        read_up_to: AtomicI64::new(-1),
     });
     let (records, receiver) = mpsc::unbounded_channel();
     let stop = shutdown.child_token();

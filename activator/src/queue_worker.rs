@@ -8,7 +8,7 @@
 //! another.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,11 +50,9 @@ pub enum Incoming {
 /// What the worker shares with the dispatcher.
 pub struct WorkerShared {
     pub partition: i32,
-    /// Records received but not yet reached (channel plus buffer), for back-pressure.
+    /// Records received but not yet reached (channel plus buffer), for back-pressure;
+    /// also the queue's waiting length as far as this activator has read ahead.
     pub buffered: AtomicUsize,
-    /// The highest queue number read from Kafka (-1: none yet): the queue's length as
-    /// far as this activator has read ahead.
-    pub read_up_to: AtomicI64,
 }
 
 pub struct QueueWorker {
@@ -204,9 +202,8 @@ impl QueueWorker {
         metrics::counter!("activator_expirations_total", "partition" => label.clone())
             .increment(total.expired);
         metrics::gauge!("activator_active", "partition" => label.clone()).set(total.active as f64);
-        let read_up_to = self.shared.read_up_to.load(Ordering::Relaxed);
         metrics::gauge!("activator_waiting", "partition" => label.clone())
-            .set((read_up_to + 1 - total.serving).max(0) as f64);
+            .set(self.shared.buffered.load(Ordering::Relaxed) as f64);
         if total.serving > total.reached_from {
             self.announce(
                 &total,
