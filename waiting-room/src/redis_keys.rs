@@ -17,6 +17,9 @@
 
 use uuid::Uuid;
 
+/// The one member of a queue's `issued_max` sorted set.
+pub const ISSUED_MAX_MEMBER: &str = "max";
+
 /// Builds the keys of one deployment.
 #[derive(Debug, Clone)]
 pub struct RedisKeys {

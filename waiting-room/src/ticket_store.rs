@@ -1,14 +1,15 @@
 //! Ticket state in Redis, shared by the services: where a ticket stands (one round
 //! trip), the one-place-per-user claim, and registering a freshly issued ticket.
 //!
-//! Multi-key updates are Lua scripts, so each is atomic and costs one round trip.
+//! Multi-key updates are atomic and cost one round trip each: MULTI/EXEC where native
+//! commands suffice (the join's registration), Lua scripts where a write depends on a read.
 
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 use uuid::Uuid;
 
 use crate::queue;
-use crate::redis_keys::RedisKeys;
+use crate::redis_keys::{RedisKeys, ISSUED_MAX_MEMBER};
 use crate::token::TicketClaims;
 
 /// How often a holder's "last seen" is refreshed: at most every 5 s (polling every
@@ -97,9 +98,6 @@ pub enum UserClaim {
 }
 
 const PENDING: &str = "pending:";
-
-/// The one member of a queue's `issued_max` sorted set.
-pub const ISSUED_MAX_MEMBER: &str = "max";
 
 #[derive(Clone)]
 pub struct TicketStore {

@@ -7,7 +7,7 @@ use super::state::SharedState;
 use crate::catalog::{EventConfig, QueueConfig};
 use crate::error::ApiError;
 use crate::queue;
-use crate::ticket_store::ISSUED_MAX_MEMBER;
+use crate::redis_keys::ISSUED_MAX_MEMBER;
 
 /// An observed rate older than this is history, not the current rate (the activator
 /// only measures while its queue has tickets).
