@@ -20,6 +20,7 @@ pub mod ops;
 pub mod presence;
 pub mod queue;
 pub mod readiness;
+pub mod redis_batch;
 pub mod redis_keys;
 pub mod redis_store;
 pub mod seats;

@@ -3,12 +3,15 @@
 //!
 //! Multi-key updates are atomic and cost one round trip each: MULTI/EXEC where native
 //! commands suffice (the join's registration), Lua scripts where a write depends on a read.
+//! The join's two round trips go through a [`RedisBatcher`], which shares one write among
+//! the joins that issue theirs at about the same moment.
 
 use redis::aio::ConnectionManager;
-use redis::{RedisResult, Script};
+use redis::{Cmd, RedisResult, Script, Value};
 use uuid::Uuid;
 
 use crate::queue;
+use crate::redis_batch::{last_reply, RedisBatcher};
 use crate::redis_keys::{RedisKeys, ISSUED_MAX_MEMBER};
 use crate::token::TicketClaims;
 
@@ -102,12 +105,18 @@ const PENDING: &str = "pending:";
 #[derive(Clone)]
 pub struct TicketStore {
     redis: ConnectionManager,
+    batcher: RedisBatcher,
     keys: RedisKeys,
 }
 
 impl TicketStore {
+    /// Starts the store's batching task: call from within a Tokio runtime.
     pub fn new(redis: ConnectionManager, keys: RedisKeys) -> Self {
-        Self { redis, keys }
+        Self {
+            batcher: RedisBatcher::start(redis.clone()),
+            redis,
+            keys,
+        }
     }
 
     pub fn keys(&self) -> &RedisKeys {
@@ -123,15 +132,15 @@ impl TicketStore {
         nonce: Uuid,
         ttl_ms: u64,
     ) -> RedisResult<UserClaim> {
-        let previous: Option<String> = redis::cmd("SET")
+        let mut claim = redis::cmd("SET");
+        claim
             .arg(self.keys.user_ticket(event_id, user_id))
             .arg(format!("{PENDING}{nonce}"))
             .arg("NX")
             .arg("GET")
             .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut self.redis.clone())
-            .await?;
+            .arg(ttl_ms);
+        let previous: Option<String> = last_reply(self.batcher.send(vec![claim]).await?)?;
         Ok(match previous {
             None => UserClaim::Claimed,
             Some(value) if value.starts_with(PENDING) => UserClaim::Pending,
@@ -201,30 +210,29 @@ impl TicketStore {
         user_id: Option<&str>,
         now_ms: i64,
     ) -> RedisResult<i64> {
-        let mut registration = redis::pipe();
-        registration.atomic();
+        let mut registration = vec![redis::cmd("MULTI")];
         if let Some(user_id) = user_id {
             let ttl_seconds = (claims.exp - now_ms / 1000).max(1).unsigned_abs();
-            registration
-                .set_ex(
-                    self.keys.user_ticket(&claims.event_id, user_id),
-                    token,
-                    ttl_seconds,
-                )
-                .ignore();
+            registration.push(Cmd::set_ex(
+                self.keys.user_ticket(&claims.event_id, user_id),
+                token,
+                ttl_seconds,
+            ));
         }
-        let (serving,): (Option<i64>,) = registration
-            .cmd("ZADD")
+        let mut issued_max = redis::cmd("ZADD");
+        issued_max
             .arg(self.keys.issued_max(claims.partition))
             .arg("GT")
             .arg(claims.queue_number)
-            .arg(ISSUED_MAX_MEMBER)
-            .ignore()
-            .hincr(self.keys.event_stats(&claims.event_id), "joined", 1)
-            .ignore()
-            .get(self.keys.serving(claims.partition))
-            .query_async(&mut self.redis.clone())
-            .await?;
+            .arg(ISSUED_MAX_MEMBER);
+        registration.extend([
+            issued_max,
+            Cmd::hincr(self.keys.event_stats(&claims.event_id), "joined", 1),
+            Cmd::get(self.keys.serving(claims.partition)),
+            redis::cmd("EXEC"),
+        ]);
+        let executed: Vec<Value> = last_reply(self.batcher.send(registration).await?)?;
+        let serving: Option<i64> = last_reply(executed)?;
         Ok(serving.unwrap_or(0))
     }
 
