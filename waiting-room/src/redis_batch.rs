@@ -57,10 +57,10 @@ async fn send_batches(mut redis: ConnectionManager, mut queued: mpsc::Receiver<R
         batch.push(first);
         tokio::task::yield_now().await;
         while batch.len() < MAX_BATCH_REQUESTS {
-            match queued.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
+            let Ok(request) = queued.try_recv() else {
+                break;
+            };
+            batch.push(request);
         }
         // A request whose caller went away (its client disconnected) is not sent: a
         // claim nobody will use would hold the user's place until it expires.
@@ -111,17 +111,15 @@ fn stopped() -> RedisError {
 }
 
 /// The last reply of a request, parsed, unless any of its commands failed.
-pub fn last_reply<T: FromRedisValue>(mut replies: Vec<Value>) -> RedisResult<T> {
-    if let Some(position) = replies
-        .iter()
-        .position(|reply| matches!(reply, Value::ServerError(_)))
-    {
-        if let Value::ServerError(error) = replies.swap_remove(position) {
+pub fn last_reply<T: FromRedisValue>(replies: Vec<Value>) -> RedisResult<T> {
+    let mut last = None;
+    for reply in replies {
+        if let Value::ServerError(error) = reply {
             return Err(error.into());
         }
+        last = Some(reply);
     }
-    let last = replies
-        .pop()
+    let last = last
         .ok_or_else(|| RedisError::from((ErrorKind::Client, "a batched request had no reply")))?;
     Ok(redis::from_redis_value(last)?)
 }
