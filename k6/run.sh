@@ -101,8 +101,9 @@ bench_queue_entry() {
   local tmp; tmp=$(mktemp -d)
   local server_pid tansu_pid redis_pid
   server_pid=$(pid_on_port "${WAITING_ROOM_LISTEN##*:}"); tansu_pid=$(pid_on_port "$KAFKA_PORT"); redis_pid=$(pid_on_port "$REDIS_PORT")
-  local linger
+  local linger batch
   linger=$(tr '\0' '\n' <"/proc/$server_pid/environ" | sed -n 's/^PRODUCER_LINGER_MS=//p')
+  batch=$(tr '\0' '\n' <"/proc/$server_pid/environ" | sed -n 's/^PRODUCER_BATCH_MESSAGES=//p')
   for c in $LEVELS; do
     local server=0 tansu=0 redis=0 machine=0
     # Alternate the two targets so that a noisy spell on this shared machine hits both.
@@ -142,7 +143,8 @@ bench_queue_entry() {
     echo "## queue-entry, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo
     echo "Machine: $(machine_line). Every join waits for the broker's acks=all acknowledgement;"
-    echo "PRODUCER_LINGER_MS ${linger:-not set (the default)}. k6: $REPEATS runs of ${DURATION} s per target and level, healthz and join"
+    echo "PRODUCER_LINGER_MS ${linger:-not set (the default)}, PRODUCER_BATCH_MESSAGES ${batch:-not set (the default)}."
+    echo "k6: $REPEATS runs of ${DURATION} s per target and level, healthz and join"
     echo "alternating; the row shows the run with the median req/s, and the range over the runs."
     echo
     echo "| target | generator | connections | req/s (median) | req/s range | p50 ms | p95 (k6) / p90 (wrk) ms | p99 ms | errors |"

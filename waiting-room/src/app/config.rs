@@ -59,9 +59,18 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "PRODUCE_TIMEOUT_MS", default_value_t = 2_000)]
     pub produce_timeout_ms: u64,
 
-    /// Producer batching delay: joins arriving within it share one broker round trip.
-    #[arg(long, env = "PRODUCER_LINGER_MS", default_value_t = 2)]
+    /// Producer batching delay: joins arriving within it share one broker round trip. An
+    /// upper bound: a batch leaves as soon as `PRODUCER_BATCH_MESSAGES` joins wait.
+    #[arg(long, env = "PRODUCER_LINGER_MS", default_value_t = 5)]
     pub producer_linger_ms: u32,
+
+    /// Joins per produce batch at most (librdkafka's `batch.num.messages`). A full batch
+    /// is sent at once: under load joins stop waiting out the linger, while each batch's
+    /// fixed cost (measured: about 0.1 ms of CPU in this process, 0.05 ms in Tansu) is
+    /// still shared by enough joins to stay small.
+    #[arg(long, env = "PRODUCER_BATCH_MESSAGES", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub producer_batch_messages: u32,
 
     /// Live ticket streams (SSE) this instance holds open at most; more are refused
     /// with 503 `too_many_streams` (the page falls back to polling).
@@ -103,5 +112,26 @@ impl PartitionMode {
             Self::Global => "global",
             Self::PerEvent => "per-event",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::WaitingRoomConfig;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        config: WaitingRoomConfig,
+    }
+
+    #[test]
+    fn a_produce_batch_holds_at_least_one_join() {
+        assert!(Flags::try_parse_from(["waiting-room", "--producer-batch-messages", "0"]).is_err());
+        let flags = Flags::try_parse_from(["waiting-room", "--producer-batch-messages", "1"])
+            .expect("1 is a valid batch size");
+        assert_eq!(flags.config.producer_batch_messages, 1);
     }
 }

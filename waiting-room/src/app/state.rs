@@ -86,10 +86,14 @@ impl Keys {
 
 pub fn producer(config: &WaitingRoomConfig) -> anyhow::Result<DurableProducer> {
     let timeout = Duration::from_millis(config.produce_timeout_ms);
-    let client_config = kafka::producer_config(
+    let mut client_config = kafka::producer_config(
         &config.common.kafka_brokers,
         config.producer_linger_ms,
         timeout,
+    );
+    client_config.set(
+        "batch.num.messages",
+        config.producer_batch_messages.to_string(),
     );
     Ok(DurableProducer::new(client_config)?)
 }
