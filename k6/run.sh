@@ -39,6 +39,8 @@ ensure_tools() {
 pid_on_port() { ss -ltnpH "sport = :$1" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n 1; }
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 machine_busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# A variable from a running process's environment (empty when it was not set).
+process_env() { tr '\0' '\n' <"/proc/$1/environ" | sed -n "s/^$2=//p"; }
 
 machine_line() {
   local model
@@ -102,8 +104,7 @@ bench_queue_entry() {
   local server_pid tansu_pid redis_pid
   server_pid=$(pid_on_port "${WAITING_ROOM_LISTEN##*:}"); tansu_pid=$(pid_on_port "$KAFKA_PORT"); redis_pid=$(pid_on_port "$REDIS_PORT")
   local linger batch
-  linger=$(tr '\0' '\n' <"/proc/$server_pid/environ" | sed -n 's/^PRODUCER_LINGER_MS=//p')
-  batch=$(tr '\0' '\n' <"/proc/$server_pid/environ" | sed -n 's/^PRODUCER_BATCH_MESSAGES=//p')
+  linger=$(process_env "$server_pid" PRODUCER_LINGER_MS); batch=$(process_env "$server_pid" PRODUCER_BATCH_MESSAGES)
   for c in $LEVELS; do
     local server=0 tansu=0 redis=0 machine=0
     # Alternate the two targets so that a noisy spell on this shared machine hits both.
