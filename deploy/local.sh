@@ -205,7 +205,7 @@ deps_up() {
 # --- Services ---------------------------------------------------------------------
 build_services() {
   say "building the services (release)"
-  cargo build --release --bins
+  cargo build --release -p waiting-room -p activator -p reservation
 }
 
 service_port() {
@@ -335,6 +335,23 @@ ensure_browser() {
     die "cannot install chromium and chromium-driver"
 }
 
+# A cargo subcommand from crates.io, built once and then reused.
+ensure_cargo_tool() { # binary crate version
+  command -v "$1" >/dev/null && "$1" --version 2>/dev/null | grep -q "$3" && return 0
+  say "installing $2 $3 with cargo install (once)"
+  cargo install "$2" --locked --version "$3"
+}
+
+# The services' normal builds never compile the test kit (a dev-dependency only).
+check_no_test_code_in_services() {
+  local tree
+  tree=$(cargo tree -e normal,build,features --prefix none \
+    -p waiting-room -p activator -p reservation) || die "cargo tree failed"
+  if grep -q '^testkit ' <<<"$tree"; then
+    die "a service's normal build depends on the test kit: cargo tree -e normal -i testkit"
+  fi
+}
+
 cmd_test() {
   local started=$SECONDS
   deps_up
@@ -343,6 +360,11 @@ cmd_test() {
   cargo fmt --all -- --check
   say "cargo clippy"
   cargo clippy --workspace --all-targets -- -D warnings
+  say "cargo machete (every dependency is used)"
+  ensure_cargo_tool cargo-machete cargo-machete 0.9.2
+  cargo machete
+  say "the services' builds contain no test code"
+  check_no_test_code_in_services
   say "cargo test (unit and integration, against the real services)"
   cargo test --workspace
   say "all test suites passed in $((SECONDS - started)) s"

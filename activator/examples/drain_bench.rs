@@ -8,18 +8,12 @@
 
 use std::time::{Duration, Instant};
 
+use activator::ActivatorConfig;
 use chrono::Utc;
-use clap::Parser;
+use contract::kafka::{self, DurableProducer};
+use contract::ticket_record::TicketRecord;
+use testkit::{RunningService, TestEnv};
 use uuid::Uuid;
-use waiting_room::kafka::{self, DurableProducer};
-use waiting_room::testing::{any_port, RunningService, TestEnv};
-use waiting_room::ticket_record::TicketRecord;
-
-#[derive(clap::Parser)]
-struct ActivatorEnvironment {
-    #[command(flatten)]
-    config: activator::ActivatorConfig,
-}
 
 async fn serving(env: &TestEnv) -> i64 {
     let value: Option<i64> = redis::cmd("GET")
@@ -87,9 +81,7 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let mut config = ActivatorEnvironment::parse_from(["drain-bench"]).config;
-    config.common = env.common.clone();
-    config.listen = any_port();
+    let mut config: ActivatorConfig = env.config(&[]);
     config.group_id = format!("{}.drain", env.common.redis_key_prefix);
     let activator = RunningService::start(|shutdown| activator::build(config, shutdown)).await;
 

@@ -9,15 +9,17 @@
 //! counter forward only. All of it happens in one `EVALSHA`, so a crash leaves either
 //! the whole step or none of it.
 //!
-//! The script touches per-ticket and per-event keys it derives from the key prefix: it
-//! needs one Redis (or hash-tagged keys in a cluster).
+//! The script touches per-ticket and per-event keys it derives from the key schema's
+//! parts ([`RedisKeys::ticket_key_prefix`], [`RedisKeys::event_stats_key_parts`]) and
+//! writes the schema's field names: it needs one Redis (or hash-tagged keys in a
+//! cluster).
 
 use std::sync::LazyLock;
 
+use contract::redis_schema::{EventStats, QueueStats, RedisKeys, StoredState, TicketHash};
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 use uuid::Uuid;
-use waiting_room::redis_keys::RedisKeys;
 
 /// A record of the queue, in offset order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,34 +75,49 @@ pub struct StepOutcome {
     pub dead_lettered: Vec<i64>,
 }
 
+impl StepOutcome {
+    /// Folds a later step of the same tick into this one.
+    pub fn merge(&mut self, step: StepOutcome) {
+        self.serving = step.serving;
+        self.activated += step.activated;
+        self.expired += step.expired;
+        self.active = step.active;
+        self.blocked = step.blocked;
+        self.abandoned.extend(step.abandoned);
+        self.dead_lettered.extend(step.dead_lettered);
+    }
+}
+
 static STEP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
         -- KEYS: serving, active set, queue stats
-        -- ARGV: now, active_until, max_active (-1: none), batch_limit, grace_ms, prefix, ticket_ttl_s,
+        -- ARGV: now, active_until, max_active (-1: none), batch_limit, grace_ms,
+        --       ticket key prefix, ticket_ttl_s, event stats key before and after the id,
         --       then per entry: queue_number, ticket_id ('' = dead letter), event_id, issued_ms
         local now = tonumber(ARGV[1])
         local active_until = ARGV[2]
         local max_active = tonumber(ARGV[3])
         local limit = tonumber(ARGV[4])
         local grace = tonumber(ARGV[5])
-        local prefix = ARGV[6]
+        local ticket_prefix = ARGV[6]
         local ticket_ttl = ARGV[7]
+        local event_stats_before, event_stats_after = ARGV[8], ARGV[9]
         local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
         local active = redis.call('ZCARD', KEYS[2])
         -- No counter: Redis lost it; rebuild it from the first record we were given
         -- (the consumer's committed position).
         local serving = tonumber(redis.call('GET', KEYS[1]) or '-1')
-        if serving < 0 and #ARGV >= 8 then serving = tonumber(ARGV[8]) end
+        if serving < 0 and #ARGV >= 10 then serving = tonumber(ARGV[10]) end
         local from = serving
         local activated, blocked, gap = 0, 0, 0
-        local abandoned, dead = {}, {}
-        local per_event = {}
+        local abandoned, dead = {{}}, {{}}
+        local per_event = {{}}
         local function count(event, field)
-          per_event[event] = per_event[event] or {activated = 0, abandoned = 0}
+          per_event[event] = per_event[event] or {{activated = 0, abandoned = 0}}
           per_event[event][field] = per_event[event][field] + 1
         end
-        for i = 8, #ARGV, 4 do
+        for i = 10, #ARGV, 4 do
           local qn = tonumber(ARGV[i])
           if qn > serving then
             -- Offsets are contiguous: records between the counter and this one are missing
@@ -114,15 +131,15 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
               table.insert(dead, qn)
               serving = qn + 1
             else
-              local key = prefix .. ':t:' .. ticket
-              local fields = redis.call('HMGET', key, 'state', 'seen')
+              local key = ticket_prefix .. ticket
+              local fields = redis.call('HMGET', key, '{state}', '{seen}')
               if fields[1] then
                 -- Decided before (a replay): leave it exactly as it is.
                 serving = qn + 1
               else
                 local seen = math.max(tonumber(fields[2] or '0'), tonumber(ARGV[i + 3]))
                 if now - seen > grace then
-                  redis.call('HSET', key, 'state', 'abandoned')
+                  redis.call('HSET', key, '{state}', '{abandoned}')
                   redis.call('EXPIRE', key, ticket_ttl)
                   table.insert(abandoned, qn)
                   count(ARGV[i + 2], 'abandoned')
@@ -131,7 +148,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
                   blocked = 1
                   break
                 else
-                  redis.call('HSET', key, 'state', 'active', 'active_until', active_until)
+                  redis.call('HSET', key, '{state}', '{active}', '{active_until}', active_until)
                   redis.call('EXPIRE', key, ticket_ttl)
                   redis.call('ZADD', KEYS[2], active_until, ticket)
                   active = active + 1
@@ -145,21 +162,31 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         end
         if serving > from then
           redis.call('SET', KEYS[1], serving)
-          redis.call('HINCRBY', KEYS[3], 'activated', activated)
-          redis.call('HINCRBY', KEYS[3], 'abandoned', #abandoned)
-          redis.call('HINCRBY', KEYS[3], 'dead_lettered', #dead)
+          redis.call('HINCRBY', KEYS[3], '{queue_activated}', activated)
+          redis.call('HINCRBY', KEYS[3], '{queue_abandoned}', #abandoned)
+          redis.call('HINCRBY', KEYS[3], '{queue_dead_lettered}', #dead)
           for event, counts in pairs(per_event) do
-            local stats = prefix .. ':e:' .. event .. ':stats'
-            redis.call('HINCRBY', stats, 'activated', counts.activated)
-            redis.call('HINCRBY', stats, 'abandoned', counts.abandoned)
+            local stats = event_stats_before .. event .. event_stats_after
+            redis.call('HINCRBY', stats, '{event_activated}', counts.activated)
+            redis.call('HINCRBY', stats, '{event_abandoned}', counts.abandoned)
           end
         end
-        local reply = {from, serving, activated, expired, active, blocked + 2 * gap, #abandoned}
+        local reply = {{from, serving, activated, expired, active, blocked + 2 * gap, #abandoned}}
         for _, qn in ipairs(abandoned) do table.insert(reply, qn) end
         for _, qn in ipairs(dead) do table.insert(reply, qn) end
         return reply
         ",
-    )
+        state = TicketHash::STATE,
+        seen = TicketHash::SEEN,
+        active_until = TicketHash::ACTIVE_UNTIL,
+        active = StoredState::Active.as_str(),
+        abandoned = StoredState::Abandoned.as_str(),
+        queue_activated = QueueStats::ACTIVATED,
+        queue_abandoned = QueueStats::ABANDONED,
+        queue_dead_lettered = QueueStats::DEAD_LETTERED,
+        event_activated = EventStats::ACTIVATED,
+        event_abandoned = EventStats::ABANDONED,
+    ))
 });
 
 /// Runs one step over `entries` (in queue order) for `partition`.
@@ -180,8 +207,10 @@ pub async fn step(
         .arg(limits.max_active.map_or(-1, i64::from))
         .arg(limits.batch_limit)
         .arg(limits.grace_ms)
-        .arg(keys.prefix())
+        .arg(keys.ticket_key_prefix())
         .arg(limits.ticket_ttl_seconds);
+    let (event_stats_before, event_stats_after) = keys.event_stats_key_parts();
+    invocation.arg(event_stats_before).arg(event_stats_after);
     for entry in entries {
         match entry {
             QueueEntry::Ticket {

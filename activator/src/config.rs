@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Args;
-use waiting_room::config::CommonConfig;
+use contract::config::{CommonConfig, ServiceConfig};
 
 #[derive(Debug, Clone, Args)]
 pub struct ActivatorConfig {
@@ -26,4 +26,16 @@ pub struct ActivatorConfig {
     /// queue retries it on its next tick.
     #[arg(long, env = "DEAD_LETTER_TIMEOUT_MS", default_value_t = 5_000)]
     pub dead_letter_timeout_ms: u64,
+}
+
+impl ServiceConfig for ActivatorConfig {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+    fn common_mut(&mut self) -> &mut CommonConfig {
+        &mut self.common
+    }
+    fn listen_mut(&mut self) -> &mut SocketAddr {
+        &mut self.listen
+    }
 }

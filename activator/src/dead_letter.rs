@@ -6,8 +6,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::Utc;
+use contract::kafka::{DurableProducer, ProduceError};
 use serde_json::json;
-use waiting_room::kafka::DurableProducer;
 
 /// A record that could not be read as a ticket.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ impl DeadLetter {
 
     /// Publishes the dead letter and waits for the broker's acknowledgement. Keyed by
     /// the original position, so a replayed dead letter is recognisable as a duplicate.
-    pub async fn send(&self, source_topic: &str, record: &RawRecord) -> Result<(), String> {
+    pub async fn send(&self, source_topic: &str, record: &RawRecord) -> Result<(), ProduceError> {
         let key = format!("{source_topic}/{}/{}", record.partition, record.offset);
         let value = json!({
             "reason": record.reason,
@@ -47,7 +47,7 @@ impl DeadLetter {
             "payload_base64": record.payload.as_deref().map(|payload| STANDARD.encode(payload)),
             "dead_lettered_at": Utc::now(),
         });
-        let payload = serde_json::to_vec(&value).map_err(|error| error.to_string())?;
+        let payload = value.to_string().into_bytes();
         self.producer
             .send(&self.topic, None, &key, &payload, self.timeout)
             .await

@@ -2,28 +2,30 @@
 //! queue (partition) by queue, at the rate operators set. Its HTTP surface is only
 //! health, readiness and metrics.
 //!
-//! [`consumer`] owns the group membership and feeds each owned queue's records to a
-//! [`queue_worker`], which runs [`activation`] steps on the queue's schedule.
+//! The modules form a line: [`consumer`] owns the group membership ([`group`]) and hands
+//! each owned queue's records, through its [`backlog`], to a [`queue_worker`], which runs
+//! [`activation`] steps on the queue's schedule, measures its [`rate`] and sends poison
+//! records to the [`dead_letter`] topic.
 
 mod activation;
+mod backlog;
 mod config;
 mod consumer;
 mod dead_letter;
+mod group;
 mod queue_worker;
 mod rate;
-#[cfg(feature = "test-support")]
-pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use contract::connections::Connections;
+use contract::kafka::{self, DurableProducer};
+use contract::live_catalog::LiveCatalog;
+use contract::redis_schema::RedisKeys;
+use platform::http::{self, HttpServer};
 use tokio_util::sync::CancellationToken;
-use waiting_room::connections::Connections;
-use waiting_room::kafka::{self, DurableProducer};
-use waiting_room::live_catalog::LiveCatalog;
-use waiting_room::ops::{self, HttpServer};
-use waiting_room::redis_keys::RedisKeys;
 
 pub use config::ActivatorConfig;
 
@@ -34,16 +36,17 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<HttpServer> {
     let common = &config.common;
+    let supervisor = common.supervisor(shutdown);
     let Connections {
         postgres,
         redis,
         readiness,
-    } = Connections::open(common, &common.tickets_topic, &shutdown).await?;
+    } = Connections::open(common, &common.tickets_topic, &supervisor).await?;
     let timeout = Duration::from_millis(config.dead_letter_timeout_ms);
     let dead_letter_producer =
         DurableProducer::new(kafka::producer_config(&common.kafka_brokers, 0, timeout))?;
     let dependencies = consumer::Dependencies {
-        catalog: LiveCatalog::start(postgres, shutdown.clone()).await,
+        catalog: LiveCatalog::start(postgres, &supervisor).await,
         redis,
         keys: RedisKeys::new(common.redis_key_prefix.clone()),
         dead_letters: Arc::new(dead_letter::DeadLetter::new(
@@ -54,15 +57,15 @@ pub async fn build(
         topic: common.tickets_topic.clone(),
         partitions: common.tickets_partitions,
     };
-    let consuming = tokio::spawn(consumer::run(
-        common.kafka_brokers.clone(),
-        config.group_id.clone(),
-        dependencies,
-        shutdown.clone(),
-    ));
-    let router = ops::finish(Router::new(), readiness);
-    let grace = Duration::from_secs(common.shutdown_grace_seconds);
-    Ok(HttpServer::bind(config.listen, router, shutdown, grace)
-        .await?
-        .with_background(consuming))
+    supervisor.spawn(
+        "consumer",
+        consumer::run(
+            common.kafka_brokers.clone(),
+            config.group_id.clone(),
+            dependencies,
+            supervisor.shutdown().clone(),
+        ),
+    );
+    let router = http::with_operational_routes(Router::new(), readiness);
+    HttpServer::bind(config.listen, router, supervisor, common.shutdown_grace()).await
 }

@@ -2,7 +2,12 @@
 
 use activator::ActivatorConfig;
 use clap::Parser;
-use waiting_room::{observability, shutdown};
+use platform::{observability, shutdown};
+
+// Ticks allocate (script arguments, announcements); mimalloc's thread-local free lists
+// keep that cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -7,26 +7,24 @@
 //! commit the Kafka offset. Each queue has its own task, so a slow queue never delays
 //! another.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use contract::catalog::{QueueConfig, QueueMode};
+use contract::live_catalog::LiveCatalog;
+use contract::redis_schema::{QueueStats, RedisKeys};
+use contract::serving_announcement::ServingAnnouncement;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use redis::aio::ConnectionManager;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use waiting_room::catalog::{QueueConfig, QueueMode};
-use waiting_room::live_catalog::LiveCatalog;
-use waiting_room::redis_keys::RedisKeys;
-use waiting_room::serving_announcement::ServingAnnouncement;
 
 use crate::activation::{self, QueueEntry, StepLimits, StepOutcome};
-use crate::consumer::RebalanceContext;
-use crate::dead_letter::{DeadLetter, RawRecord};
+use crate::backlog::{Backlog, Incoming};
+use crate::dead_letter::DeadLetter;
+use crate::group::GroupConsumer;
 use crate::rate::RateWindow;
 
 /// Entries passed to one script call; bigger batches take several calls per tick.
@@ -41,88 +39,103 @@ const REREAD_STALL: Duration = Duration::from_secs(2);
 /// reads still say "expired" or "used" after it ends.
 const TICKET_STATE_RETENTION_SECONDS: i64 = 86_400;
 
-/// A record as it arrives: a ticket, or a record to dead-letter.
-pub enum Incoming {
-    Entry(QueueEntry),
-    Poison(RawRecord),
-}
-
-/// What the worker shares with the dispatcher.
-pub struct WorkerShared {
-    pub partition: i32,
-    /// Records received but not yet reached (channel plus buffer), for back-pressure;
-    /// also the queue's waiting length as far as this activator has read ahead.
-    pub buffered: AtomicUsize,
-}
-
-pub struct QueueWorker {
-    pub shared: Arc<WorkerShared>,
-    pub records: mpsc::UnboundedReceiver<Incoming>,
+/// What every queue worker of an activator shares.
+pub struct WorkerContext {
     pub catalog: LiveCatalog,
     pub redis: ConnectionManager,
     pub keys: RedisKeys,
-    pub consumer: Arc<StreamConsumer<RebalanceContext>>,
+    pub consumer: Arc<GroupConsumer>,
     pub dead_letters: Arc<DeadLetter>,
     pub topic: String,
-    pub shutdown: CancellationToken,
+}
+
+/// One queue's worker and all of its state.
+pub struct QueueWorker {
+    partition: i32,
+    context: Arc<WorkerContext>,
+    backlog: Backlog,
+    rate: RateWindow,
+    reread: Reread,
+    next_tick: Instant,
+    stop: CancellationToken,
 }
 
 impl QueueWorker {
+    pub fn new(
+        partition: i32,
+        context: Arc<WorkerContext>,
+        backlog: Backlog,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            partition,
+            context,
+            backlog,
+            rate: RateWindow::default(),
+            reread: Reread::default(),
+            next_tick: Instant::now(),
+            stop,
+        }
+    }
+
     pub async fn run(mut self) {
-        let partition = self.shared.partition;
-        let mut buffer: VecDeque<Incoming> = VecDeque::new();
-        let mut rate = RateWindow::default();
-        let mut catalog_changes = self.catalog.subscribe();
-        let mut next_tick = Instant::now();
-        let mut reread = Reread::default();
+        let partition = self.partition;
+        let mut catalog_changes = self.context.catalog.subscribe();
         loop {
-            let queue = self.catalog.current().queue(partition);
-            let interval = tick_interval(&queue);
-            let can_tick = queue.mode != QueueMode::Paused && !buffer.is_empty();
+            let queue = self.context.catalog.current().queue(partition);
+            let can_tick = queue.mode != QueueMode::Paused && !self.backlog.is_empty();
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => break,
-                received = self.records.recv() => {
+                () = self.stop.cancelled() => break,
+                received = self.backlog.receive() => {
                     let Some(first) = received else { break };
-                    reread.admit(first, &mut buffer, &self.shared);
-                    while let Ok(more) = self.records.try_recv() {
-                        reread.admit(more, &mut buffer, &self.shared);
+                    self.admit(first);
+                    while let Some(more) = self.backlog.try_receive() {
+                        self.admit(more);
                     }
                     // Passthrough activates on arrival.
                     if queue.mode == QueueMode::Passthrough {
-                        next_tick = Instant::now();
+                        self.next_tick = Instant::now();
                     }
                 }
-                () = tokio::time::sleep_until(next_tick.into()), if can_tick => {
-                    let lateness = Instant::now().saturating_duration_since(next_tick);
-                    let span = tracing::info_span!("activation_tick", partition, mode = queue.mode.as_str());
-                    self.tick(&queue, &mut buffer, &mut rate, &mut reread, lateness).instrument(span).await;
-                    next_tick = (next_tick + interval).max(Instant::now());
+                () = tokio::time::sleep_until(self.next_tick.into()), if can_tick => {
+                    let lateness = Instant::now().saturating_duration_since(self.next_tick);
+                    let span = tracing::info_span!("activation_tick", partition, mode = ?queue.mode);
+                    self.tick(&queue, lateness).instrument(span).await;
+                    self.next_tick = (self.next_tick + tick_interval(&queue)).max(Instant::now());
                 }
-                () = sleep_until_stalled(reread.stalled_at()), if reread.pending.is_some() => {
-                    if let Some((gap_at, _)) = reread.pending {
-                        self.read_again(gap_at, &mut buffer, &mut reread).await;
+                () = sleep_until_stalled(self.reread.stalled_at()), if self.reread.pending.is_some() => {
+                    if let Some((gap_at, _)) = self.reread.pending {
+                        self.read_again(gap_at).await;
                     }
                 }
                 changed = catalog_changes.changed() => {
                     if changed.is_err() { break; }
                     // A new interval takes effect from the next tick.
-                    next_tick = next_tick.min(Instant::now() + tick_interval(&self.catalog.current().queue(partition)));
+                    let interval = tick_interval(&self.context.catalog.current().queue(partition));
+                    self.next_tick = self.next_tick.min(Instant::now() + interval);
                 }
             }
         }
         tracing::debug!(partition, "queue worker stopped");
     }
 
-    async fn tick(
-        &mut self,
-        queue: &QueueConfig,
-        buffer: &mut VecDeque<Incoming>,
-        rate: &mut RateWindow,
-        reread: &mut Reread,
-        lateness: Duration,
-    ) {
-        let partition = self.shared.partition;
+    /// Buffers a received record, unless a re-read is under way and the record is past
+    /// the gap: it is still in flight from before the seek (or the broker skipped the
+    /// hole again) and comes back with the re-read.
+    fn admit(&mut self, incoming: Incoming) {
+        if let Some((gap_at, _)) = self.reread.pending {
+            if incoming.offset() > gap_at {
+                self.backlog.discard(incoming);
+                return;
+            }
+            self.reread.pending = None;
+        }
+        self.backlog.push(incoming);
+    }
+
+    async fn tick(&mut self, queue: &QueueConfig, lateness: Duration) {
+        let partition = self.partition;
         let label = partition.to_string();
         let started = Instant::now();
         metrics::histogram!("activator_tick_lateness_seconds", "partition" => label.clone())
@@ -146,7 +159,7 @@ impl QueueWorker {
         // The steps of this tick, merged; None while no step has run.
         let mut total: Option<StepOutcome> = None;
         loop {
-            let entries = self.front_entries(buffer).await;
+            let entries = self.front_entries().await;
             if entries.is_empty() {
                 break;
             }
@@ -155,9 +168,11 @@ impl QueueWorker {
                 batch_limit: batch.saturating_sub(activated_so_far),
                 ..limits
             };
+            let context = self.context.clone();
+            let mut redis = context.redis.clone();
             let outcome = match activation::step(
-                &mut self.redis,
-                &self.keys,
+                &mut redis,
+                &context.keys,
                 partition,
                 &entries,
                 limits,
@@ -171,16 +186,16 @@ impl QueueWorker {
                 }
             };
             if outcome.gap {
-                self.read_again(outcome.serving, buffer, reread).await;
+                self.read_again(outcome.serving).await;
                 break;
             }
-            reread.lookback = REREAD_LOOKBACK;
+            self.reread.lookback = REREAD_LOOKBACK;
             let consumed_all =
                 outcome.serving > entries.last().map_or(i64::MIN, QueueEntry::queue_number);
-            drop_reached(buffer, outcome.serving, &self.shared);
+            self.backlog.drop_reached(outcome.serving);
             let merged = match total.take() {
                 Some(mut merged) => {
-                    merge(&mut merged, outcome);
+                    merged.merge(outcome);
                     merged
                 }
                 None => outcome,
@@ -194,7 +209,7 @@ impl QueueWorker {
         let Some(total) = total else {
             return;
         };
-        rate.record(Instant::now(), total.activated);
+        self.rate.record(Instant::now(), total.activated);
         metrics::counter!("activator_activations_total", "partition" => label.clone())
             .increment(total.activated);
         metrics::counter!("activator_abandoned_total", "partition" => label.clone())
@@ -203,14 +218,10 @@ impl QueueWorker {
             .increment(total.expired);
         metrics::gauge!("activator_active", "partition" => label.clone()).set(total.active as f64);
         metrics::gauge!("activator_waiting", "partition" => label.clone())
-            .set(self.shared.buffered.load(Ordering::Relaxed) as f64);
+            .set(self.backlog.len() as f64);
         if total.serving > total.reached_from {
-            self.announce(
-                &total,
-                limits.active_until_ms,
-                rate.per_second(Instant::now()),
-            )
-            .await;
+            let rate = self.rate.per_second(Instant::now());
+            self.announce(&total, limits.active_until_ms, rate).await;
             self.commit(total.serving);
         }
         metrics::histogram!("activator_tick_duration_seconds", "partition" => label)
@@ -226,15 +237,16 @@ impl QueueWorker {
     /// The next entries in offset order, dead-lettering poison records on the way. Stops
     /// before a poison record whose dead letter was not acknowledged: it is never skipped
     /// unless it is safely in the dead-letter topic.
-    async fn front_entries(&self, buffer: &mut VecDeque<Incoming>) -> Vec<QueueEntry> {
+    async fn front_entries(&mut self) -> Vec<QueueEntry> {
+        let (partition, context) = (self.partition, self.context.clone());
         let mut entries = Vec::new();
-        for incoming in buffer.iter_mut().take(ENTRIES_PER_STEP) {
+        for incoming in self.backlog.front_mut().take(ENTRIES_PER_STEP) {
             if let Incoming::Poison(raw) = incoming {
-                if let Err(error) = self.dead_letters.send(&self.topic, raw).await {
-                    tracing::warn!(partition = self.shared.partition, offset = raw.offset, %error, "cannot dead-letter a record yet");
+                if let Err(error) = context.dead_letters.send(&context.topic, raw).await {
+                    tracing::warn!(partition, offset = raw.offset, %error, "cannot dead-letter a record yet");
                     return entries;
                 }
-                metrics::counter!("activator_dead_letters_total", "partition" => self.shared.partition.to_string()).increment(1);
+                metrics::counter!("activator_dead_letters_total", "partition" => partition.to_string()).increment(1);
                 *incoming = Incoming::Entry(QueueEntry::DeadLettered {
                     queue_number: raw.offset,
                 });
@@ -250,16 +262,13 @@ impl QueueWorker {
     /// returned a later batch than asked for). Drop the buffer and read the partition
     /// again from before the counter; each further gap reaches further back, down to the
     /// first offset, so the missing records are always found.
-    async fn read_again(&self, serving: i64, buffer: &mut VecDeque<Incoming>, reread: &mut Reread) {
-        let partition = self.shared.partition;
-        let target = (serving - reread.lookback).max(0);
-        reread.lookback = reread.lookback.saturating_mul(2);
-        self.shared
-            .buffered
-            .fetch_sub(buffer.len(), Ordering::Relaxed);
-        buffer.clear();
-        let consumer = self.consumer.clone();
-        let topic = self.topic.clone();
+    async fn read_again(&mut self, serving: i64) {
+        let partition = self.partition;
+        let target = (serving - self.reread.lookback).max(0);
+        self.reread.lookback = self.reread.lookback.saturating_mul(2);
+        self.backlog.clear();
+        let consumer = self.context.consumer.clone();
+        let topic = self.context.topic.clone();
         let seek = tokio::task::spawn_blocking(move || {
             consumer.seek(
                 &topic,
@@ -271,7 +280,7 @@ impl QueueWorker {
         .await;
         match seek {
             Ok(Ok(())) => {
-                reread.pending = Some((serving, Instant::now()));
+                self.reread.pending = Some((serving, Instant::now()));
                 metrics::counter!("activator_rereads_total", "partition" => partition.to_string())
                     .increment(1);
                 tracing::warn!(
@@ -289,8 +298,9 @@ impl QueueWorker {
     }
 
     async fn announce(&self, outcome: &StepOutcome, active_until_ms: i64, rate_per_second: f64) {
+        let context = &self.context;
         let announcement = ServingAnnouncement {
-            partition: self.shared.partition,
+            partition: self.partition,
             reached_from: outcome.reached_from,
             serving: outcome.serving,
             abandoned: outcome.abandoned.clone(),
@@ -300,20 +310,23 @@ impl QueueWorker {
         };
         let result: redis::RedisResult<()> = redis::pipe()
             .hset_multiple(
-                self.keys.queue_stats(self.shared.partition),
+                context.keys.queue_stats(self.partition),
                 &[
-                    ("rate", rate_per_second.to_string()),
-                    ("rate_at", Utc::now().timestamp_millis().to_string()),
+                    (QueueStats::RATE, rate_per_second.to_string()),
+                    (
+                        QueueStats::RATE_AT,
+                        Utc::now().timestamp_millis().to_string(),
+                    ),
                 ],
             )
             .ignore()
-            .publish(self.keys.serving_channel(), announcement.to_json())
+            .publish(context.keys.serving_channel(), announcement.to_json())
             .ignore()
-            .query_async(&mut self.redis.clone())
+            .query_async(&mut context.redis.clone())
             .await;
         if let Err(error) = result {
             // Streams resynchronise on the next announcement; the state itself is stored.
-            tracing::warn!(partition = self.shared.partition, %error, "cannot announce the serving counter");
+            tracing::warn!(partition = self.partition, %error, "cannot announce the serving counter");
         }
     }
 
@@ -322,11 +335,11 @@ impl QueueWorker {
     fn commit(&self, serving: i64) {
         let mut offsets = TopicPartitionList::new();
         if offsets
-            .add_partition_offset(&self.topic, self.shared.partition, Offset::Offset(serving))
+            .add_partition_offset(&self.context.topic, self.partition, Offset::Offset(serving))
             .is_ok()
         {
-            if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
-                tracing::debug!(partition = self.shared.partition, %error, "offset commit refused (partition revoked?)");
+            if let Err(error) = self.context.consumer.commit(&offsets, CommitMode::Async) {
+                tracing::debug!(partition = self.partition, %error, "offset commit refused (partition revoked?)");
             }
         }
     }
@@ -351,22 +364,6 @@ impl Default for Reread {
 }
 
 impl Reread {
-    fn admit(
-        &mut self,
-        incoming: Incoming,
-        buffer: &mut VecDeque<Incoming>,
-        shared: &WorkerShared,
-    ) {
-        if let Some((gap_at, _)) = self.pending {
-            if offset_of(&incoming) > gap_at {
-                shared.buffered.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-            self.pending = None;
-        }
-        buffer.push_back(incoming);
-    }
-
     /// When a re-read has produced nothing usable for a while, the time to go further back.
     fn stalled_at(&self) -> Option<(i64, Instant)> {
         self.pending
@@ -381,13 +378,6 @@ async fn sleep_until_stalled(stalled: Option<(i64, Instant)>) {
     }
 }
 
-fn offset_of(incoming: &Incoming) -> i64 {
-    match incoming {
-        Incoming::Entry(entry) => entry.queue_number(),
-        Incoming::Poison(raw) => raw.offset,
-    }
-}
-
 fn tick_interval(queue: &QueueConfig) -> Duration {
     let interval = Duration::from_millis(u64::from(queue.activation.interval_ms));
     if queue.mode == QueueMode::Passthrough {
@@ -395,27 +385,4 @@ fn tick_interval(queue: &QueueConfig) -> Duration {
     } else {
         interval
     }
-}
-
-/// Drops buffered entries the serving counter has passed.
-fn drop_reached(buffer: &mut VecDeque<Incoming>, serving: i64, shared: &WorkerShared) {
-    let mut dropped = 0;
-    while let Some(Incoming::Entry(entry)) = buffer.front() {
-        if entry.queue_number() >= serving {
-            break;
-        }
-        buffer.pop_front();
-        dropped += 1;
-    }
-    shared.buffered.fetch_sub(dropped, Ordering::Relaxed);
-}
-
-fn merge(total: &mut StepOutcome, step: StepOutcome) {
-    total.serving = step.serving;
-    total.activated += step.activated;
-    total.expired += step.expired;
-    total.active = step.active;
-    total.blocked = step.blocked;
-    total.abandoned.extend(step.abandoned);
-    total.dead_lettered.extend(step.dead_lettered);
 }

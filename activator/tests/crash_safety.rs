@@ -4,11 +4,53 @@
 
 mod support;
 
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use contract::redis_schema::QueueStats;
 use rand::Rng;
-use support::{policy, set_queue, ActivatorProcess};
-use waiting_room::testing::TestEnv;
+use support::{policy, set_queue};
+use testkit::wait::until;
+use testkit::TestEnv;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The activator binary as a child process, for tests that SIGKILL it.
+struct ActivatorProcess {
+    child: Child,
+}
+
+impl ActivatorProcess {
+    fn spawn(env: &TestEnv) -> Self {
+        let child = env
+            .service_command(env!("CARGO_BIN_EXE_activator"))
+            .env("ACTIVATOR_LISTEN", "127.0.0.1:0")
+            .env(
+                "ACTIVATOR_GROUP_ID",
+                format!("{}.activators", env.common.redis_key_prefix),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("ACTIVATOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the activator binary");
+        Self { child }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ActivatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
 
 /// Every ticket active, activated exactly once, in queue order.
 async fn assert_activated_once_in_order(
@@ -33,7 +75,7 @@ async fn assert_activated_once_in_order(
     }
     let activated: i64 = redis::cmd("HGET")
         .arg(env.redis_keys().queue_stats(partition))
-        .arg("activated")
+        .arg(QueueStats::ACTIVATED)
         .query_async(&mut env.redis.clone())
         .await
         .expect("HGET activated");
@@ -168,8 +210,19 @@ async fn a_second_activator_takes_over_when_the_first_dies() {
         support::wait_for_serving(&env, partition, 10, Duration::from_secs(60)).await;
     }
     let second = support::start_activator(&env).await;
-    // Let the group rebalance across both members.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The group rebalances across both members: the second owns some queues, not all.
+    let owned_before = until(
+        "the second activator owns a share of the queues",
+        WAIT,
+        || async {
+            second
+                .metric("activator_owned_queues")
+                .await
+                .filter(|owned| (1.0..4.0).contains(owned))
+        },
+    )
+    .await;
+    eprintln!("failover: the second activator owns {owned_before} of 4 queues before the kill");
     first.kill();
     let killed_at = Instant::now();
     let mut last = Vec::new();
@@ -182,6 +235,11 @@ async fn a_second_activator_takes_over_when_the_first_dies() {
     eprintln!(
         "failover: every queue moving again {:?} after the kill",
         killed_at.elapsed()
+    );
+    assert_eq!(
+        second.metric("activator_owned_queues").await,
+        Some(4.0),
+        "the survivor owns every queue"
     );
     for (partition, tickets) in last.iter().enumerate() {
         for (queue_number, ticket_id) in tickets {

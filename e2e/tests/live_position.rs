@@ -3,10 +3,12 @@
 //! arrive, an open stream keeps its fan from being taken for gone, bad tokens and
 //! streams beyond the limit are refused before streaming, and shutdown ends streams.
 
+mod support;
+
 use std::time::Duration;
 
 use e2e::sse::Frame;
-use e2e::stack::{event_body, within, Stack};
+use support::{event_body, within, Stack};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 

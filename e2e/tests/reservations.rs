@@ -4,14 +4,15 @@
 //! its slot, the outbox reaching Kafka in order (also across a killed relay), and the
 //! status stream.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use e2e::stack::{within, Stack};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Value};
-use waiting_room::testing;
+use support::{within, Stack};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -259,7 +260,7 @@ async fn tickets_that_may_not_reserve_are_refused_with_their_reason() {
     // Another event's ticket, forged, alg none, garbage: 401 invalid_token.
     let fresh = active_tickets(&stack, "elsewhere", 1).await.remove(0);
     let foreign_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let forged = waiting_room::token::TicketSigner::new(foreign_key).sign(&claims_in(&fresh));
+    let forged = contract::token::TicketSigner::new(foreign_key).sign(&claims_in(&fresh));
     let header = base64url(r#"{"alg":"none","typ":"JWT"}"#);
     let payload = fresh.split('.').nth(1).unwrap();
     let unsigned = format!("{header}.{payload}.");
@@ -307,7 +308,7 @@ fn base64url(text: &str) -> String {
 }
 
 /// The claims inside a genuine token, to re-sign them with a foreign key.
-fn claims_in(token: &str) -> waiting_room::token::TicketClaims {
+fn claims_in(token: &str) -> contract::token::TicketClaims {
     use base64::Engine;
     let payload = token.split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -495,7 +496,7 @@ async fn confirming_sells_the_seats_spends_the_ticket_and_frees_its_slot() {
 
 /// The reservations topic's records, checking each is keyed by its event id.
 async fn read_outbox_topic(stack: &Stack, expected: usize) -> Vec<Value> {
-    let records = testing::read_topic(
+    let records = testkit::kafka::read_topic(
         &stack.env.common,
         &stack.env.common.reservations_topic,
         |records| records.len() >= expected,
@@ -666,5 +667,58 @@ async fn the_seat_layout_cannot_change_under_a_hold() {
     let seats = seat_states(&stack, "layout").await;
     assert_eq!(seats.len(), 54);
     assert!(seats.contains_key("AA-2"), "rows after Z are AA, AB, …");
+    stack.stop().await;
+}
+
+/// Every counter `GET /admin/events/{id}` shows is written by the service that does the
+/// thing: `joined` by the entry API, `activated` and `abandoned` by the activator,
+/// `reserved` by the reservation service (one per hold).
+#[tokio::test]
+async fn every_admin_counter_moves_with_what_it_counts() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let mut body = event("paused", 1, 4, None, 600);
+    body["activation"]["grace_seconds"] = json!(1);
+    client.put_event("counted", body.clone()).await;
+    let before = client.get_event("counted").await;
+    for counter in ["joined", "activated", "abandoned", "reserved"] {
+        assert_eq!(before[counter], 0, "{counter} in {before}");
+    }
+
+    let gone = client.join_ok("counted", None).await;
+    let present = client.join_ok("counted", None).await;
+    let present = present["token"].as_str().unwrap().to_owned();
+    assert_eq!(client.get_event("counted").await["joined"], 2);
+    // Past the 1 s grace while only the present fan polls; the gone fan never does.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2_500) {
+        assert_eq!(status_of(&stack, &present).await["state"], "waiting");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    body["state"] = json!("open");
+    client.put_event("counted", body).await;
+    wait_for_state(&stack, &present, "active").await;
+    let reached = client.get_event("counted").await;
+    assert_eq!(reached["activated"], 1, "{reached}");
+    assert_eq!(reached["abandoned"], 1, "{reached}");
+    assert_eq!(reached["reserved"], 0, "{reached}");
+    assert!(gone["queue_number"].as_i64() < reached["serving_number"].as_i64());
+
+    assert_eq!(
+        reserve(&stack, "counted", &present, &["A-1"])
+            .await
+            .status(),
+        201
+    );
+    // A refused hold (the ticket already holds one) is not counted.
+    assert_eq!(
+        reserve(&stack, "counted", &present, &["A-1"])
+            .await
+            .status(),
+        409
+    );
+    let after = client.get_event("counted").await;
+    assert_eq!(after["reserved"], 1, "{after}");
+    assert_eq!(after["joined"], 2, "{after}");
     stack.stop().await;
 }

@@ -2,12 +2,14 @@
 //! map, a seat taken by another fan while choosing, hold, countdown, confirm.
 //! Screenshots land in `test-output/seat_page/`.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use e2e::browser::Browser;
-use e2e::stack::Stack;
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
+use support::Stack;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 

@@ -3,11 +3,13 @@
 //! fall while the activator runs, and reach the active state with the seat-page link.
 //! Screenshots land in `test-output/waiting_page/`.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use e2e::browser::Browser;
-use e2e::stack::{event_body, Stack};
 use fantoccini::{Client, Locator};
+use support::{event_body, Stack};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 

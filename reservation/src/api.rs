@@ -4,20 +4,20 @@
 use std::collections::HashSet;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
+use contract::seats::MAX_SEAT_ID_LEN;
+use contract::ticket_state::{MarkUsed, TicketState};
+use contract::token::TicketClaims;
+use platform::bearer::BearerToken;
+use platform::error::Json as JsonBody;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use waiting_room::error::{ApiError, ApiJson};
-use waiting_room::ticket_store::{MarkUsed, TicketState};
-use waiting_room::token::TicketClaims;
 
+use crate::error::ReservationError;
 use crate::state::SharedState;
 use crate::store::{HoldError, Reservation, ReservationStatus, Seat, TransitionError};
-
-/// Longest seat id accepted (the longest real one is `ZZ-1000`).
-const MAX_SEAT_ID_LEN: usize = 16;
 
 #[derive(Debug, Serialize)]
 pub struct SeatMap {
@@ -29,11 +29,11 @@ pub struct SeatMap {
 pub async fn seats(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,
-) -> Result<Json<SeatMap>, ApiError> {
+) -> Result<Json<SeatMap>, ReservationError> {
     seat_map(&state, &event_id).await.map(Json)
 }
 
-pub async fn seat_map(state: &SharedState, event_id: &str) -> Result<SeatMap, ApiError> {
+pub async fn seat_map(state: &SharedState, event_id: &str) -> Result<SeatMap, ReservationError> {
     let seats = state
         .store
         .seats(event_id)
@@ -46,7 +46,7 @@ pub async fn seat_map(state: &SharedState, event_id: &str) -> Result<SeatMap, Ap
             .await
             .map_err(|error| state.unavailable(error))?
     {
-        return Err(ApiError::EventNotFound(event_id.to_owned()));
+        return Err(ReservationError::EventNotFound(event_id.to_owned()));
     }
     Ok(SeatMap {
         event_id: event_id.to_owned(),
@@ -64,15 +64,15 @@ pub struct ReserveRequest {
 pub async fn reserve(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,
-    headers: HeaderMap,
-    ApiJson(request): ApiJson<ReserveRequest>,
-) -> Result<(StatusCode, Json<Reservation>), ApiError> {
-    let claims = state.authenticate(&headers)?;
+    bearer: BearerToken,
+    JsonBody(request): JsonBody<ReserveRequest>,
+) -> Result<(StatusCode, Json<Reservation>), ReservationError> {
+    let claims = state.authenticate(&bearer)?;
     if claims.event_id != event_id {
-        return Err(ApiError::InvalidToken(format!(
-            "this ticket is for event '{}', not '{event_id}'",
-            claims.event_id
-        )));
+        return Err(ReservationError::WrongEvent {
+            ticket_event: claims.event_id,
+            event_id,
+        });
     }
     let seat_ids = validate_seats(request.seat_ids, state.max_seats)?;
     let _slot = state
@@ -87,9 +87,7 @@ pub async fn reserve(
         .await
         .map_err(|error| state.unavailable(error))?;
     if !matches!(view.state, TicketState::Active { .. }) {
-        return Err(ApiError::TicketNotActive {
-            state: view.state.as_str().to_owned(),
-        });
+        return Err(ReservationError::TicketNotActive { state: view.state });
     }
     // The hold starts while the ticket is active, so it ends within `hold` of the
     // ticket's active window at the latest.
@@ -99,25 +97,26 @@ pub async fn reserve(
         .hold(&event_id, claims.ticket_id, &seat_ids, hold_expires_at)
         .await
         .map_err(|error| match error {
-            HoldError::Exists(existing) => ApiError::ReservationExists {
-                existing: serde_json::to_value(existing).unwrap_or_default(),
+            HoldError::Exists(existing) => ReservationError::ReservationExists {
+                existing: Box::new(existing),
             },
-            HoldError::Unavailable(seat_ids) => ApiError::SeatsUnavailable { seat_ids },
-            HoldError::UnknownSeats(seat_ids) => ApiError::InvalidRequest(format!(
-                "seat_ids: no such seats: {}",
-                seat_ids.join(", ")
-            )),
-            HoldError::UnknownEvent => ApiError::EventNotFound(event_id.clone()),
+            HoldError::Unavailable(seat_ids) => ReservationError::SeatsUnavailable { seat_ids },
+            HoldError::UnknownSeats(seat_ids) => ReservationError::UnknownSeats { seat_ids },
+            HoldError::UnknownEvent => ReservationError::EventNotFound(event_id.clone()),
             HoldError::Database(error) => state.unavailable(error),
         })?;
     metrics::counter!("reservations_held_total").increment(1);
+    // The operators' `reserved` count; PostgreSQL stays the record of the hold.
+    if let Err(error) = state.tickets.count_hold(&event_id).await {
+        tracing::warn!(%error, "cannot count a hold in the event's statistics");
+    }
     Ok((StatusCode::CREATED, Json(reservation)))
 }
 
 /// 1 to `max` distinct, plausible seat ids.
-fn validate_seats(seat_ids: Vec<String>, max: usize) -> Result<Vec<String>, ApiError> {
+fn validate_seats(seat_ids: Vec<String>, max: usize) -> Result<Vec<String>, ReservationError> {
     if seat_ids.is_empty() || seat_ids.len() > max {
-        return Err(ApiError::InvalidRequest(format!(
+        return Err(ReservationError::invalid(format!(
             "seat_ids: between 1 and {max} seats"
         )));
     }
@@ -125,33 +124,31 @@ fn validate_seats(seat_ids: Vec<String>, max: usize) -> Result<Vec<String>, ApiE
         .iter()
         .find(|seat| seat.is_empty() || seat.len() > MAX_SEAT_ID_LEN)
     {
-        return Err(ApiError::InvalidRequest(format!(
+        return Err(ReservationError::invalid(format!(
             "seat_ids: '{}' is not a seat id",
             bad.chars().take(MAX_SEAT_ID_LEN).collect::<String>()
         )));
     }
     let distinct: HashSet<&String> = seat_ids.iter().collect();
     if distinct.len() != seat_ids.len() {
-        return Err(ApiError::InvalidRequest(
-            "seat_ids: each seat at most once".into(),
+        return Err(ReservationError::invalid(
+            "seat_ids: each seat at most once",
         ));
     }
     Ok(seat_ids)
 }
 
-fn parse_reservation_id(raw: &str) -> Result<Uuid, ApiError> {
+pub fn parse_reservation_id(raw: &str) -> Result<Uuid, ReservationError> {
     raw.parse()
-        .map_err(|_| ApiError::NotFound(format!("no reservation '{raw}'")))
+        .map_err(|_| ReservationError::MalformedReservationId(raw.to_owned()))
 }
 
-fn transition_error(state: &SharedState, error: TransitionError) -> ApiError {
+fn transition_error(state: &SharedState, error: TransitionError) -> ReservationError {
     match error {
-        TransitionError::NotFound => ApiError::NotFound("no such reservation".into()),
-        TransitionError::NotYours => {
-            ApiError::Forbidden("this reservation belongs to another ticket".into())
-        }
-        TransitionError::NotHeld(reservation) => ApiError::ReservationNotHeld {
-            status: reservation.status.as_str().to_owned(),
+        TransitionError::NotFound => ReservationError::ReservationNotFound,
+        TransitionError::NotYours => ReservationError::NotYours,
+        TransitionError::NotHeld(reservation) => ReservationError::ReservationNotHeld {
+            status: reservation.status,
         },
         TransitionError::Database(error) => state.unavailable(error),
     }
@@ -161,7 +158,7 @@ fn transition_error(state: &SharedState, error: TransitionError) -> ApiError {
 pub async fn get(
     State(state): State<SharedState>,
     Path(raw_id): Path<String>,
-) -> Result<Json<Reservation>, ApiError> {
+) -> Result<Json<Reservation>, ReservationError> {
     let reservation_id = parse_reservation_id(&raw_id)?;
     state
         .store
@@ -169,17 +166,17 @@ pub async fn get(
         .await
         .map_err(|error| state.unavailable(error))?
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound("no such reservation".into()))
+        .ok_or(ReservationError::ReservationNotFound)
 }
 
 /// Confirms or releases the reservation for the ticket behind the request's token.
 async fn finish(
     state: &SharedState,
     raw_id: &str,
-    headers: &HeaderMap,
+    bearer: &BearerToken,
     status: ReservationStatus,
-) -> Result<(TicketClaims, Reservation), ApiError> {
-    let claims = state.authenticate(headers)?;
+) -> Result<(TicketClaims, Reservation), ReservationError> {
+    let claims = state.authenticate(bearer)?;
     let reservation_id = parse_reservation_id(raw_id)?;
     let reservation = state
         .store
@@ -194,10 +191,10 @@ async fn finish(
 pub async fn confirm(
     State(state): State<SharedState>,
     Path(raw_id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Reservation>, ApiError> {
+    bearer: BearerToken,
+) -> Result<Json<Reservation>, ReservationError> {
     let (claims, reservation) =
-        finish(&state, &raw_id, &headers, ReservationStatus::Confirmed).await?;
+        finish(&state, &raw_id, &bearer, ReservationStatus::Confirmed).await?;
     // The sale stands either way; marking the ticket used frees its capacity slot now
     // rather than when its active window runs out.
     match state
@@ -223,9 +220,9 @@ pub async fn confirm(
 pub async fn release(
     State(state): State<SharedState>,
     Path(raw_id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Reservation>, ApiError> {
-    let (_, reservation) = finish(&state, &raw_id, &headers, ReservationStatus::Released).await?;
+    bearer: BearerToken,
+) -> Result<Json<Reservation>, ReservationError> {
+    let (_, reservation) = finish(&state, &raw_id, &bearer, ReservationStatus::Released).await?;
     Ok(Json(reservation))
 }
 

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
+use platform::retry::retry_until_ok;
+use platform::supervisor::Supervisor;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use waiting_room::shutdown::retry_until_ok;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -28,14 +29,17 @@ pub struct ChangeFeed {
 }
 
 impl ChangeFeed {
-    pub fn start(
-        postgres: PgPool,
-        shutdown: CancellationToken,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Listens until shutdown, under `supervisor`.
+    pub fn start(postgres: PgPool, supervisor: &Supervisor) -> Self {
         let (sender, _) = broadcast::channel(4_096);
         let feed = Self { sender };
-        let task = tokio::spawn(feed.clone().run(postgres, shutdown));
-        (feed, task)
+        let listening = feed.clone();
+        let shutdown = supervisor.shutdown().clone();
+        supervisor.spawn("change listener", async move {
+            listening.run(postgres, shutdown).await;
+            Ok(())
+        });
+        feed
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {

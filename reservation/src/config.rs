@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use waiting_room::config::CommonConfig;
+use contract::config::{CommonConfig, ServiceConfig};
 
 #[derive(Debug, Clone, Args)]
 pub struct ReservationConfig {
@@ -69,4 +69,16 @@ pub struct ReservationConfig {
         default_value = "http://127.0.0.1:8080"
     )]
     pub waiting_room_base_url: String,
+}
+
+impl ServiceConfig for ReservationConfig {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+    fn common_mut(&mut self) -> &mut CommonConfig {
+        &mut self.common
+    }
+    fn listen_mut(&mut self) -> &mut SocketAddr {
+        &mut self.listen
+    }
 }

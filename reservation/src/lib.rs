@@ -5,19 +5,18 @@
 //!
 //! [`store`] owns the SQL (holds, transitions, outbox rows); [`api`] the HTTP API;
 //! [`streams`] the live pushes fed by [`changes`]; [`outbox`] the relay to Kafka;
-//! [`sweeper`] expires holds.
+//! [`sweeper`] expires holds; [`error`] says how each refusal looks over HTTP.
 
 mod api;
 mod changes;
 mod config;
+mod error;
 mod outbox;
 mod pages;
 mod state;
 mod store;
 mod streams;
 mod sweeper;
-#[cfg(feature = "test-support")]
-pub mod testing;
 mod ticket_keys;
 
 use std::sync::Arc;
@@ -25,12 +24,12 @@ use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
+use contract::connections::Connections;
+use contract::kafka::{self, DurableProducer};
+use contract::redis_schema::RedisKeys;
+use contract::ticket_state::TicketStore;
+use platform::http::{self, HttpServer};
 use tokio_util::sync::CancellationToken;
-use waiting_room::connections::Connections;
-use waiting_room::kafka::{self, DurableProducer};
-use waiting_room::ops::{self, HttpServer};
-use waiting_room::redis_keys::RedisKeys;
-use waiting_room::ticket_store::TicketStore;
 
 pub use config::ReservationConfig;
 
@@ -46,16 +45,17 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<HttpServer> {
     let common = &config.common;
+    let supervisor = common.supervisor(shutdown);
     let Connections {
         postgres,
         redis,
         readiness,
-    } = Connections::open(common, &common.reservations_topic, &shutdown).await?;
-    let (keys, keys_task) = TicketKeys::load(&config, &shutdown).await?;
-    let (changes, changes_task) = ChangeFeed::start(postgres.clone(), shutdown.clone());
+    } = Connections::open(common, &common.reservations_topic, &supervisor).await?;
+    let keys = TicketKeys::load(&config, &supervisor).await?;
+    let changes = ChangeFeed::start(postgres.clone(), &supervisor);
     let store = ReservationStore::new(postgres.clone());
     let produce_timeout = Duration::from_millis(config.outbox_produce_timeout_ms);
-    let relay = OutboxRelay {
+    OutboxRelay {
         postgres: postgres.clone(),
         producer: DurableProducer::new(kafka::producer_config(
             &common.kafka_brokers,
@@ -66,12 +66,12 @@ pub async fn build(
         batch_size: config.outbox_batch_size.max(1),
         idle_poll: Duration::from_millis(config.outbox_poll_ms),
         produce_timeout,
-    };
-    let relay_task = relay.start(shutdown.clone());
-    let sweeper_task = sweeper::start(
+    }
+    .start(&supervisor);
+    sweeper::start(
         store.clone(),
         Duration::from_millis(config.hold_sweep_interval_ms.max(10)),
-        shutdown.clone(),
+        &supervisor,
     );
     let state = Arc::new(AppState {
         store,
@@ -82,20 +82,11 @@ pub async fn build(
         hold_slots: tokio::sync::Semaphore::new(common.database_max_connections.max(1) as usize),
         hold: chrono::Duration::seconds(i64::try_from(config.hold_seconds)?),
         stream_keepalive: Duration::from_secs(config.stream_keepalive_seconds.max(1)),
-        shutdown: shutdown.clone(),
+        shutdown: supervisor.shutdown().clone(),
         seat_page: pages::render_seat_page(&config.waiting_room_base_url),
     });
-    let router = ops::finish(routes(state), readiness);
-    let grace = Duration::from_secs(common.shutdown_grace_seconds);
-    let mut server = HttpServer::bind(config.listen, router, shutdown, grace)
-        .await?
-        .with_background(changes_task)
-        .with_background(relay_task)
-        .with_background(sweeper_task);
-    if let Some(task) = keys_task {
-        server = server.with_background(task);
-    }
-    Ok(server)
+    let router = http::with_operational_routes(routes(state), readiness);
+    HttpServer::bind(config.listen, router, supervisor, common.shutdown_grace()).await
 }
 
 fn routes(state: SharedState) -> Router {

@@ -1,8 +1,13 @@
 //! The `reservation` binary.
 
 use clap::Parser;
+use platform::{observability, shutdown};
 use reservation::ReservationConfig;
-use waiting_room::{observability, shutdown};
+
+// Holds and streams allocate per request; mimalloc's thread-local free lists keep that
+// cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(

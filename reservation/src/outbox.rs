@@ -10,9 +10,10 @@
 
 use std::time::{Duration, Instant};
 
+use contract::kafka::DurableProducer;
+use platform::retry::Backoff;
+use platform::supervisor::Supervisor;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
-use waiting_room::kafka::DurableProducer;
 
 pub struct OutboxRelay {
     pub postgres: PgPool,
@@ -27,23 +28,24 @@ pub struct OutboxRelay {
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
 
 impl OutboxRelay {
-    pub fn start(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
+    /// Relays until shutdown, under `supervisor`.
+    pub fn start(self, supervisor: &Supervisor) {
+        let shutdown = supervisor.shutdown().clone();
+        supervisor.spawn("outbox relay", async move {
             let mut gauges_at = Instant::now() - GAUGE_EVERY;
-            let mut failures = 0u32;
+            let mut backoff = Backoff::new(Duration::from_secs(2));
             while !shutdown.is_cancelled() {
                 let pause = match self.round().await {
                     Ok(0) => self.idle_poll,
                     Ok(published) => {
-                        failures = 0;
+                        backoff.reset();
                         metrics::counter!("reservation_outbox_published_total")
                             .increment(published as u64);
                         Duration::ZERO
                     }
                     Err(error) => {
-                        failures += 1;
                         tracing::warn!(%error, "outbox relay round failed; retrying");
-                        Duration::from_millis(200 * u64::from(failures.min(10)))
+                        backoff.next_delay()
                     }
                 };
                 if gauges_at.elapsed() >= GAUGE_EVERY {
@@ -51,11 +53,12 @@ impl OutboxRelay {
                     self.update_gauges().await;
                 }
                 tokio::select! {
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(pause) => {}
                 }
             }
-        })
+            Ok(())
+        });
     }
 
     /// Publishes one batch; returns how many rows it marked published.

@@ -5,8 +5,8 @@
 
 use axum::extract::{Path, State};
 use axum::response::{Html, Response};
-use waiting_room::error::ApiError;
-use waiting_room::static_assets::{self, Asset, CSS, JAVASCRIPT, STYLE_CSS};
+use platform::assets::{self, Asset, CSS, JAVASCRIPT, STYLE_CSS};
+use platform::error::RequestError;
 
 use crate::state::SharedState;
 
@@ -44,6 +44,6 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
-    static_assets::serve(ASSETS, &file)
+pub async fn asset(Path(file): Path<String>) -> Result<Response, RequestError> {
+    assets::serve(ASSETS, &file)
 }

@@ -3,15 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use chrono::Utc;
+use contract::ticket_state::TicketStore;
+use contract::token::TicketClaims;
+use platform::bearer::BearerToken;
 use tokio_util::sync::CancellationToken;
-use waiting_room::bearer::bearer_token;
-use waiting_room::error::ApiError;
-use waiting_room::ticket_store::TicketStore;
-use waiting_room::token::TicketClaims;
 
 use crate::changes::ChangeFeed;
+use crate::error::ReservationError;
 use crate::store::ReservationStore;
 use crate::ticket_keys::TicketKeys;
 
@@ -35,21 +34,14 @@ pub struct AppState {
 
 impl AppState {
     /// The ticket behind `Authorization: Bearer <ticket token>`; 401 otherwise.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<TicketClaims, ApiError> {
-        let token = bearer_token(headers).ok_or_else(|| {
-            ApiError::InvalidToken("missing Authorization: Bearer <ticket token>".into())
-        })?;
-        self.keys
-            .current()
-            .verify(token, Utc::now().timestamp())
-            .map_err(|error| ApiError::InvalidToken(error.to_string()))
+    pub fn authenticate(&self, bearer: &BearerToken) -> Result<TicketClaims, ReservationError> {
+        let token = bearer.token().ok_or(ReservationError::MissingToken)?;
+        Ok(self.keys.current().verify(token, Utc::now().timestamp())?)
     }
 
-    pub fn unavailable(&self, error: impl std::fmt::Debug) -> ApiError {
+    /// A dependency failed: the fan retries in a moment.
+    pub fn unavailable(&self, error: impl std::fmt::Debug) -> ReservationError {
         tracing::warn!(?error, "a dependency failed");
-        ApiError::ServiceUnavailable {
-            message: "reservations are briefly unavailable".into(),
-            retry_after_seconds: 1,
-        }
+        ReservationError::Unavailable
     }
 }

@@ -7,13 +7,16 @@
 //! taken. One live reservation per ticket is a partial unique index.
 
 use chrono::{DateTime, Utc};
+use contract::seats::SeatState;
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-/// A reservation's lifecycle: `held` until confirmed, released or expired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// A reservation's lifecycle: `held` until confirmed, released or expired (the
+/// `reservations.status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ReservationStatus {
     Held,
     Confirmed,
@@ -28,15 +31,6 @@ impl ReservationStatus {
             Self::Confirmed => "confirmed",
             Self::Released => "released",
             Self::Expired => "expired",
-        }
-    }
-
-    fn parse(raw: &str) -> Self {
-        match raw {
-            "confirmed" => Self::Confirmed,
-            "released" => Self::Released,
-            "expired" => Self::Expired,
-            _ => Self::Held,
         }
     }
 
@@ -64,7 +58,7 @@ struct ReservationRow {
     reservation_id: Uuid,
     event_id: String,
     ticket_id: Uuid,
-    status: String,
+    status: ReservationStatus,
     seat_ids: Vec<String>,
     hold_expires_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -77,7 +71,7 @@ impl From<ReservationRow> for Reservation {
             reservation_id: row.reservation_id,
             event_id: row.event_id,
             ticket_id: row.ticket_id,
-            status: ReservationStatus::parse(&row.status),
+            status: row.status,
             seat_ids: row.seat_ids,
             hold_expires_at: row.hold_expires_at,
             updated_at: row.updated_at,
@@ -122,7 +116,7 @@ pub struct Seat {
     pub seat_id: String,
     pub row_index: i32,
     pub seat_number: i32,
-    pub state: String,
+    pub state: SeatState,
 }
 
 /// PostgreSQL's "try again" errors: a deadlock between two holds locking seats in
@@ -295,7 +289,7 @@ impl ReservationStore {
         ))
         .bind(reservation_id)
         .bind(ticket_id)
-        .bind(status.as_str())
+        .bind(status)
         .fetch_optional(&mut *transaction)
         .await?;
         let Some(reservation) = updated.map(Reservation::from) else {

@@ -17,12 +17,14 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use tokio::sync::broadcast::{self, error::RecvError};
+use futures::{FutureExt, StreamExt};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
-use waiting_room::error::ApiError;
 
-use crate::api::seat_map;
+use crate::api::{parse_reservation_id, seat_map};
 use crate::changes::Change;
+use crate::error::ReservationError;
 use crate::state::SharedState;
 use crate::store::{Reservation, ReservationStatus};
 
@@ -42,19 +44,18 @@ where
 /// is gone. A lagging receiver treats the gap as a change (it re-reads).
 async fn next_change(
     state: &SharedState,
-    changes: &mut broadcast::Receiver<Change>,
+    changes: &mut BroadcastStream<Change>,
     wanted: impl Fn(&Change) -> bool,
 ) -> Option<()> {
     loop {
         let received = tokio::select! {
             () = state.shutdown.cancelled() => return None,
-            received = changes.recv() => received,
+            received = changes.next() => received?,
         };
         match received {
-            Ok(Change::Resync) | Err(RecvError::Lagged(_)) => return Some(()),
+            Ok(Change::Resync) | Err(BroadcastStreamRecvError::Lagged(_)) => return Some(()),
             Ok(change) if wanted(&change) => return Some(()),
             Ok(_) => {}
-            Err(RecvError::Closed) => return None,
         }
     }
 }
@@ -62,15 +63,13 @@ async fn next_change(
 pub async fn reservation_events(
     State(state): State<SharedState>,
     Path(raw_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let reservation_id: Uuid = raw_id
-        .parse()
-        .map_err(|_| ApiError::NotFound(format!("no reservation '{raw_id}'")))?;
+) -> Result<Response, ReservationError> {
+    let reservation_id = parse_reservation_id(&raw_id)?;
     // Subscribe first: a change between the read and the subscription is not lost.
-    let changes = state.changes.subscribe();
+    let changes = BroadcastStream::new(state.changes.subscribe());
     let first = read_reservation(&state, reservation_id)
         .await?
-        .ok_or_else(|| ApiError::NotFound("no such reservation".into()))?;
+        .ok_or(ReservationError::ReservationNotFound)?;
     let initial = (
         state.clone(),
         changes,
@@ -109,7 +108,7 @@ pub async fn reservation_events(
 async fn read_reservation(
     state: &SharedState,
     reservation_id: Uuid,
-) -> Result<Option<Reservation>, ApiError> {
+) -> Result<Option<Reservation>, ReservationError> {
     state
         .store
         .get(reservation_id)
@@ -128,8 +127,8 @@ fn status_event(reservation: &Reservation) -> Event {
 pub async fn seat_events(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let changes = state.changes.subscribe();
+) -> Result<Response, ReservationError> {
+    let changes = BroadcastStream::new(state.changes.subscribe());
     let first = seat_map(&state, &event_id).await?;
     let first_event = Event::default()
         .event("seats")
@@ -149,7 +148,7 @@ pub async fn seat_events(
                 .await?;
                 // A burst of holds becomes one map.
                 tokio::time::sleep(COALESCE).await;
-                while changes.try_recv().is_ok() {}
+                while let Some(Some(_)) = changes.next().now_or_never() {}
                 if let Ok(map) = seat_map(&state, &event_id).await {
                     let event = Event::default()
                         .event("seats")

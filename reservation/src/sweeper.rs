@@ -4,21 +4,19 @@
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use platform::supervisor::Supervisor;
 
 use crate::store::ReservationStore;
 
 const PER_ROUND: i64 = 500;
 
-pub fn start(
-    store: ReservationStore,
-    every: Duration,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+/// Sweeps every `every` until shutdown, under `supervisor`.
+pub fn start(store: ReservationStore, every: Duration, supervisor: &Supervisor) {
+    let shutdown = supervisor.shutdown().clone();
+    supervisor.spawn("hold sweeper", async move {
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(every) => {}
             }
             // Keep going while rounds come back full: a backlog drains at once.
@@ -38,5 +36,5 @@ pub fn start(
                 }
             }
         }
-    })
+    });
 }

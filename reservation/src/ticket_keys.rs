@@ -2,78 +2,68 @@
 //! JWKS fetched at start and refreshed periodically (a rotated-in key is picked up
 //! without a restart). The reservation service holds no signing key.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use waiting_room::shutdown::retry_until_ok;
-use waiting_room::token::TicketVerifier;
+use arc_swap::ArcSwap;
+use contract::token::TicketVerifier;
+use platform::retry::retry_until_ok;
+use platform::supervisor::Supervisor;
 
 use crate::config::ReservationConfig;
 
 #[derive(Clone)]
 pub struct TicketKeys {
-    current: Arc<RwLock<Arc<TicketVerifier>>>,
+    current: Arc<ArcSwap<TicketVerifier>>,
 }
 
 impl TicketKeys {
     fn new(verifier: TicketVerifier) -> Self {
         Self {
-            current: Arc::new(RwLock::new(Arc::new(verifier))),
+            current: Arc::new(ArcSwap::from_pointee(verifier)),
         }
     }
 
     pub fn current(&self) -> Arc<TicketVerifier> {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.current.load_full()
     }
 
-    /// Loads the keys; with a JWKS URL, retries until it answers (or `shutdown`) and
-    /// returns the refresh task too.
-    pub async fn load(
-        config: &ReservationConfig,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<(Self, Option<tokio::task::JoinHandle<()>>)> {
+    /// Loads the keys; with a JWKS URL, retries until it answers (or shutdown) and keeps
+    /// refreshing them under `supervisor`.
+    pub async fn load(config: &ReservationConfig, supervisor: &Supervisor) -> anyhow::Result<Self> {
         if !config.ticket_public_key_files.is_empty() {
             let verifier = TicketVerifier::from_public_pem_files(&config.ticket_public_key_files)?;
-            return Ok((Self::new(verifier), None));
+            return Ok(Self::new(verifier));
         }
         let url = config.ticket_jwks_url.clone();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()?;
+        let shutdown = supervisor.shutdown().clone();
         let verifier = retry_until_ok(
             &format!("the ticket keys at {url}"),
             Duration::from_secs(5),
-            shutdown,
+            &shutdown,
             || fetch(&http, &url),
         )
         .await?;
         let keys = Self::new(verifier);
         let refreshing = keys.clone();
         let every = Duration::from_secs(config.jwks_refresh_seconds.max(1));
-        let shutdown = shutdown.clone();
-        let task = tokio::spawn(async move {
+        supervisor.spawn("ticket key refresher", async move {
             loop {
                 tokio::select! {
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(every) => {}
                 }
                 match fetch(&http, &url).await {
-                    Ok(verifier) => {
-                        *refreshing
-                            .current
-                            .write()
-                            .unwrap_or_else(PoisonError::into_inner) = Arc::new(verifier);
-                    }
+                    Ok(verifier) => refreshing.current.store(Arc::new(verifier)),
                     // Keep verifying with the keys we have.
                     Err(error) => tracing::warn!(%error, url, "cannot refresh the ticket keys"),
                 }
             }
         });
-        Ok((keys, Some(task)))
+        Ok(keys)
     }
 }
 

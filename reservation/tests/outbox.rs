@@ -7,8 +7,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use testkit::kafka::{read_topic, KeyedRecord};
+use testkit::TestEnv;
 use uuid::Uuid;
-use waiting_room::testing::{self, TestEnv};
 
 const RESERVATIONS: usize = 200;
 const CHANGES_EACH: usize = 5;
@@ -100,14 +101,14 @@ async fn a_relay_killed_mid_batch_loses_nothing() {
     let _ = std::fs::remove_file(&key_file);
 
     // Read until every change arrived (duplicates add records).
-    let unique = |records: &[testing::KeyedRecord]| {
+    let unique = |records: &[KeyedRecord]| {
         records
             .iter()
             .map(|(_, value)| value["message_id"].to_string())
             .collect::<HashSet<_>>()
             .len()
     };
-    let records = testing::read_topic(&env.common, &env.common.reservations_topic, |records| {
+    let records = read_topic(&env.common, &env.common.reservations_topic, |records| {
         unique(records) >= total as usize
     })
     .await;

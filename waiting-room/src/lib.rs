@@ -1,42 +1,122 @@
-//! The waiting room's shared contract and its entry API service.
+//! The waiting-room service: the fans' entry API (join, position by polling and over
+//! SSE, the pages) and the operators' admin API.
 //!
-//! All three services (waiting-room, activator, reservation) link this library so that
-//! there is exactly one definition of everything they must agree on: configuration,
-//! Kafka client settings, the Redis key schema, the database schema (migrations), and the
-//! operational HTTP surface every service exposes (`/healthz`, `/readyz`, `/metrics`).
-//! The waiting-room service's own HTTP API lives in [`app`].
+//! [`tickets`] holds the fans' side, [`admin`] the operators'; [`build`] wires
+//! configuration to real connections and a router. `main.rs` and the integration tests
+//! both start the service through it, so tests run exactly what production runs (on a
+//! port-0 listener).
+//!
+//! [`admin`]: crate::admin
 
-pub mod app;
-pub mod bearer;
-pub mod catalog;
-pub mod config;
-pub mod connections;
-pub mod db;
-pub mod error;
-pub mod kafka;
-pub mod live_catalog;
-pub mod observability;
-pub mod ops;
-pub mod presence;
-pub mod queue;
-pub mod readiness;
-pub mod redis_batch;
-pub mod redis_keys;
-pub mod redis_store;
-pub mod seats;
-pub mod serving_announcement;
-pub mod serving_feed;
-pub mod shutdown;
-pub mod static_assets;
-pub mod ticket_record;
-pub mod ticket_store;
-pub mod token;
+mod admin;
+mod config;
+mod error;
+mod pages;
+mod state;
+pub mod tickets;
 
-#[cfg(feature = "test-support")]
-pub mod testing;
+use std::sync::Arc;
+use std::time::Duration;
 
-// Every service allocates per request (bodies, JSON, tokens); mimalloc's thread-local
-// free lists cut glibc malloc's share of a join's CPU. Defined here so the three
-// binaries (and the tests) share it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use anyhow::Context;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use contract::connections::Connections;
+use contract::live_catalog::LiveCatalog;
+use contract::redis_schema::RedisKeys;
+use contract::ticket_state::TicketStore;
+use platform::http::{self, HttpServer};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{PartitionMode, WaitingRoomConfig};
+
+use self::state::{AppState, Keys, SharedState};
+use self::tickets::join_store::JoinStore;
+use self::tickets::presence::PresenceRegistry;
+use self::tickets::rate_limit::RateLimiter;
+use self::tickets::serving_feed::ServingFeed;
+use self::tickets::stream_slots::StreamSlots;
+
+/// Connects to the dependencies and binds the listener; run the result to serve.
+pub async fn build(
+    config: WaitingRoomConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<HttpServer> {
+    let common = &config.common;
+    let supervisor = common.supervisor(shutdown);
+    let admin_token = config
+        .admin_token
+        .clone()
+        .filter(|token| !token.is_empty())
+        .context("ADMIN_TOKEN (--admin-token) is required to serve")?;
+    let Keys { signer, verifier } = Keys::load(&config)?;
+    let Connections {
+        postgres,
+        redis,
+        readiness,
+    } = Connections::open(common, &common.tickets_topic, &supervisor).await?;
+    let keys = RedisKeys::new(common.redis_key_prefix.clone());
+    let catalog = LiveCatalog::start(postgres.clone(), &supervisor).await;
+    let serving_feed = ServingFeed::start(
+        &common.redis_url,
+        redis.clone(),
+        keys.clone(),
+        common.tickets_partitions,
+        &supervisor,
+    )?;
+    let presence = PresenceRegistry::default();
+    presence.start(redis.clone(), keys.clone(), catalog.clone(), &supervisor);
+    let state = Arc::new(AppState {
+        catalog,
+        tickets: TicketStore::new(redis.clone(), keys.clone()),
+        joins: JoinStore::start(redis.clone(), keys, &supervisor),
+        producer: state::producer(&config)?,
+        postgres,
+        redis,
+        signer,
+        verifier,
+        admin_token,
+        rate_limiter: RateLimiter::new(
+            config.join_rate_limit_per_second,
+            config.join_rate_limit_burst,
+        ),
+        tickets_topic: common.tickets_topic.clone(),
+        partitions: common.tickets_partitions,
+        partition_mode: config.partition_mode,
+        ticket_ttl_seconds: i64::try_from(config.ticket_ttl_seconds)
+            .context("TICKET_TTL_SECONDS is too large")?,
+        produce_timeout: Duration::from_millis(config.produce_timeout_ms),
+        retry_after_seconds: config.queue_retry_after_seconds,
+        trust_forwarded_for: config.trust_forwarded_for,
+        serving_feed,
+        presence,
+        stream_slots: StreamSlots::new(config.max_streams),
+        stream_keepalive: Duration::from_secs(config.stream_keepalive_seconds.max(1)),
+        stream_retry: Duration::from_millis(config.stream_retry_ms),
+        reservation_base_url: config.reservation_base_url.clone(),
+        shutdown: supervisor.shutdown().clone(),
+    });
+    let router = http::with_operational_routes(
+        routes(state).layer(DefaultBodyLimit::max(config.max_body_bytes)),
+        readiness,
+    );
+    HttpServer::bind(config.listen, router, supervisor, common.shutdown_grace()).await
+}
+
+fn routes(state: SharedState) -> Router {
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/events/{event_id}", get(pages::event_page))
+        .route("/assets/{file}", get(pages::asset))
+        .route("/v1/events", get(pages::list_events))
+        .route("/v1/events/{event_id}", get(pages::get_event))
+        .route("/v1/events/{event_id}/tickets", post(tickets::join::join))
+        .route("/v1/tickets/me", get(tickets::status::me))
+        .route("/v1/tickets/{token}", get(tickets::status::by_path))
+        .route("/v1/tickets/{token}/events", get(tickets::stream::events))
+        .route("/.well-known/jwks.json", get(tickets::status::jwks))
+        .nest("/admin", admin::routes(state.clone()))
+        .with_state(state)
+}

@@ -1,16 +1,19 @@
 //! The operators' API: credentials, validation, partition mapping and live
 //! configuration across instances.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use waiting_room::app::PartitionMode;
-use waiting_room::testing::{TestEnv, WaitingRoomClient};
+use testkit::client::WaitingRoomClient;
+use testkit::TestEnv;
+use waiting_room::PartitionMode;
 
 #[tokio::test]
 async fn every_admin_route_requires_the_admin_token() {
     let env = TestEnv::new().await;
-    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let http = reqwest::Client::new();
     let routes = [
         ("GET", "/admin/events/e1"),
@@ -64,7 +67,7 @@ async fn every_admin_route_requires_the_admin_token() {
 #[tokio::test]
 async fn invalid_configuration_is_refused_naming_the_field() {
     let env = TestEnv::new().await;
-    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let client = WaitingRoomClient::new(&service, &env);
     let cases = [
         (json!({"state": "sleeping"}), "state"),
@@ -140,7 +143,7 @@ async fn invalid_configuration_is_refused_naming_the_field() {
 #[tokio::test]
 async fn events_are_created_updated_and_report_stats() {
     let env = TestEnv::new().await;
-    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let client = WaitingRoomClient::new(&service, &env);
     let created = client
         .http
@@ -194,7 +197,7 @@ async fn events_are_created_updated_and_report_stats() {
 #[tokio::test]
 async fn per_event_partitions_until_none_is_free_and_remapping_affects_new_tickets_only() {
     let env = TestEnv::with_partitions(2).await;
-    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let client = WaitingRoomClient::new(&service, &env);
     let first = client.put_event("first", json!({})).await;
     let second = client.put_event("second", json!({})).await;
@@ -280,9 +283,9 @@ async fn per_event_partitions_until_none_is_free_and_remapping_affects_new_ticke
 #[tokio::test]
 async fn global_mode_puts_every_event_on_one_queue_with_one_policy() {
     let env = TestEnv::new().await;
-    let mut config = env.waiting_room_config();
+    let mut config = support::waiting_room_config(&env);
     config.partition_mode = PartitionMode::Global;
-    let service = env.start_waiting_room(config).await;
+    let service = support::start_waiting_room(config).await;
     let client = WaitingRoomClient::new(&service, &env);
     client.put_event("a", json!({})).await;
     let b = client
@@ -308,8 +311,8 @@ async fn global_mode_puts_every_event_on_one_queue_with_one_policy() {
 #[tokio::test]
 async fn a_second_instance_sees_configuration_changes_within_a_second() {
     let env = TestEnv::new().await;
-    let first = env.start_waiting_room(env.waiting_room_config()).await;
-    let second = env.start_waiting_room(env.waiting_room_config()).await;
+    let first = support::start_waiting_room(support::waiting_room_config(&env)).await;
+    let second = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let via_first = WaitingRoomClient::new(&first, &env);
     let via_second = WaitingRoomClient::new(&second, &env);
     // Let the second instance's listener come up before the change.

@@ -1,24 +1,29 @@
 //! Joining the queue and asking "where am I", against the real Kafka, Redis and
 //! PostgreSQL.
 
+mod support;
+
 use std::collections::HashSet;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Utc;
+use contract::redis_schema::RedisKeys;
+use contract::ticket_record::TicketRecord;
+use contract::token::{TicketClaims, TicketSigner};
 use ed25519_dalek::SigningKey;
 use rdkafka::Message;
 use serde_json::{json, Value};
+use testkit::broker::PrivateBroker;
+use testkit::client::WaitingRoomClient;
+use testkit::kafka::read_record;
+use testkit::TestEnv;
 use uuid::Uuid;
-use waiting_room::redis_keys::RedisKeys;
-use waiting_room::testing::{self, PrivateBroker, TestEnv, WaitingRoomClient};
-use waiting_room::ticket_record::TicketRecord;
-use waiting_room::token::{TicketClaims, TicketSigner};
 
 #[tokio::test]
 async fn every_ticket_is_the_kafka_record_at_its_offset_in_arrival_order() {
     let env = TestEnv::new().await;
-    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let client = WaitingRoomClient::new(&service, &env);
     client
         .put_event("concert", json!({"name": "Concert"}))
@@ -50,7 +55,7 @@ async fn every_ticket_is_the_kafka_record_at_its_offset_in_arrival_order() {
         previous = Some(queue_number);
 
         let partition = ticket["partition"].as_i64().expect("partition") as i32;
-        let message = testing::read_record(
+        let message = read_record(
             &env.common.kafka_brokers,
             &env.common.tickets_topic,
             partition,
@@ -78,7 +83,7 @@ async fn every_ticket_is_the_kafka_record_at_its_offset_in_arrival_order() {
 #[tokio::test]
 async fn racing_duplicate_joins_of_one_user_yield_exactly_one_ticket() {
     let env = TestEnv::new().await;
-    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let client = WaitingRoomClient::new(&service, &env);
     client.put_event("race", json!({})).await;
 
@@ -112,7 +117,7 @@ async fn racing_duplicate_joins_of_one_user_yield_exactly_one_ticket() {
 #[tokio::test]
 async fn unknown_and_closed_events_are_refused() {
     let env = TestEnv::new().await;
-    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let client = WaitingRoomClient::new(&service, &env);
 
     let response = client.join("no-such-event", None).await;
@@ -139,9 +144,9 @@ async fn unknown_and_closed_events_are_refused() {
 #[tokio::test]
 async fn bad_bodies_get_json_errors_and_issue_nothing() {
     let env = TestEnv::new().await;
-    let mut config = env.waiting_room_config();
+    let mut config = support::waiting_room_config(&env);
     config.max_body_bytes = 1024;
-    let service = env.start_waiting_room(config).await;
+    let service = support::start_waiting_room(config).await;
     let client = WaitingRoomClient::new(&service, &env);
     client.put_event("bodies", json!({})).await;
     let url = service.url("/v1/events/bodies/tickets");
@@ -190,7 +195,7 @@ fn encode(value: &Value) -> String {
 #[tokio::test]
 async fn forged_tampered_unsigned_and_expired_tokens_are_refused() {
     let env = TestEnv::new().await;
-    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let client = WaitingRoomClient::new(&service, &env);
     client.put_event("tokens", json!({})).await;
     let ticket = client.join_ok("tokens", None).await;
@@ -265,7 +270,7 @@ async fn forged_tampered_unsigned_and_expired_tokens_are_refused() {
 #[tokio::test]
 async fn status_follows_the_serving_counter_and_the_jwks_verifies_tokens() {
     let env = TestEnv::new().await;
-    let service = env.start_waiting_room(env.waiting_room_config()).await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let client = WaitingRoomClient::new(&service, &env);
     client
         .put_event(
@@ -331,7 +336,7 @@ async fn status_follows_the_serving_counter_and_the_jwks_verifies_tokens() {
         .await
         .expect("JSON");
     let verifier =
-        waiting_room::token::TicketVerifier::from_jwks(&jwks).expect("JWKS with an Ed25519 key");
+        contract::token::TicketVerifier::from_jwks(&jwks).expect("JWKS with an Ed25519 key");
     let claims = verifier
         .verify(&tokens[0], Utc::now().timestamp())
         .expect("the JWKS verifies issued tokens");
@@ -343,10 +348,10 @@ async fn status_follows_the_serving_counter_and_the_jwks_verifies_tokens() {
 #[tokio::test]
 async fn joins_beyond_the_per_ip_rate_are_refused_with_retry_after() {
     let env = TestEnv::new().await;
-    let mut config = env.waiting_room_config();
+    let mut config = support::waiting_room_config(&env);
     config.join_rate_limit_per_second = 0.5;
     config.join_rate_limit_burst = 2;
-    let service = env.start_waiting_room(config).await;
+    let service = support::start_waiting_room(config).await;
     let client = WaitingRoomClient::new(&service, &env);
     client.put_event("limited", json!({})).await;
     assert_eq!(client.join("limited", None).await.status(), 201);
@@ -364,13 +369,13 @@ async fn broker_outage_gives_503_with_retry_after_and_recovers_without_restart()
     let env = TestEnv::new().await;
     let mut broker = PrivateBroker::start().await;
     let topics = [(env.common.tickets_topic.as_str(), 4)];
-    waiting_room::kafka::ensure_topics(&broker.brokers(), &topics)
+    contract::kafka::ensure_topics(&broker.brokers(), &topics)
         .await
         .expect("create topic");
-    let mut config = env.waiting_room_config();
+    let mut config = support::waiting_room_config(&env);
     config.common.kafka_brokers = broker.brokers();
     config.produce_timeout_ms = 1000;
-    let service = env.start_waiting_room(config).await;
+    let service = support::start_waiting_room(config).await;
     let client = WaitingRoomClient::new(&service, &env);
     client.put_event("outage", json!({})).await;
     assert_eq!(client.join("outage", Some("before")).await.status(), 201);
@@ -387,7 +392,7 @@ async fn broker_outage_gives_503_with_retry_after_and_recovers_without_restart()
     assert!(body.get("token").is_none(), "no ticket is handed out");
 
     broker.restart().await;
-    waiting_room::kafka::ensure_topics(&broker.brokers(), &topics)
+    contract::kafka::ensure_topics(&broker.brokers(), &topics)
         .await
         .expect("recreate topic");
     let mut recovered = None;
@@ -402,7 +407,7 @@ async fn broker_outage_gives_503_with_retry_after_and_recovers_without_restart()
     let ticket = recovered.expect("joins work again once the broker is back, without a restart");
     let partition = ticket["partition"].as_i64().expect("partition") as i32;
     let offset = ticket["queue_number"].as_i64().expect("offset");
-    let record = testing::read_record(
+    let record = read_record(
         &broker.brokers(),
         &env.common.tickets_topic,
         partition,

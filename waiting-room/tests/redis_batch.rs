@@ -2,9 +2,11 @@
 //! gets exactly its own replies, a transaction stays whole, and one request's failure
 //! is its own.
 
+use platform::supervisor::Supervisor;
 use redis::{Cmd, Value};
-use waiting_room::redis_batch::{last_reply, RedisBatcher};
-use waiting_room::testing::TestEnv;
+use testkit::TestEnv;
+use tokio_util::sync::CancellationToken;
+use waiting_room::tickets::redis_batch::{last_reply, RedisBatcher};
 
 const REQUESTS: usize = 200;
 
@@ -12,7 +14,10 @@ const REQUESTS: usize = 200;
 async fn concurrent_requests_each_get_their_own_replies() {
     let env = TestEnv::new().await;
     let prefix = env.common.redis_key_prefix.clone();
-    let batcher = RedisBatcher::start(env.redis.clone());
+    let batcher = RedisBatcher::start(
+        env.redis.clone(),
+        &Supervisor::new(CancellationToken::new()),
+    );
     let counter = format!("{prefix}:batch:counter");
 
     let requests = (0..REQUESTS).map(|index| {

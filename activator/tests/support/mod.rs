@@ -1,55 +1,19 @@
 //! Helpers for the activator's integration tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use contract::kafka::{self, DurableProducer};
+use contract::redis_schema::TicketHash;
+use contract::serving_announcement::ServingAnnouncement;
+use contract::ticket_record::TicketRecord;
 use futures::StreamExt;
+use testkit::TestEnv;
 use uuid::Uuid;
-use waiting_room::kafka::{self, DurableProducer};
-use waiting_room::serving_announcement::ServingAnnouncement;
-use waiting_room::testing::TestEnv;
-use waiting_room::ticket_record::TicketRecord;
 
-pub use activator::testing::start_activator;
-
-/// The activator binary as a child process, for tests that SIGKILL it.
-pub struct ActivatorProcess {
-    child: Child,
-}
-
-impl ActivatorProcess {
-    pub fn spawn(env: &TestEnv) -> Self {
-        let child = env
-            .service_command(env!("CARGO_BIN_EXE_activator"))
-            .env("ACTIVATOR_LISTEN", "127.0.0.1:0")
-            .env(
-                "ACTIVATOR_GROUP_ID",
-                format!("{}.activators", env.common.redis_key_prefix),
-            )
-            .env(
-                "RUST_LOG",
-                std::env::var("ACTIVATOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the activator binary");
-        Self { child }
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ActivatorProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+mod service;
+pub use service::*;
 
 /// A queue's mode and activation policy.
 pub struct Policy {
@@ -194,8 +158,8 @@ pub async fn wait_for_serving(env: &TestEnv, partition: i32, target: i64, limit:
 pub async fn ticket_state(env: &TestEnv, ticket_id: Uuid) -> (Option<String>, Option<i64>) {
     redis::cmd("HMGET")
         .arg(env.redis_keys().ticket(ticket_id))
-        .arg("state")
-        .arg("active_until")
+        .arg(TicketHash::STATE)
+        .arg(TicketHash::ACTIVE_UNTIL)
         .query_async(&mut env.redis.clone())
         .await
         .expect("HMGET ticket")

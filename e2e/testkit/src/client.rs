@@ -1,0 +1,83 @@
+//! Admin and fan calls against a running waiting-room, over HTTP like any client.
+
+use crate::env::TestEnv;
+use crate::service::RunningService;
+
+/// Admin and fan calls against a running waiting-room, for tests.
+pub struct WaitingRoomClient<'a> {
+    pub service: &'a RunningService,
+    pub admin_token: &'a str,
+    pub http: reqwest::Client,
+}
+
+impl<'a> WaitingRoomClient<'a> {
+    pub fn new(service: &'a RunningService, env: &'a TestEnv) -> Self {
+        Self {
+            service,
+            admin_token: &env.admin_token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `PUT /admin/events/{event_id}`; panics unless it succeeds.
+    pub async fn put_event(&self, event_id: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .http
+            .put(self.service.url(&format!("/admin/events/{event_id}")))
+            .bearer_auth(self.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT /admin/events");
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("JSON body");
+        assert!(
+            status.is_success(),
+            "PUT /admin/events/{event_id}: {status} {body}"
+        );
+        body
+    }
+
+    /// `GET /admin/events/{event_id}`: configuration and live statistics.
+    pub async fn get_event(&self, event_id: &str) -> serde_json::Value {
+        self.http
+            .get(self.service.url(&format!("/admin/events/{event_id}")))
+            .bearer_auth(self.admin_token)
+            .send()
+            .await
+            .expect("GET /admin/events")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    /// `POST /v1/events/{event_id}/tickets` with an optional user id.
+    pub async fn join(&self, event_id: &str, user_id: Option<&str>) -> reqwest::Response {
+        let request = self
+            .http
+            .post(self.service.url(&format!("/v1/events/{event_id}/tickets")));
+        let request = match user_id {
+            Some(user_id) => request.json(&serde_json::json!({ "user_id": user_id })),
+            None => request,
+        };
+        request.send().await.expect("POST join")
+    }
+
+    /// Joins and returns the ticket; panics unless the join succeeds.
+    pub async fn join_ok(&self, event_id: &str, user_id: Option<&str>) -> serde_json::Value {
+        let response = self.join(event_id, user_id).await;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("JSON body");
+        assert!(status.is_success(), "join {event_id}: {status} {body}");
+        body
+    }
+
+    /// `GET /v1/tickets/{token}`.
+    pub async fn status(&self, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.service.url(&format!("/v1/tickets/{token}")))
+            .send()
+            .await
+            .expect("GET status")
+    }
+}

@@ -1,0 +1,25 @@
+//! The test kit: what the integration tests of every crate share, and nothing a service
+//! links (it is only ever a dev-dependency; CI checks that no service's normal build
+//! pulls it in).
+//!
+//! - [`env`]: per-test isolation on the real PostgreSQL, Redis and Kafka.
+//! - [`service`]: any service's configuration for a test, started in-process on port 0.
+//! - [`checks`]: assertions every service must pass (operational routes, `--help`).
+//! - [`client`]: admin and fan calls against a running waiting-room.
+//! - [`kafka`]: reading records back from a topic.
+//! - [`broker`]: a private Tansu broker, for tests that stop the broker.
+//! - [`wait`]: waiting for a condition with a deadline, instead of sleeping.
+
+pub mod broker;
+pub mod checks;
+pub mod client;
+pub mod env;
+pub mod kafka;
+pub mod service;
+pub mod wait;
+
+pub use env::TestEnv;
+pub use service::RunningService;
+
+/// What a test prints when a dependency is down.
+pub(crate) const HOW_TO_START: &str = "start the local stack first: `deploy/local.sh up` (or run the whole suite with `deploy/local.sh test`)";

@@ -1,0 +1,326 @@
+//! Events and queues: the configuration operators set, as typed values.
+//!
+//! PostgreSQL holds it ([`Catalog::load`]); every service keeps an in-memory snapshot
+//! (see [`crate::live_catalog`]) so that hot paths never query the database.
+//!
+//! A queue is one partition of the tickets topic. The activation policy and the
+//! activation mode belong to the queue: events sharing a partition share them.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+/// An event id: 1–64 characters from `A-Z a-z 0-9 . _ -` (safe in URLs, Redis keys
+/// and Kafka keys).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let valid = (1..=64).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("event_id must be 1-64 characters from A-Z a-z 0-9 . _ -".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// What an operator says about an event (the `events.state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum EventState {
+    /// Joins accepted, the queue activates in batches.
+    Open,
+    /// Joins accepted, the queue activates nothing.
+    Paused,
+    /// Joins refused; the existing line keeps draining.
+    Closed,
+    /// Joins accepted, tickets activate on arrival.
+    Passthrough,
+}
+
+impl EventState {
+    /// The queue mode this event state sets; `closed` leaves the queue as it is.
+    pub fn queue_mode(self) -> Option<QueueMode> {
+        match self {
+            Self::Open => Some(QueueMode::Open),
+            Self::Paused => Some(QueueMode::Paused),
+            Self::Passthrough => Some(QueueMode::Passthrough),
+            Self::Closed => None,
+        }
+    }
+}
+
+/// How a queue activates (the `queues.mode` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum QueueMode {
+    Open,
+    Paused,
+    Passthrough,
+}
+
+/// N every M, at most K active, each for T; abandoned after G unseen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivationPolicy {
+    pub batch_size: u32,
+    pub interval_ms: u32,
+    pub max_active: Option<u32>,
+    pub active_ttl_seconds: u32,
+    pub grace_seconds: u32,
+}
+
+impl Default for ActivationPolicy {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            interval_ms: 1000,
+            max_active: None,
+            active_ttl_seconds: 600,
+            grace_seconds: 60,
+        }
+    }
+}
+
+/// A seat layout: rows lettered A, B, …, seats numbered from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatLayout {
+    pub rows: u32,
+    pub seats_per_row: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventConfig {
+    pub event_id: EventId,
+    pub name: String,
+    pub state: EventState,
+    pub partition: i32,
+    pub seats: Option<SeatLayout>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueConfig {
+    pub partition: i32,
+    pub mode: QueueMode,
+    pub activation: ActivationPolicy,
+}
+
+impl QueueConfig {
+    /// The configuration of a queue nobody has configured yet.
+    pub fn unconfigured(partition: i32) -> Self {
+        Self {
+            partition,
+            mode: QueueMode::Open,
+            activation: ActivationPolicy::default(),
+        }
+    }
+}
+
+/// A consistent snapshot of every event and queue.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    events: HashMap<String, EventConfig>,
+    queues: HashMap<i32, QueueConfig>,
+    /// False until the first successful load: callers tell "unknown event" from
+    /// "configuration not loaded yet".
+    pub loaded: bool,
+}
+
+impl Catalog {
+    pub fn event(&self, event_id: &str) -> Option<&EventConfig> {
+        self.events.get(event_id)
+    }
+
+    pub fn events(&self) -> impl Iterator<Item = &EventConfig> {
+        self.events.values()
+    }
+
+    /// The queue's configuration; unconfigured partitions get the defaults.
+    pub fn queue(&self, partition: i32) -> QueueConfig {
+        self.queues
+            .get(&partition)
+            .cloned()
+            .unwrap_or_else(|| QueueConfig::unconfigured(partition))
+    }
+
+    /// Events mapped to `partition`, sorted by id.
+    pub fn events_on(&self, partition: i32) -> Vec<&EventConfig> {
+        let mut events: Vec<&EventConfig> = self
+            .events
+            .values()
+            .filter(|event| event.partition == partition)
+            .collect();
+        events.sort_by(|a, b| a.event_id.as_str().cmp(b.event_id.as_str()));
+        events
+    }
+
+    pub async fn load(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let queue_rows: Vec<QueueRow> = sqlx::query_as(
+            "SELECT partition, mode, batch_size, interval_ms, max_active, active_ttl_seconds, grace_seconds FROM queues",
+        )
+        .fetch_all(pool)
+        .await?;
+        let event_rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT event_id, name, state, partition, seat_rows, seats_per_row FROM events",
+        )
+        .fetch_all(pool)
+        .await?;
+        let queues = queue_rows
+            .into_iter()
+            .map(|row| (row.partition, row.into_config()))
+            .collect();
+        let events = event_rows
+            .into_iter()
+            .filter_map(EventRow::into_config)
+            .map(|event| (event.event_id.as_str().to_owned(), event))
+            .collect();
+        Ok(Self {
+            events,
+            queues,
+            loaded: true,
+        })
+    }
+}
+
+/// The activation policy's columns of the `queues` table, as stored.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct PolicyColumns {
+    pub batch_size: i32,
+    pub interval_ms: i32,
+    pub max_active: Option<i32>,
+    pub active_ttl_seconds: i32,
+    pub grace_seconds: i32,
+}
+
+impl From<PolicyColumns> for ActivationPolicy {
+    fn from(row: PolicyColumns) -> Self {
+        // The table's CHECK constraints guarantee positive values.
+        let positive = |value: i32| u32::try_from(value).unwrap_or(1);
+        Self {
+            batch_size: positive(row.batch_size),
+            interval_ms: positive(row.interval_ms),
+            max_active: row.max_active.map(positive),
+            active_ttl_seconds: positive(row.active_ttl_seconds),
+            grace_seconds: positive(row.grace_seconds),
+        }
+    }
+}
+
+impl From<ActivationPolicy> for PolicyColumns {
+    fn from(policy: ActivationPolicy) -> Self {
+        // Policies are validated far below i32::MAX (see the admin API's ranges).
+        let column = |value: u32| i32::try_from(value).unwrap_or(i32::MAX);
+        Self {
+            batch_size: column(policy.batch_size),
+            interval_ms: column(policy.interval_ms),
+            max_active: policy.max_active.map(column),
+            active_ttl_seconds: column(policy.active_ttl_seconds),
+            grace_seconds: column(policy.grace_seconds),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct QueueRow {
+    partition: i32,
+    mode: QueueMode,
+    #[sqlx(flatten)]
+    policy: PolicyColumns,
+}
+
+impl QueueRow {
+    fn into_config(self) -> QueueConfig {
+        QueueConfig {
+            partition: self.partition,
+            mode: self.mode,
+            activation: self.policy.into(),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    event_id: String,
+    name: String,
+    state: EventState,
+    partition: i32,
+    seat_rows: Option<i32>,
+    seats_per_row: Option<i32>,
+}
+
+impl EventRow {
+    fn into_config(self) -> Option<EventConfig> {
+        let seats = match (self.seat_rows, self.seats_per_row) {
+            (Some(rows), Some(per_row)) => Some(SeatLayout {
+                rows: u32::try_from(rows).ok()?,
+                seats_per_row: u32::try_from(per_row).ok()?,
+            }),
+            _ => None,
+        };
+        Some(EventConfig {
+            event_id: EventId::parse(&self.event_id).ok()?,
+            name: self.name,
+            state: self.state,
+            partition: self.partition,
+            seats,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_url_and_key_safe() {
+        assert!(EventId::parse("concert-2026.paris_1").is_ok());
+        for bad in ["", "a b", "a/b", "a:b", "ü", &"x".repeat(65)] {
+            assert!(EventId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn closed_leaves_the_queue_mode_alone() {
+        assert_eq!(EventState::Closed.queue_mode(), None);
+        assert_eq!(EventState::Paused.queue_mode(), Some(QueueMode::Paused));
+        for (state, name) in [
+            (EventState::Open, "open"),
+            (EventState::Paused, "paused"),
+            (EventState::Closed, "closed"),
+            (EventState::Passthrough, "passthrough"),
+        ] {
+            let json = serde_json::json!(name);
+            assert_eq!(serde_json::to_value(state).expect("serializes"), json);
+            assert_eq!(serde_json::from_value::<EventState>(json).ok(), Some(state));
+        }
+        assert!(serde_json::from_value::<EventState>(serde_json::json!("sleeping")).is_err());
+    }
+
+    #[test]
+    fn policies_survive_their_columns() {
+        let policy = ActivationPolicy {
+            max_active: Some(7),
+            ..ActivationPolicy::default()
+        };
+        assert_eq!(ActivationPolicy::from(PolicyColumns::from(policy)), policy);
+    }
+}

@@ -1,0 +1,104 @@
+//! Configuration shared by every service.
+//!
+//! Each binary flattens [`CommonConfig`] into its own `clap` parser, so every setting is a
+//! command-line flag with an environment-variable equivalent, and `deploy/local.env` can
+//! configure all three services with one set of variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use platform::observability::LogFormat;
+use platform::supervisor::Supervisor;
+use tokio_util::sync::CancellationToken;
+
+/// Connections and names every service needs.
+#[derive(Debug, Clone, Args)]
+pub struct CommonConfig {
+    /// PostgreSQL connection URL (source of truth for events, queues, seats, reservations).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/waiting_room"
+    )]
+    pub database_url: String,
+
+    /// Maximum PostgreSQL connections in this process's pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Redis connection URL (serving counters, active tickets, pub/sub).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key this deployment owns, so several deployments (or test
+    /// runs) can share one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "wr")]
+    pub redis_key_prefix: String,
+
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Topic holding one record per ticket; each partition is one queue.
+    #[arg(long, env = "TICKETS_TOPIC", default_value = "waiting-room.tickets")]
+    pub tickets_topic: String,
+
+    /// Number of partitions of the tickets topic (created up front; Tansu cannot add
+    /// partitions later).
+    #[arg(long, env = "TICKETS_PARTITIONS", default_value_t = 16)]
+    pub tickets_partitions: i32,
+
+    /// Dead-letter topic for ticket records that cannot be processed.
+    #[arg(
+        long,
+        env = "TICKETS_DLQ_TOPIC",
+        default_value = "waiting-room.tickets.dlq"
+    )]
+    pub tickets_dlq_topic: String,
+
+    /// Topic receiving reservation status changes from the outbox relay.
+    #[arg(
+        long,
+        env = "RESERVATIONS_TOPIC",
+        default_value = "reservations.events"
+    )]
+    pub reservations_topic: String,
+
+    /// Log output format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long shutdown waits for in-flight requests before giving up, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    pub shutdown_grace_seconds: u64,
+
+    /// When a background task dies (a consumer loop, a listener), how long the service
+    /// answers `/readyz` with 503 naming it before it shuts down and exits non-zero, in
+    /// milliseconds: long enough for a load balancer to take it out of rotation.
+    #[arg(long, env = "FAILED_TASK_EXIT_DELAY_MS", default_value_t = 2_000)]
+    pub failed_task_exit_delay_ms: u64,
+}
+
+impl CommonConfig {
+    /// How long shutdown waits for requests and tasks.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    /// The supervisor of a service's background tasks, stopping with `shutdown`.
+    pub fn supervisor(&self, shutdown: CancellationToken) -> Supervisor {
+        Supervisor::with_exit_delay(
+            shutdown,
+            Duration::from_millis(self.failed_task_exit_delay_ms),
+        )
+    }
+}
+
+/// A service's settings: the common ones plus its own, among them where it listens.
+/// Lets one helper build any service's configuration (the test kit does).
+pub trait ServiceConfig: Args + Clone {
+    fn common(&self) -> &CommonConfig;
+    fn common_mut(&mut self) -> &mut CommonConfig;
+    fn listen_mut(&mut self) -> &mut SocketAddr;
+}

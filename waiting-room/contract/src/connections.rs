@@ -1,0 +1,44 @@
+//! The connections every service opens at start (PostgreSQL, Redis) and the readiness
+//! check over them, the service's Kafka topic and its supervised tasks.
+
+use platform::connections;
+use platform::readiness::Readiness;
+use platform::supervisor::Supervisor;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use crate::config::CommonConfig;
+use crate::kafka;
+
+pub struct Connections {
+    pub postgres: PgPool,
+    pub redis: ConnectionManager,
+    /// PostgreSQL, Redis, the broker's metadata for the topic, the supervised tasks.
+    pub readiness: Readiness,
+}
+
+impl Connections {
+    /// PostgreSQL connects lazily (a service starts and reports "not ready" while it is
+    /// down); Redis is retried until it answers or the service shuts down.
+    pub async fn open(
+        common: &CommonConfig,
+        topic: &str,
+        supervisor: &Supervisor,
+    ) -> anyhow::Result<Self> {
+        let postgres =
+            connections::postgres_pool(&common.database_url, common.database_max_connections)?;
+        let redis = connections::redis(&common.redis_url, supervisor.shutdown()).await?;
+        let readiness = Readiness::new(supervisor.clone())
+            .with(connections::postgres_check(postgres.clone()))
+            .with(connections::redis_check(redis.clone()))
+            .with(kafka::topics_check(
+                &common.kafka_brokers,
+                vec![topic.to_owned()],
+            )?);
+        Ok(Self {
+            postgres,
+            redis,
+            readiness,
+        })
+    }
+}

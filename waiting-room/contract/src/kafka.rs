@@ -1,0 +1,264 @@
+//! Kafka client settings shared by every producer and consumer, so that durability
+//! (idempotent producer, `acks=all`) and group behaviour (classic protocol, short session
+//! timeout) are decided once; the producer every service appends with, and the
+//! readiness check on the topics a service uses.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use platform::readiness::{Check, CHECK_TIMEOUT};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+
+/// Settings for a producer whose acknowledgements mean the record is durable:
+/// idempotent (no duplicates on retry, order kept per partition) and `acks=all`.
+pub fn producer_config(brokers: &str, linger_ms: u32, message_timeout: Duration) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", linger_ms.to_string())
+        .set(
+            "message.timeout.ms",
+            message_timeout.as_millis().to_string(),
+        )
+        .set("socket.keepalive.enable", "true");
+    config
+}
+
+/// Settings for a consumer in `group_id` that commits offsets itself, after the work a
+/// record stands for is done. The classic group protocol and a 6 s session timeout make
+/// joins and failover take seconds, not the ~45 s librdkafka's default costs on Tansu.
+/// Tansu keeps a dead member in a rebalance until the rebalance timeout (the member's
+/// `max.poll.interval.ms`, 300 s by default), so that is bounded too: the consumer loop
+/// polls continuously, far more often than every 10 s.
+pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("group.protocol", "classic")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("max.poll.interval.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("socket.keepalive.enable", "true");
+    config
+}
+
+/// A small client used only to ask the broker for topic metadata (readiness checks).
+pub fn metadata_client(brokers: &str) -> Result<BaseProducer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("socket.keepalive.enable", "true")
+        .create()
+}
+
+/// Asks the broker for `topic`'s metadata and returns its partition count. Blocking
+/// (librdkafka's metadata call is synchronous): call it from `spawn_blocking`.
+pub fn topic_partition_count(
+    client: &BaseProducer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<usize, String> {
+    let metadata = client
+        .client()
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|error| format!("broker metadata request failed: {error}"))?;
+    let topic_metadata = metadata
+        .topics()
+        .iter()
+        .find(|candidate| candidate.name() == topic)
+        .ok_or_else(|| format!("topic {topic} missing from metadata"))?;
+    if let Some(error) = topic_metadata.error() {
+        return Err(format!(
+            "topic {topic}: {:?}",
+            RDKafkaErrorCode::from(error)
+        ));
+    }
+    match topic_metadata.partitions().len() {
+        0 => Err(format!("topic {topic} has no partitions")),
+        count => Ok(count),
+    }
+}
+
+/// Ready when the broker returns metadata for every one of `topics`.
+pub fn topics_check(brokers: &str, topics: Vec<String>) -> Result<Check, KafkaError> {
+    let client = Arc::new(metadata_client(brokers)?);
+    let topics = Arc::new(topics);
+    Ok(Check::new("kafka", move || {
+        let (client, topics) = (client.clone(), topics.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                for topic in topics.iter() {
+                    topic_partition_count(&client, topic, CHECK_TIMEOUT)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|error| format!("metadata task failed: {error}"))?
+        }
+    }))
+}
+
+/// Creates each `(topic, partitions)` that does not exist yet. Existing topics are left
+/// alone (their partition count is not changed).
+pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(new_topics.iter(), &options).await? {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = %name, "topic already exists")
+            }
+            Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes topics (test clean-up). Missing topics are not an error.
+pub async fn delete_topics(brokers: &str, topics: &[&str]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(topics, &options).await? {
+        if let Err((name, code)) = result {
+            if code != RDKafkaErrorCode::UnknownTopicOrPartition {
+                anyhow::bail!("cannot delete topic {name}: {code:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long produces must keep failing before the producer is suspected stuck.
+const REBUILD_AFTER: Duration = Duration::from_secs(3);
+
+/// Why the broker did not acknowledge a record.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("no acknowledgement within {0:?}")]
+    Timeout(Duration),
+    #[error("the broker refused the record: {0}")]
+    Refused(#[from] KafkaError),
+}
+
+/// An idempotent producer that replaces itself when it is stuck.
+///
+/// librdkafka's idempotent producer keeps its producer id and sequence numbers across
+/// reconnects. A broker that lost its state (Tansu's memory engine after a restart, or a
+/// cluster rebuilt from scratch) can leave it timing out every produce forever without
+/// reporting a fatal error. When produces have failed for [`REBUILD_AFTER`] while the
+/// broker answers metadata requests, the client is replaced by a fresh one.
+pub struct DurableProducer {
+    config: ClientConfig,
+    current: ArcSwap<FutureProducer>,
+    failing_since: Mutex<Option<Instant>>,
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl DurableProducer {
+    pub fn new(config: ClientConfig) -> Result<Self, KafkaError> {
+        let producer = config.create()?;
+        Ok(Self {
+            config,
+            current: ArcSwap::from_pointee(producer),
+            failing_since: Mutex::new(None),
+        })
+    }
+
+    fn failing_since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends one record and waits up to `timeout` for the broker's acknowledgement.
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Acknowledged, ProduceError> {
+        let producer = self.current.load_full();
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        let delivery = producer.send(record, Timeout::After(timeout));
+        // librdkafka's own timeout covers queueing; this bounds the wait whatever happens.
+        let result =
+            match tokio::time::timeout(timeout + Duration::from_millis(500), delivery).await {
+                Err(_) => Err(ProduceError::Timeout(timeout)),
+                Ok(Err((error, _))) => Err(ProduceError::Refused(error)),
+                Ok(Ok(delivery)) => Ok(Acknowledged {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
+            };
+        match &result {
+            Ok(_) => *self.failing_since() = None,
+            Err(_) => self.after_failure(producer).await,
+        }
+        result
+    }
+
+    async fn after_failure(&self, failed: Arc<FutureProducer>) {
+        let now = Instant::now();
+        let since = *self.failing_since().get_or_insert(now);
+        if now.duration_since(since) < REBUILD_AFTER {
+            return;
+        }
+        let probe = failed.clone();
+        let broker_answers = tokio::task::spawn_blocking(move || {
+            probe
+                .client()
+                .fetch_metadata(None, Duration::from_secs(1))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if !broker_answers {
+            return;
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                // Another request may have replaced it already.
+                let previous = self.current.compare_and_swap(&failed, Arc::new(fresh));
+                if Arc::ptr_eq(&previous, &failed) {
+                    tracing::warn!("producer kept failing while the broker answers; replaced it");
+                    metrics::counter!("kafka_producer_rebuilds_total").increment(1);
+                }
+                *self.failing_since() = None;
+            }
+            Err(error) => tracing::error!(%error, "cannot create a replacement producer"),
+        }
+    }
+}

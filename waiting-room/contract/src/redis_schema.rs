@@ -1,0 +1,212 @@
+//! The Redis schema, defined once for all services: every key, every hash field, and
+//! the values a ticket's `state` field takes. Lua scripts are built from these names
+//! (see [`RedisKeys::ticket_key_prefix`]), never from copies of them.
+//!
+//! Every key starts with the deployment's prefix (`REDIS_KEY_PREFIX`), so several
+//! deployments or test runs can share one Redis. Per-queue keys embed the Kafka
+//! partition number, which is the queue's identity.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `{p}:q:{partition}:serving` | string | serving counter: next queue number not yet reached |
+//! | `{p}:q:{partition}:issued_max` | sorted set | one member, `max`, scored by the highest queue number issued |
+//! | `{p}:q:{partition}:active` | sorted set | active ticket ids scored by `active_until` (ms) |
+//! | `{p}:q:{partition}:stats` | hash | [`QueueStats`] fields |
+//! | `{p}:t:{ticket_id}` | hash | [`TicketHash`] fields |
+//! | `{p}:u:{event_id}:{user_id}` | string | the user's ticket token for the event (or a pending claim) |
+//! | `{p}:e:{event_id}:stats` | hash | [`EventStats`] fields |
+//! | `{p}:serving` | pub/sub channel | serving counter announcements |
+
+use uuid::Uuid;
+
+/// The one member of a queue's `issued_max` sorted set.
+pub const ISSUED_MAX_MEMBER: &str = "max";
+
+/// Fields of a ticket's hash (`{p}:t:{ticket_id}`).
+pub struct TicketHash;
+
+impl TicketHash {
+    /// A [`StoredState`]; absent while the ticket waits.
+    pub const STATE: &'static str = "state";
+    /// When its holder was last seen (ms since the epoch).
+    pub const SEEN: &'static str = "seen";
+    /// End of the active session (ms since the epoch), once activated.
+    pub const ACTIVE_UNTIL: &'static str = "active_until";
+    /// When a confirmed reservation spent it (ms since the epoch).
+    pub const USED_AT: &'static str = "used_at";
+}
+
+/// Fields of a queue's statistics hash (`{p}:q:{partition}:stats`).
+pub struct QueueStats;
+
+impl QueueStats {
+    pub const ACTIVATED: &'static str = "activated";
+    pub const ABANDONED: &'static str = "abandoned";
+    pub const DEAD_LETTERED: &'static str = "dead_lettered";
+    /// Observed activation rate, tickets per second.
+    pub const RATE: &'static str = "rate";
+    /// When the rate was measured (ms since the epoch).
+    pub const RATE_AT: &'static str = "rate_at";
+}
+
+/// Fields of an event's statistics hash (`{p}:e:{event_id}:stats`): what the admin
+/// stats count, each written by one service.
+pub struct EventStats;
+
+impl EventStats {
+    /// Tickets issued (waiting-room, at registration).
+    pub const JOINED: &'static str = "joined";
+    /// Tickets activated (activator).
+    pub const ACTIVATED: &'static str = "activated";
+    /// Tickets skipped because their holder had gone (activator).
+    pub const ABANDONED: &'static str = "abandoned";
+    /// Seat holds made (reservation service).
+    pub const RESERVED: &'static str = "reserved";
+}
+
+/// A ticket's recorded outcome, the `state` field of its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredState {
+    Active,
+    Used,
+    Expired,
+    Abandoned,
+}
+
+impl StoredState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Used => "used",
+            Self::Expired => "expired",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    /// `None` for an empty or unknown value: the ticket has no recorded outcome.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Active, Self::Used, Self::Expired, Self::Abandoned]
+            .into_iter()
+            .find(|state| state.as_str() == raw)
+    }
+}
+
+/// Builds the keys of one deployment.
+#[derive(Debug, Clone)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Pattern matching every key of this deployment (for clean-up and SCAN).
+    pub fn all_keys_pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+
+    pub fn serving(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:serving", self.prefix)
+    }
+
+    /// A sorted set, not a string: `ZADD GT` raises it only when a joining ticket's number
+    /// is higher, one native command where a string would need a script.
+    pub fn issued_max(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:issued_max", self.prefix)
+    }
+
+    pub fn active_set(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:active", self.prefix)
+    }
+
+    pub fn queue_stats(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:stats", self.prefix)
+    }
+
+    pub fn ticket(&self, ticket_id: Uuid) -> String {
+        format!("{}{ticket_id}", self.ticket_key_prefix())
+    }
+
+    /// What a ticket's key starts with: a script that derives ticket keys from ticket
+    /// ids appends the id to this.
+    pub fn ticket_key_prefix(&self) -> String {
+        format!("{}:t:", self.prefix)
+    }
+
+    pub fn user_ticket(&self, event_id: &str, user_id: &str) -> String {
+        format!("{}:u:{event_id}:{user_id}", self.prefix)
+    }
+
+    pub fn event_stats(&self, event_id: &str) -> String {
+        let (before, after) = self.event_stats_key_parts();
+        format!("{before}{event_id}{after}")
+    }
+
+    /// What an event's statistics key is made of around the event id, for scripts.
+    pub fn event_stats_key_parts(&self) -> (String, &'static str) {
+        (format!("{}:e:", self.prefix), ":stats")
+    }
+
+    pub fn serving_channel(&self) -> String {
+        format!("{}:serving", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_under_the_prefix() {
+        let keys = RedisKeys::new("test-1");
+        let ticket = Uuid::nil();
+        for key in [
+            keys.serving(3),
+            keys.issued_max(3),
+            keys.active_set(3),
+            keys.queue_stats(3),
+            keys.ticket(ticket),
+            keys.user_ticket("e", "u"),
+            keys.event_stats("e"),
+            keys.serving_channel(),
+        ] {
+            assert!(key.starts_with("test-1:"), "{key}");
+        }
+        assert_eq!(keys.serving(3), "test-1:q:3:serving");
+        assert_eq!(keys.all_keys_pattern(), "test-1:*");
+    }
+
+    #[test]
+    fn script_key_parts_make_the_same_keys() {
+        let keys = RedisKeys::new("wr");
+        let ticket = Uuid::now_v7();
+        assert_eq!(
+            format!("{}{ticket}", keys.ticket_key_prefix()),
+            keys.ticket(ticket)
+        );
+        let (before, after) = keys.event_stats_key_parts();
+        assert_eq!(
+            format!("{before}concert{after}"),
+            keys.event_stats("concert")
+        );
+        assert_eq!(keys.event_stats("concert"), "wr:e:concert:stats");
+    }
+
+    #[test]
+    fn stored_states_round_trip_and_unknown_values_are_none() {
+        for state in [
+            StoredState::Active,
+            StoredState::Used,
+            StoredState::Expired,
+            StoredState::Abandoned,
+        ] {
+            assert_eq!(StoredState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(StoredState::parse(""), None);
+        assert_eq!(StoredState::parse("waiting"), None);
+    }
+}

@@ -1,0 +1,281 @@
+//! Where a ticket stands, as every service reads it from Redis (one round trip), and
+//! the changes other services make to it: a confirmed reservation spends it, a hold is
+//! counted in its event's statistics.
+//!
+//! Multi-key updates are atomic and cost one round trip each: Lua scripts, built from
+//! the names in [`crate::redis_schema`], where a write depends on a read.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Script};
+use serde::{Serialize, Serializer};
+
+use crate::queue;
+use crate::redis_schema::{EventStats, QueueStats, RedisKeys, StoredState, TicketHash};
+use crate::token::TicketClaims;
+
+/// How often a holder's "last seen" is refreshed: at most every 5 s (polling every
+/// second costs one Redis write every few seconds, not one per poll), and always several
+/// times per grace period, so a fan who keeps polling is never taken for gone.
+pub fn seen_refresh_ms(grace_seconds: u32) -> i64 {
+    (i64::from(grace_seconds) * 1000 / 4).clamp(250, 5_000)
+}
+
+/// Where a ticket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketState {
+    Waiting,
+    Active { active_until_ms: i64 },
+    Used,
+    Expired,
+    Abandoned,
+}
+
+/// As its name (`"waiting"`, `"active"`, …): the session's end travels separately.
+impl Serialize for TicketState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl TicketState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Active { .. } => "active",
+            Self::Used => "used",
+            Self::Expired => "expired",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    /// Derives the state from the ticket's Redis hash fields and its queue's serving
+    /// counter. An activation whose `active_until` has passed is expired; a ticket the
+    /// activator passed without a recorded outcome (Redis lost it) counts as expired
+    /// rather than pretending it is still waiting or active.
+    pub fn derive(
+        stored_state: Option<StoredState>,
+        active_until_ms: Option<i64>,
+        queue_number: i64,
+        serving: i64,
+        now_ms: i64,
+    ) -> Self {
+        match (stored_state, active_until_ms) {
+            (Some(StoredState::Used), _) => Self::Used,
+            (Some(StoredState::Abandoned), _) => Self::Abandoned,
+            (Some(StoredState::Expired), _) => Self::Expired,
+            (Some(StoredState::Active), Some(until)) if until > now_ms => Self::Active {
+                active_until_ms: until,
+            },
+            (Some(StoredState::Active), _) => Self::Expired,
+            (None, _) if queue::is_reached(queue_number, serving) => Self::Expired,
+            (None, _) => Self::Waiting,
+        }
+    }
+}
+
+/// A ticket's state and its queue's serving counter, read together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TicketView {
+    pub serving: i64,
+    pub state: TicketState,
+    /// The queue's observed activation rate (tickets per second), once the activator
+    /// has measured one.
+    pub observed_rate: Option<f64>,
+}
+
+/// The outcome of [`TicketStore::mark_used`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkUsed {
+    /// The ticket was active; it is now used and its capacity slot is free.
+    Marked,
+    /// The ticket was already used (a repeated call changes nothing).
+    AlreadyUsed,
+    /// The ticket is not active: it is waiting, expired or abandoned.
+    NotActive(TicketState),
+}
+
+/// Reads and changes tickets' state in Redis.
+#[derive(Clone)]
+pub struct TicketStore {
+    redis: ConnectionManager,
+    keys: RedisKeys,
+}
+
+/// `status`: KEYS serving, ticket, queue stats. ARGV now_ms, refresh_ms (0 = do not
+/// touch), ttl_s. Returns serving, state, active_until, rate.
+static STATUS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"
+        local serving = tonumber(redis.call('GET', KEYS[1]) or '0')
+        local rate = redis.call('HGET', KEYS[3], '{rate}') or ''
+        local fields = redis.call('HMGET', KEYS[2], '{state}', '{active_until}', '{seen}')
+        local refresh = tonumber(ARGV[2])
+        if refresh > 0 and tonumber(ARGV[1]) - tonumber(fields[3] or '0') >= refresh then
+          redis.call('HSET', KEYS[2], '{seen}', ARGV[1])
+          redis.call('EXPIRE', KEYS[2], ARGV[3])
+        end
+        return {{serving, fields[1] or '', fields[2] or '', rate}}
+        ",
+        rate = QueueStats::RATE,
+        state = TicketHash::STATE,
+        active_until = TicketHash::ACTIVE_UNTIL,
+        seen = TicketHash::SEEN,
+    ))
+});
+
+/// `mark_used`: KEYS ticket, active set, serving. ARGV now_ms, ticket id.
+static MARK_USED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"
+        local fields = redis.call('HMGET', KEYS[1], '{state}', '{active_until}')
+        if fields[1] == '{used}' then return {{'{used}'}} end
+        if fields[1] == '{active}' and tonumber(fields[2]) > tonumber(ARGV[1]) then
+          redis.call('HSET', KEYS[1], '{state}', '{used}', '{used_at}', ARGV[1])
+          redis.call('ZREM', KEYS[2], ARGV[2])
+          return {{'marked'}}
+        end
+        return {{fields[1] or '', fields[2] or '', redis.call('GET', KEYS[3]) or '0'}}
+        ",
+        state = TicketHash::STATE,
+        active_until = TicketHash::ACTIVE_UNTIL,
+        used_at = TicketHash::USED_AT,
+        used = StoredState::Used.as_str(),
+        active = StoredState::Active.as_str(),
+    ))
+});
+
+impl TicketStore {
+    pub fn new(redis: ConnectionManager, keys: RedisKeys) -> Self {
+        Self { redis, keys }
+    }
+
+    pub fn keys(&self) -> &RedisKeys {
+        &self.keys
+    }
+
+    /// The ticket's state and its queue's serving counter in one round trip; when
+    /// `seen_refresh_ms` is set, also records that the holder is still there (at most
+    /// that often; see [`seen_refresh_ms`]).
+    pub async fn status(
+        &self,
+        claims: &TicketClaims,
+        now_ms: i64,
+        seen_refresh_ms: Option<i64>,
+    ) -> RedisResult<TicketView> {
+        let refresh = seen_refresh_ms.unwrap_or(0);
+        let (serving, state, active_until, rate): (i64, String, String, String) = STATUS
+            .key(self.keys.serving(claims.partition))
+            .key(self.keys.ticket(claims.ticket_id))
+            .key(self.keys.queue_stats(claims.partition))
+            .arg(now_ms)
+            .arg(refresh)
+            .arg((claims.exp - now_ms / 1000).max(1))
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        let stored_state = StoredState::parse(&state);
+        let active_until_ms = active_until.parse().ok();
+        let state = TicketState::derive(
+            stored_state,
+            active_until_ms,
+            claims.queue_number,
+            serving,
+            now_ms,
+        );
+        let observed_rate = rate.parse().ok().filter(|rate: &f64| *rate > 0.0);
+        Ok(TicketView {
+            serving,
+            state,
+            observed_rate,
+        })
+    }
+
+    /// Marks an active ticket used (its reservation was confirmed) and frees its
+    /// capacity slot at once, so the activator refills it on its next tick.
+    pub async fn mark_used(&self, claims: &TicketClaims, now_ms: i64) -> RedisResult<MarkUsed> {
+        let reply: Vec<String> = MARK_USED
+            .key(self.keys.ticket(claims.ticket_id))
+            .key(self.keys.active_set(claims.partition))
+            .key(self.keys.serving(claims.partition))
+            .arg(now_ms)
+            .arg(claims.ticket_id.to_string())
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("marked") => MarkUsed::Marked,
+            Some(state) if state == StoredState::Used.as_str() => MarkUsed::AlreadyUsed,
+            _ => {
+                let stored = reply.first().and_then(|state| StoredState::parse(state));
+                let active_until = reply.get(1).and_then(|value| value.parse().ok());
+                let serving = reply
+                    .get(2)
+                    .and_then(|value| value.parse().ok())
+                    .unwrap_or(0);
+                MarkUsed::NotActive(TicketState::derive(
+                    stored,
+                    active_until,
+                    claims.queue_number,
+                    serving,
+                    now_ms,
+                ))
+            }
+        })
+    }
+
+    /// Counts a seat hold in its event's statistics (`reserved`).
+    pub async fn count_hold(&self, event_id: &str) -> RedisResult<()> {
+        redis::cmd("HINCRBY")
+            .arg(self.keys.event_stats(event_id))
+            .arg(EventStats::RESERVED)
+            .arg(1)
+            .query_async(&mut self.redis.clone())
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_until_reached_then_the_recorded_outcome() {
+        assert_eq!(
+            TicketState::derive(None, None, 10, 5, 0),
+            TicketState::Waiting
+        );
+        assert_eq!(
+            TicketState::derive(Some(StoredState::Active), Some(2_000), 10, 11, 1_000),
+            TicketState::Active {
+                active_until_ms: 2_000
+            }
+        );
+        assert_eq!(
+            TicketState::derive(Some(StoredState::Active), Some(2_000), 10, 11, 2_000),
+            TicketState::Expired
+        );
+        assert_eq!(
+            TicketState::derive(Some(StoredState::Used), Some(2_000), 10, 11, 1_000),
+            TicketState::Used
+        );
+        assert_eq!(
+            TicketState::derive(Some(StoredState::Abandoned), None, 10, 11, 0),
+            TicketState::Abandoned
+        );
+    }
+
+    #[test]
+    fn last_seen_is_refreshed_several_times_per_grace_period() {
+        assert_eq!(seen_refresh_ms(60), 5_000);
+        assert_eq!(seen_refresh_ms(2), 500);
+        assert_eq!(seen_refresh_ms(1), 250);
+    }
+
+    #[test]
+    fn a_reached_ticket_without_an_outcome_is_not_reported_waiting() {
+        assert_eq!(
+            TicketState::derive(None, None, 10, 11, 0),
+            TicketState::Expired
+        );
+    }
+}

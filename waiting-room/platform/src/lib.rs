@@ -1,0 +1,24 @@
+//! The service platform: what every service of the waiting room runs on, whatever it
+//! does.
+//!
+//! An HTTP server bound before it serves (so tests can listen on port 0) with the
+//! operational routes and graceful shutdown ([`http`]); long-lived background tasks
+//! under one [`supervisor`], so a task that dies makes the service not ready and ends
+//! it; [`readiness`] checks over named dependencies; logs and Prometheus metrics
+//! ([`observability`]); shutdown on signals ([`shutdown`]) and one backoff for
+//! everything that retries ([`retry`]); the JSON error body and request extractors
+//! ([`error`], [`bearer`]); PostgreSQL and Redis connections ([`connections`]);
+//! the fan pages' shared assets ([`assets`]).
+//!
+//! Nothing here knows about tickets, queues or events: that is the contract crate.
+
+pub mod assets;
+pub mod bearer;
+pub mod connections;
+pub mod error;
+pub mod http;
+pub mod observability;
+pub mod readiness;
+pub mod retry;
+pub mod shutdown;
+pub mod supervisor;

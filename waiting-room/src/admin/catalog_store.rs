@@ -1,0 +1,242 @@
+//! The SQL behind the admin API: one [`CatalogChange`] per request, a transaction over
+//! the `events`, `queues` and `seats` tables that commits all of the change or none.
+
+use contract::catalog::{ActivationPolicy, EventState, PolicyColumns, QueueMode, SeatLayout};
+use contract::seats::{row_label, SeatState};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::error::WaitingRoomError;
+
+/// What an event looked like before the change.
+#[derive(Debug, Clone, Copy)]
+pub struct ExistingEvent {
+    pub partition: i32,
+    pub layout: Option<SeatLayout>,
+}
+
+/// An event as `PUT /admin/events/{id}` leaves it; `None` keeps the current value (or
+/// the default for a new event).
+pub struct EventRecord<'a> {
+    pub event_id: &'a str,
+    pub name: Option<&'a str>,
+    pub state: Option<EventState>,
+    pub partition: i32,
+    pub layout: Option<SeatLayout>,
+}
+
+pub struct CatalogChange {
+    transaction: Transaction<'static, Postgres>,
+}
+
+fn internal(error: sqlx::Error) -> WaitingRoomError {
+    WaitingRoomError::internal(error)
+}
+
+impl CatalogChange {
+    pub async fn begin(postgres: &PgPool) -> Result<Self, WaitingRoomError> {
+        let transaction = postgres.begin().await.map_err(internal)?;
+        Ok(Self { transaction })
+    }
+
+    pub async fn commit(self) -> Result<(), WaitingRoomError> {
+        self.transaction.commit().await.map_err(internal)
+    }
+
+    /// One writer at a time picks partitions, so two new events never take the same
+    /// free one.
+    pub async fn lock_partition_assignment(&mut self) -> Result<(), WaitingRoomError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('waiting-room.partition-assignment'))")
+            .execute(&mut *self.transaction)
+            .await
+            .map(drop)
+            .map_err(internal)
+    }
+
+    /// The event as it is, locked for the rest of the change.
+    pub async fn existing_event(
+        &mut self,
+        event_id: &str,
+    ) -> Result<Option<ExistingEvent>, WaitingRoomError> {
+        let row: Option<(i32, Option<i32>, Option<i32>)> = sqlx::query_as(
+            "SELECT partition, seat_rows, seats_per_row FROM events WHERE event_id = $1 FOR UPDATE",
+        )
+        .bind(event_id)
+        .fetch_optional(&mut *self.transaction)
+        .await
+        .map_err(internal)?;
+        Ok(row.map(|(partition, rows, per_row)| ExistingEvent {
+            partition,
+            layout: rows.zip(per_row).and_then(|(rows, per_row)| {
+                Some(SeatLayout {
+                    rows: u32::try_from(rows).ok()?,
+                    seats_per_row: u32::try_from(per_row).ok()?,
+                })
+            }),
+        }))
+    }
+
+    /// The lowest partition of `0..partitions` no event uses.
+    pub async fn free_partition(
+        &mut self,
+        partitions: i32,
+    ) -> Result<Option<i32>, WaitingRoomError> {
+        sqlx::query_scalar(
+            "SELECT p FROM generate_series(0, $1 - 1) AS p
+             WHERE NOT EXISTS (SELECT 1 FROM events WHERE events.partition = p)
+             ORDER BY p LIMIT 1",
+        )
+        .bind(partitions)
+        .fetch_optional(&mut *self.transaction)
+        .await
+        .map_err(internal)
+    }
+
+    pub async fn ensure_queue(&mut self, partition: i32) -> Result<(), WaitingRoomError> {
+        sqlx::query("INSERT INTO queues (partition) VALUES ($1) ON CONFLICT (partition) DO NOTHING")
+            .bind(partition)
+            .execute(&mut *self.transaction)
+            .await
+            .map(drop)
+            .map_err(internal)
+    }
+
+    /// The queue's policy (the defaults for a queue without a row), locked.
+    pub async fn policy(&mut self, partition: i32) -> Result<ActivationPolicy, WaitingRoomError> {
+        let row: Option<PolicyColumns> = sqlx::query_as(
+            "SELECT batch_size, interval_ms, max_active, active_ttl_seconds, grace_seconds
+             FROM queues WHERE partition = $1 FOR UPDATE",
+        )
+        .bind(partition)
+        .fetch_optional(&mut *self.transaction)
+        .await
+        .map_err(internal)?;
+        Ok(row.map(ActivationPolicy::from).unwrap_or_default())
+    }
+
+    pub async fn store_policy(
+        &mut self,
+        partition: i32,
+        policy: ActivationPolicy,
+    ) -> Result<(), WaitingRoomError> {
+        let columns = PolicyColumns::from(policy);
+        sqlx::query(
+            "UPDATE queues SET batch_size = $2, interval_ms = $3, max_active = $4,
+                 active_ttl_seconds = $5, grace_seconds = $6, updated_at = now()
+             WHERE partition = $1",
+        )
+        .bind(partition)
+        .bind(columns.batch_size)
+        .bind(columns.interval_ms)
+        .bind(columns.max_active)
+        .bind(columns.active_ttl_seconds)
+        .bind(columns.grace_seconds)
+        .execute(&mut *self.transaction)
+        .await
+        .map(drop)
+        .map_err(internal)
+    }
+
+    pub async fn store_mode(
+        &mut self,
+        partition: i32,
+        mode: QueueMode,
+    ) -> Result<(), WaitingRoomError> {
+        sqlx::query("UPDATE queues SET mode = $2, updated_at = now() WHERE partition = $1")
+            .bind(partition)
+            .bind(mode)
+            .execute(&mut *self.transaction)
+            .await
+            .map(drop)
+            .map_err(internal)
+    }
+
+    /// Creates or updates the event (a new one is `open` unless a state is given).
+    pub async fn upsert_event(&mut self, event: &EventRecord<'_>) -> Result<(), WaitingRoomError> {
+        let (rows, per_row) = match event.layout {
+            Some(layout) => (
+                Some(i64::from(layout.rows)),
+                Some(i64::from(layout.seats_per_row)),
+            ),
+            None => (None, None),
+        };
+        sqlx::query(
+            "INSERT INTO events (event_id, name, state, partition, seat_rows, seats_per_row)
+             VALUES ($1, COALESCE($2, $1), COALESCE($3, 'open'), $4, $5, $6)
+             ON CONFLICT (event_id) DO UPDATE SET
+                 name = COALESCE($2, events.name),
+                 state = COALESCE($3, events.state),
+                 partition = $4,
+                 seat_rows = CASE WHEN $7 THEN $5 ELSE events.seat_rows END,
+                 seats_per_row = CASE WHEN $7 THEN $6 ELSE events.seats_per_row END,
+                 updated_at = now()",
+        )
+        .bind(event.event_id)
+        .bind(event.name)
+        .bind(event.state)
+        .bind(event.partition)
+        .bind(rows)
+        .bind(per_row)
+        .bind(event.layout.is_some())
+        .execute(&mut *self.transaction)
+        .await
+        .map(drop)
+        .map_err(internal)
+    }
+
+    /// Maps an event to `partition`; `false` when there is no such event.
+    pub async fn move_event(
+        &mut self,
+        event_id: &str,
+        partition: i32,
+    ) -> Result<bool, WaitingRoomError> {
+        sqlx::query("UPDATE events SET partition = $2, updated_at = now() WHERE event_id = $1")
+            .bind(event_id)
+            .bind(partition)
+            .execute(&mut *self.transaction)
+            .await
+            .map(|moved| moved.rows_affected() > 0)
+            .map_err(internal)
+    }
+
+    /// Replaces an event's seats with `layout`'s. Refused (409) while any seat is held or
+    /// sold: a fan's hold must never point at a seat that no longer exists.
+    pub async fn replace_layout(
+        &mut self,
+        event_id: &str,
+        layout: SeatLayout,
+    ) -> Result<(), WaitingRoomError> {
+        let in_use: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM seats WHERE event_id = $1 AND state <> $2")
+                .bind(event_id)
+                .bind(SeatState::Available)
+                .fetch_one(&mut *self.transaction)
+                .await
+                .map_err(internal)?;
+        if in_use > 0 {
+            return Err(WaitingRoomError::SeatLayoutInUse { in_use });
+        }
+        sqlx::query("DELETE FROM seats WHERE event_id = $1")
+            .bind(event_id)
+            .execute(&mut *self.transaction)
+            .await
+            .map_err(internal)?;
+        let rows: Vec<i32> = (0..layout.rows)
+            .filter_map(|row| i32::try_from(row).ok())
+            .collect();
+        let labels: Vec<String> = (0..layout.rows).map(row_label).collect();
+        sqlx::query(
+            "INSERT INTO seats (event_id, seat_id, row_index, seat_number)
+             SELECT $1, labels.label || '-' || number, labels.row_index, number
+             FROM unnest($2::int[], $3::text[]) AS labels (row_index, label)
+             CROSS JOIN generate_series(1, $4) AS number",
+        )
+        .bind(event_id)
+        .bind(&rows)
+        .bind(&labels)
+        .bind(i32::try_from(layout.seats_per_row).unwrap_or(i32::MAX))
+        .execute(&mut *self.transaction)
+        .await
+        .map(drop)
+        .map_err(internal)
+    }
+}

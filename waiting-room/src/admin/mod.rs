@@ -1,0 +1,38 @@
+//! The operators' API under `/admin`, behind `Authorization: Bearer <admin token>`.
+//!
+//! Events and queues live in PostgreSQL. The activation policy and mode belong to the
+//! queue (partition): `PUT /admin/events/{id}` with `activation` or a state of `open`,
+//! `paused` or `passthrough` changes the queue of that event, and so every event sharing
+//! the queue (all events, in global mode). `closed` is per event: it refuses the event's
+//! joins while its queue keeps draining. Every change reloads this instance's catalog at
+//! once and the others' through LISTEN/NOTIFY.
+//!
+//! [`auth`] checks the credentials, [`requests`] parses and validates bodies,
+//! [`handlers`] answers, [`catalog_store`] holds the SQL, [`stats`] reads the live
+//! counters from Redis.
+
+mod auth;
+mod catalog_store;
+mod handlers;
+mod requests;
+mod stats;
+
+use axum::routing::{get, put};
+use axum::{middleware, Router};
+use platform::error;
+
+use crate::state::SharedState;
+
+/// The admin routes, every one of them (unknown paths included) behind the credentials.
+pub fn routes(state: SharedState) -> Router<SharedState> {
+    Router::new()
+        .route(
+            "/events/{event_id}",
+            get(handlers::get_event).put(handlers::put_event),
+        )
+        .route("/partitions", get(handlers::list_partitions))
+        .route("/partitions/{partition}", put(handlers::put_partition))
+        .fallback(error::route_not_found)
+        // A layer, not a route layer: unknown admin paths are refused without credentials too.
+        .layer(middleware::from_fn_with_state(state, auth::require_admin))
+}

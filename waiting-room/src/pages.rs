@@ -1,0 +1,99 @@
+//! The fan's pages, embedded in the binary (plain HTML, CSS and JavaScript, no build
+//! step, no external resources), and the public event listing they read.
+//!
+//! `GET /` lists the events on sale; `GET /events/{event_id}` is the waiting page (join,
+//! then the live place in line; see `assets/waiting.js`).
+
+use axum::extract::{Path, State};
+use axum::response::{Html, Response};
+use axum::Json;
+use serde::Serialize;
+
+use contract::catalog::{EventConfig, EventState};
+use platform::assets::{self, Asset, JAVASCRIPT, STYLE_CSS};
+use platform::error::RequestError;
+
+use crate::error::WaitingRoomError;
+use crate::state::SharedState;
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const EVENT_HTML: &str = include_str!("../assets/event.html");
+
+pub async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+/// The same page for every event: the script reads the event id from the path, so an
+/// unknown event still gets a page that says so.
+pub async fn event_page(Path(_event_id): Path<String>) -> Html<&'static str> {
+    Html(EVENT_HTML)
+}
+
+const ASSETS: &[Asset] = &[
+    STYLE_CSS,
+    Asset {
+        name: "index.js",
+        content_type: JAVASCRIPT,
+        body: include_str!("../assets/index.js"),
+    },
+    Asset {
+        name: "waiting.js",
+        content_type: JAVASCRIPT,
+        body: include_str!("../assets/waiting.js"),
+    },
+];
+
+pub async fn asset(Path(file): Path<String>) -> Result<Response, RequestError> {
+    assets::serve(ASSETS, &file)
+}
+
+/// What a fan may know about an event.
+#[derive(Debug, Serialize)]
+pub struct PublicEvent {
+    pub event_id: String,
+    pub name: String,
+    pub state: EventState,
+}
+
+impl From<&EventConfig> for PublicEvent {
+    fn from(event: &EventConfig) -> Self {
+        Self {
+            event_id: event.event_id.as_str().to_owned(),
+            name: event.name.clone(),
+            state: event.state,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PublicEvents {
+    pub events: Vec<PublicEvent>,
+}
+
+/// `GET /v1/events`: the events a fan can join (every state but closed), by name.
+pub async fn list_events(State(state): State<SharedState>) -> Json<PublicEvents> {
+    let catalog = state.catalog.current();
+    let mut events: Vec<PublicEvent> = catalog
+        .events()
+        .filter(|event| event.state != EventState::Closed)
+        .map(PublicEvent::from)
+        .collect();
+    events.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then_with(|| a.event_id.cmp(&b.event_id))
+    });
+    Json(PublicEvents { events })
+}
+
+/// `GET /v1/events/{event_id}`: name and state, or 404 `event_not_found`.
+pub async fn get_event(
+    State(state): State<SharedState>,
+    Path(event_id): Path<String>,
+) -> Result<Json<PublicEvent>, WaitingRoomError> {
+    let catalog = state.catalog.current();
+    catalog
+        .event(&event_id)
+        .map(|event| Json(PublicEvent::from(event)))
+        .ok_or(WaitingRoomError::EventNotFound(event_id))
+}

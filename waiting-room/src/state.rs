@@ -1,0 +1,99 @@
+//! What every waiting-room handler shares: configuration, the live catalog, the ticket
+//! store, the Kafka producer and the token keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use contract::kafka::{self, DurableProducer};
+use contract::live_catalog::LiveCatalog;
+use contract::ticket_state::TicketStore;
+use contract::token::{TicketSigner, TicketVerifier};
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{PartitionMode, WaitingRoomConfig};
+use crate::error::WaitingRoomError;
+use crate::tickets::join_store::JoinStore;
+use crate::tickets::presence::PresenceRegistry;
+use crate::tickets::rate_limit::RateLimiter;
+use crate::tickets::serving_feed::ServingFeed;
+use crate::tickets::stream_slots::StreamSlots;
+
+pub type SharedState = Arc<AppState>;
+
+pub struct AppState {
+    pub postgres: PgPool,
+    pub redis: ConnectionManager,
+    pub catalog: LiveCatalog,
+    pub tickets: TicketStore,
+    pub joins: JoinStore,
+    pub producer: DurableProducer,
+    pub signer: TicketSigner,
+    pub verifier: TicketVerifier,
+    pub admin_token: String,
+    pub rate_limiter: Option<RateLimiter>,
+    pub tickets_topic: String,
+    pub partitions: i32,
+    pub partition_mode: PartitionMode,
+    pub ticket_ttl_seconds: i64,
+    pub produce_timeout: Duration,
+    pub retry_after_seconds: u64,
+    pub trust_forwarded_for: bool,
+    pub serving_feed: ServingFeed,
+    pub presence: PresenceRegistry,
+    pub stream_slots: StreamSlots,
+    pub stream_keepalive: Duration,
+    pub stream_retry: Duration,
+    pub reservation_base_url: String,
+    /// Ends live streams when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Redis did not answer: the fan should retry shortly; nothing was half-done that
+    /// a retry cannot repeat.
+    pub fn store_unavailable(&self, error: redis::RedisError) -> WaitingRoomError {
+        tracing::warn!(%error, "redis request failed");
+        WaitingRoomError::StoreUnavailable {
+            retry_after_seconds: self.retry_after_seconds,
+        }
+    }
+}
+
+/// The signing key and the verifier (current plus rotated-out keys), from configuration.
+pub struct Keys {
+    pub signer: TicketSigner,
+    pub verifier: TicketVerifier,
+}
+
+impl Keys {
+    pub fn load(config: &WaitingRoomConfig) -> anyhow::Result<Self> {
+        let path = config
+            .signing_key_file
+            .as_ref()
+            .context("SIGNING_KEY_FILE (--signing-key-file) is required to serve")?;
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the signing key {}", path.display()))?;
+        let signer = TicketSigner::from_pkcs8_pem(&pem)?;
+        // The current key plus the rotated-out ones: tickets they signed stay valid.
+        let verifier = TicketVerifier::from_public_pem_files(&config.previous_public_key_files)?
+            .with_key(signer.verifying_key());
+        Ok(Self { signer, verifier })
+    }
+}
+
+pub fn producer(config: &WaitingRoomConfig) -> anyhow::Result<DurableProducer> {
+    let timeout = Duration::from_millis(config.produce_timeout_ms);
+    let mut client_config = kafka::producer_config(
+        &config.common.kafka_brokers,
+        config.producer_linger_ms,
+        timeout,
+    );
+    client_config.set(
+        "batch.num.messages",
+        config.producer_batch_messages.to_string(),
+    );
+    Ok(DurableProducer::new(client_config)?)
+}

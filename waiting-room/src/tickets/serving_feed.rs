@@ -1,0 +1,165 @@
+//! The serving counters pushed to this instance: one Redis pub/sub subscription feeds
+//! one `tokio::sync::watch` channel per queue (partition).
+//!
+//! Every live stream of a queue holds a receiver of that queue's channel and computes
+//! its own fan's position from the latest announcement, so an activation tick costs one
+//! pub/sub message per instance, not one Redis query per fan. A watch channel keeps only
+//! the latest value: a slow stream skips to it and never delays the others.
+//!
+//! When the subscription breaks, the feed reconnects and republishes each queue's
+//! current counter from Redis, so no stream stays behind on a message it missed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use contract::redis_schema::RedisKeys;
+use contract::serving_announcement::ServingAnnouncement;
+use futures::StreamExt;
+use platform::retry::retry_until_ok;
+use platform::supervisor::Supervisor;
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The latest announcement of one queue (`None` until this instance heard one).
+pub type LatestAnnouncement = Option<Arc<ServingAnnouncement>>;
+
+#[derive(Clone)]
+pub struct ServingFeed {
+    queues: Arc<Vec<watch::Sender<LatestAnnouncement>>>,
+}
+
+impl ServingFeed {
+    /// Subscribes to the deployment's serving channel and keeps doing so (reconnecting
+    /// with backoff) until shutdown, under `supervisor`.
+    pub fn start(
+        redis_url: &str,
+        redis: ConnectionManager,
+        keys: RedisKeys,
+        partitions: i32,
+        supervisor: &Supervisor,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(redis_url)?;
+        let queues = (0..partitions.max(0))
+            .map(|_| watch::Sender::new(None))
+            .collect::<Vec<_>>();
+        let feed = Self {
+            queues: Arc::new(queues),
+        };
+        let shutdown = supervisor.shutdown().clone();
+        let following = feed.clone();
+        supervisor.spawn("serving feed", async move {
+            following.run(client, redis, keys, shutdown).await;
+            Ok(())
+        });
+        Ok(feed)
+    }
+
+    /// A receiver of the queue's announcements; the current value counts as seen, so
+    /// `changed()` wakes on the next one. `None` for a partition outside the topic.
+    pub fn subscribe(&self, partition: i32) -> Option<watch::Receiver<LatestAnnouncement>> {
+        let index = usize::try_from(partition).ok()?;
+        self.queues.get(index).map(watch::Sender::subscribe)
+    }
+
+    fn publish(&self, announcement: ServingAnnouncement) {
+        let Some(queue) = usize::try_from(announcement.partition)
+            .ok()
+            .and_then(|index| self.queues.get(index))
+        else {
+            return;
+        };
+        // Never move a queue backwards: a delayed message must not undo a newer one.
+        queue.send_if_modified(|latest| {
+            let newer = latest
+                .as_ref()
+                .is_none_or(|current| announcement.serving > current.serving);
+            if newer {
+                *latest = Some(Arc::new(announcement));
+            }
+            newer
+        });
+    }
+
+    async fn run(
+        self,
+        client: redis::Client,
+        redis: ConnectionManager,
+        keys: RedisKeys,
+        shutdown: CancellationToken,
+    ) {
+        let channel = keys.serving_channel();
+        let mut first = true;
+        loop {
+            let subscribed = retry_until_ok(
+                "the serving channel",
+                Duration::from_secs(2),
+                &shutdown,
+                || async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                },
+            )
+            .await;
+            let Ok(mut pubsub) = subscribed else {
+                return; // shut down
+            };
+            if !first {
+                // Announcements sent while disconnected are lost: catch up.
+                self.resync(&redis, &keys).await;
+            }
+            first = false;
+            let mut messages = pubsub.on_message();
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    message = messages.next() => message,
+                };
+                let Some(message) = message else { break };
+                match ServingAnnouncement::parse(message.get_payload_bytes()) {
+                    Some(announcement) => self.publish(announcement),
+                    None => tracing::warn!("unreadable serving announcement"),
+                }
+            }
+            tracing::warn!("serving subscription lost; reconnecting");
+        }
+    }
+
+    /// Publishes each queue's current counter as read from Redis (an announcement with
+    /// an empty reached range: streams the counter passed look their outcome up).
+    async fn resync(&self, redis: &ConnectionManager, keys: &RedisKeys) {
+        let partitions = (0..self.queues.len()).filter_map(|index| i32::try_from(index).ok());
+        let serving_keys: Vec<String> = partitions.clone().map(|p| keys.serving(p)).collect();
+        if serving_keys.is_empty() {
+            return;
+        }
+        let counters: redis::RedisResult<Vec<Option<i64>>> = redis::cmd("MGET")
+            .arg(&serving_keys)
+            .query_async(&mut redis.clone())
+            .await;
+        let counters = match counters {
+            Ok(counters) => counters,
+            Err(error) => {
+                tracing::warn!(%error, "cannot resynchronise serving counters");
+                return;
+            }
+        };
+        for ((partition, serving), queue) in partitions.zip(counters).zip(self.queues.iter()) {
+            let Some(serving) = serving else { continue };
+            let rate_per_second = queue
+                .borrow()
+                .as_ref()
+                .map_or(0.0, |latest| latest.rate_per_second);
+            self.publish(ServingAnnouncement {
+                partition,
+                reached_from: serving,
+                serving,
+                abandoned: Vec::new(),
+                dead_lettered: Vec::new(),
+                active_until_ms: None,
+                rate_per_second,
+            });
+        }
+    }
+}

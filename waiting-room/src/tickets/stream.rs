@@ -1,0 +1,191 @@
+//! Live position: `GET /v1/tickets/{token}/events`, a `text/event-stream`.
+//!
+//! The token is verified and a stream slot taken before anything streams (401 / 503 as
+//! JSON). The stream sends `position` on connect, then again whenever its queue's
+//! serving counter moves, computed from the instance's [`ServingFeed`] without asking
+//! Redis. When the counter passes the fan's number the stream sends exactly one terminal
+//! event — `active`, `abandoned` or `expired` (`used` for a ticket already spent) — and
+//! ends. The outcome comes from the announcement that reached the ticket; only when
+//! that one was skipped (a lagging stream, a resubscription) does the stream read the
+//! ticket from Redis, once.
+//!
+//! [`ServingFeed`]: super::serving_feed::ServingFeed
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::WatchStream;
+
+use contract::queue;
+use contract::serving_announcement::{ReachedOutcome, ServingAnnouncement};
+use contract::ticket_state::TicketState;
+use contract::token::TicketClaims;
+
+use super::presence::PresenceGuard;
+use super::serving_feed::LatestAnnouncement;
+use super::status::{self, TicketStatus};
+use super::stream_slots::StreamSlot;
+use crate::error::WaitingRoomError;
+use crate::state::SharedState;
+
+pub async fn events(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+) -> Result<Response, WaitingRoomError> {
+    let claims = status::verify(&state, &token)?;
+    let slot = state
+        .stream_slots
+        .try_acquire()
+        .ok_or(WaitingRoomError::TooManyStreams {
+            retry_after_seconds: state.retry_after_seconds,
+        })?;
+    // Subscribe before reading the status, so no announcement falls in between.
+    let serving = state
+        .serving_feed
+        .subscribe(claims.partition)
+        .map(WatchStream::from_changes)
+        .ok_or(WaitingRoomError::UnknownQueue(claims.partition))?;
+    let initial = status::ticket_status(&state, &claims, &token, true).await?;
+    let presence = (initial.state == TicketState::Waiting).then(|| {
+        state.presence.register(
+            claims.ticket_id,
+            claims.partition,
+            claims.exp,
+            chrono::Utc::now().timestamp_millis(),
+        )
+    });
+    let keep_alive = KeepAlive::new().interval(state.stream_keepalive);
+    let watcher = TicketWatcher {
+        last_serving: initial.serving_number,
+        first: Some(initial),
+        finished: false,
+        state,
+        claims,
+        token,
+        serving,
+        _slot: slot,
+        _presence: presence,
+    };
+    Ok(Sse::new(watcher.into_stream())
+        .keep_alive(keep_alive)
+        .into_response())
+}
+
+/// One fan's stream: a few hundred bytes plus the socket.
+struct TicketWatcher {
+    state: SharedState,
+    claims: TicketClaims,
+    token: String,
+    /// The queue's announcements after the one current at connect.
+    serving: WatchStream<LatestAnnouncement>,
+    first: Option<TicketStatus>,
+    last_serving: i64,
+    finished: bool,
+    _slot: StreamSlot,
+    _presence: Option<PresenceGuard>,
+}
+
+impl TicketWatcher {
+    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        futures::stream::unfold(self, |mut watcher| async move {
+            let event = watcher.next_event().await?;
+            Some((Ok(event), watcher))
+        })
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
+        if let Some(mut first) = self.first.take() {
+            first.links = None;
+            return Some(self.event(&first).retry(self.state.stream_retry));
+        }
+        if self.finished {
+            return None;
+        }
+        let expiry = Duration::from_secs(
+            u64::try_from(self.claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0),
+        );
+        let expired = tokio::time::sleep(expiry);
+        tokio::pin!(expired);
+        loop {
+            let announcement = tokio::select! {
+                () = self.state.shutdown.cancelled() => return None,
+                () = &mut expired => {
+                    let status = self.status_now(TicketState::Expired, self.last_serving, None);
+                    return Some(self.event(&status));
+                }
+                latest = self.serving.next() => latest?,
+            };
+            let Some(announcement) = announcement else {
+                continue;
+            };
+            if announcement.serving <= self.last_serving {
+                continue;
+            }
+            self.last_serving = announcement.serving;
+            if !queue::is_reached(self.claims.queue_number, announcement.serving) {
+                let status = self.status_now(
+                    TicketState::Waiting,
+                    announcement.serving,
+                    Some(announcement.rate_per_second),
+                );
+                return Some(self.event(&status));
+            }
+            let status = self.outcome(&announcement).await?;
+            if status.state != TicketState::Waiting {
+                return Some(self.event(&status));
+            }
+        }
+    }
+
+    /// The ticket's state once the counter passed it: from the announcement that reached
+    /// it, or read from Redis when this stream did not see that one.
+    async fn outcome(&self, announcement: &Arc<ServingAnnouncement>) -> Option<TicketStatus> {
+        let reached = match announcement.outcome_for(self.claims.queue_number) {
+            Some(ReachedOutcome::Activated { active_until_ms }) => {
+                TicketState::Active { active_until_ms }
+            }
+            Some(ReachedOutcome::Abandoned) => TicketState::Abandoned,
+            None => {
+                return match status::ticket_status(&self.state, &self.claims, &self.token, false)
+                    .await
+                {
+                    Ok(status) => Some(status),
+                    Err(error) => {
+                        // The client reconnects (retry hint) and reads the state afresh.
+                        tracing::warn!(%error, "cannot read a reached ticket's state; ending its stream");
+                        None
+                    }
+                };
+            }
+        };
+        Some(self.status_now(
+            reached,
+            announcement.serving,
+            Some(announcement.rate_per_second),
+        ))
+    }
+
+    fn status_now(&self, state: TicketState, serving: i64, rate: Option<f64>) -> TicketStatus {
+        TicketStatus::new(&self.state, &self.claims, &self.token, serving, state, rate)
+    }
+
+    /// The SSE event for a status; a terminal one ends the stream after it.
+    fn event(&mut self, status: &TicketStatus) -> Event {
+        let name = if status.state == TicketState::Waiting {
+            "position"
+        } else {
+            self.finished = true;
+            status.state.as_str()
+        };
+        Event::default()
+            .event(name)
+            .id(status.serving_number.to_string())
+            .json_data(status)
+            .unwrap_or_else(|_| Event::default().event(name))
+    }
+}
