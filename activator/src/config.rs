@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Args;
-use contract::config::{CommonConfig, ServiceConfig};
+use contract::config::CommonConfig;
 
 #[derive(Debug, Clone, Args)]
 pub struct ActivatorConfig {
@@ -28,14 +28,4 @@ pub struct ActivatorConfig {
     pub dead_letter_timeout_ms: u64,
 }
 
-impl ServiceConfig for ActivatorConfig {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn common_mut(&mut self) -> &mut CommonConfig {
-        &mut self.common
-    }
-    fn listen_mut(&mut self) -> &mut SocketAddr {
-        &mut self.listen
-    }
-}
+contract::service_config!(ActivatorConfig);

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use contract::config::{CommonConfig, ServiceConfig};
+use contract::config::CommonConfig;
 
 #[derive(Debug, Clone, Args)]
 pub struct ReservationConfig {
@@ -71,14 +71,4 @@ pub struct ReservationConfig {
     pub waiting_room_base_url: String,
 }
 
-impl ServiceConfig for ReservationConfig {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn common_mut(&mut self) -> &mut CommonConfig {
-        &mut self.common
-    }
-    fn listen_mut(&mut self) -> &mut SocketAddr {
-        &mut self.listen
-    }
-}
+contract::service_config!(ReservationConfig);

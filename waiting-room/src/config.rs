@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use contract::config::{CommonConfig, ServiceConfig};
+use contract::config::CommonConfig;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Args)]
@@ -99,17 +99,7 @@ pub struct WaitingRoomConfig {
     pub queue_retry_after_seconds: u64,
 }
 
-impl ServiceConfig for WaitingRoomConfig {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn common_mut(&mut self) -> &mut CommonConfig {
-        &mut self.common
-    }
-    fn listen_mut(&mut self) -> &mut SocketAddr {
-        &mut self.listen
-    }
-}
+contract::service_config!(WaitingRoomConfig);
 
 /// The default partition mapping for new events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]

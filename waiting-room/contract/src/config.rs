@@ -96,9 +96,26 @@ impl CommonConfig {
 }
 
 /// A service's settings: the common ones plus its own, among them where it listens.
-/// Lets one helper build any service's configuration (the test kit does).
+/// Lets one helper build any service's configuration (the test kit does). Implement it
+/// with [`service_config!`](crate::service_config) for a struct with `common` and
+/// `listen` fields.
 pub trait ServiceConfig: Args + Clone {
-    fn common(&self) -> &CommonConfig;
     fn common_mut(&mut self) -> &mut CommonConfig;
     fn listen_mut(&mut self) -> &mut SocketAddr;
+}
+
+/// Implements [`ServiceConfig`] for a settings struct with `common: CommonConfig` and
+/// `listen: SocketAddr` fields.
+#[macro_export]
+macro_rules! service_config {
+    ($settings:ty) => {
+        impl $crate::config::ServiceConfig for $settings {
+            fn common_mut(&mut self) -> &mut $crate::config::CommonConfig {
+                &mut self.common
+            }
+            fn listen_mut(&mut self) -> &mut ::std::net::SocketAddr {
+                &mut self.listen
+            }
+        }
+    };
 }

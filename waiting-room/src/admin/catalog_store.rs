@@ -2,6 +2,7 @@
 //! the `events`, `queues` and `seats` tables that commits all of the change or none.
 
 use contract::catalog::{ActivationPolicy, EventState, PolicyColumns, QueueMode, SeatLayout};
+use contract::live_catalog::LiveCatalog;
 use contract::seats::{row_label, SeatState};
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -38,8 +39,11 @@ impl CatalogChange {
         Ok(Self { transaction })
     }
 
-    pub async fn commit(self) -> Result<(), WaitingRoomError> {
-        self.transaction.commit().await.map_err(internal)
+    /// Commits, then reloads this instance's catalog so the response reads the change
+    /// (other instances follow through LISTEN/NOTIFY).
+    pub async fn commit(self, catalog: &LiveCatalog) -> Result<(), WaitingRoomError> {
+        self.transaction.commit().await.map_err(internal)?;
+        catalog.reload().await.map_err(internal)
     }
 
     /// One writer at a time picks partitions, so two new events never take the same

@@ -71,12 +71,7 @@ pub async fn put_event(
             change.replace_layout(event_id.as_str(), layout).await?;
         }
     }
-    change.commit().await?;
-    state
-        .catalog
-        .reload()
-        .await
-        .map_err(WaitingRoomError::internal)?;
+    change.commit(&state.catalog).await?;
 
     let status = if existing.is_some() {
         StatusCode::OK
@@ -202,12 +197,7 @@ pub async fn put_partition(
     if let Some(mode) = update.mode {
         change.store_mode(partition, mode).await?;
     }
-    change.commit().await?;
-    state
-        .catalog
-        .reload()
-        .await
-        .map_err(WaitingRoomError::internal)?;
+    change.commit(&state.catalog).await?;
     let catalog = state.catalog.current();
     Ok(Json(partition_view(&catalog, &catalog.queue(partition))))
 }
