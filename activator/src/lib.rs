@@ -24,7 +24,7 @@ use contract::connections::Connections;
 use contract::kafka::{self, DurableProducer};
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::RedisKeys;
-use platform::http::{self, HttpServer};
+use platform::http::HttpServer;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ActivatorConfig;
@@ -37,6 +37,7 @@ pub async fn build(
 ) -> anyhow::Result<HttpServer> {
     let common = &config.common;
     let supervisor = common.supervisor(shutdown);
+    let server = common.server_settings(config.listen);
     let Connections {
         postgres,
         redis,
@@ -66,6 +67,5 @@ pub async fn build(
             supervisor.shutdown().clone(),
         ),
     );
-    let router = http::with_operational_routes(Router::new(), readiness);
-    HttpServer::bind(config.listen, router, supervisor, common.shutdown_grace()).await
+    HttpServer::bind(server, Router::new(), readiness, supervisor).await
 }

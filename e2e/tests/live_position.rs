@@ -171,6 +171,57 @@ async fn bad_tokens_are_refused_with_json_before_streaming() {
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "invalid_token");
     }
+    // The same stream with the token as a Bearer credential instead of in the path.
+    let me = stack.waiting_room.url("/v1/tickets/me/events");
+    let http = reqwest::Client::new();
+    for credential in [None, Some("garbage"), Some(tampered.as_str())] {
+        let mut request = http.get(&me);
+        if let Some(credential) = credential {
+            request = request.bearer_auth(credential);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{credential:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_token");
+    }
+    let response = http.get(&me).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = e2e::sse::EventStream::new(response);
+    let first = within(PATIENCE, stream.next_event()).await.unwrap();
+    assert_eq!(first.event, "position");
+    assert_eq!(first.json()["ticket_id"], ticket["ticket_id"]);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn one_ticket_holds_at_most_two_streams() {
+    let stack = Stack::start_with(|config| config.stream_keepalive_seconds = 1).await;
+    let client = stack.client();
+    client
+        .put_event("sse-tabs", event_body("paused", 1, 1000, 600))
+        .await;
+    let ticket = client.join_ok("sse-tabs", None).await;
+    let token = ticket["token"].as_str().unwrap();
+    let mut tabs = Vec::new();
+    for _ in 0..2 {
+        let mut tab = stack.stream(token).await;
+        within(PATIENCE, tab.next_event()).await.unwrap();
+        tabs.push(tab);
+    }
+    let third = stack.open_stream(token).await;
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_streams");
+    // Another fan is not affected.
+    let other = client.join_ok("sse-tabs", None).await;
+    let _other = stack.stream(other["token"].as_str().unwrap()).await;
+    // A closed tab frees its slot (noticed at the latest on the next keep-alive write).
+    drop(tabs.pop());
+    testkit::wait::until_true("a closed tab frees its slot", PATIENCE, || async {
+        stack.open_stream(token).await.status() == 200
+    })
+    .await;
     stack.stop().await;
 }
 

@@ -28,7 +28,7 @@ use contract::connections::Connections;
 use contract::kafka::{self, DurableProducer};
 use contract::redis_schema::RedisKeys;
 use contract::ticket_state::TicketStore;
-use platform::http::{self, HttpServer};
+use platform::http::HttpServer;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ReservationConfig;
@@ -46,6 +46,7 @@ pub async fn build(
 ) -> anyhow::Result<HttpServer> {
     let common = &config.common;
     let supervisor = common.supervisor(shutdown);
+    let server = common.server_settings(config.listen);
     let Connections {
         postgres,
         redis,
@@ -85,8 +86,7 @@ pub async fn build(
         shutdown: supervisor.shutdown().clone(),
         seat_page: pages::render_seat_page(&config.waiting_room_base_url),
     });
-    let router = http::with_operational_routes(routes(state), readiness);
-    HttpServer::bind(config.listen, router, supervisor, common.shutdown_grace()).await
+    HttpServer::bind(server, routes(state), readiness, supervisor).await
 }
 
 fn routes(state: SharedState) -> Router {

@@ -4,7 +4,7 @@
 //! The ticket token arrives in the URL fragment from the waiting page.
 
 use axum::extract::{Path, State};
-use axum::response::{Html, Response};
+use axum::response::Response;
 use platform::assets::{self, Asset, CSS, JAVASCRIPT, STYLE_CSS};
 use platform::error::RequestError;
 
@@ -26,8 +26,8 @@ pub fn render_seat_page(waiting_room_base_url: &str) -> String {
 pub async fn seat_page(
     State(state): State<SharedState>,
     Path(_event_id): Path<String>,
-) -> Html<String> {
-    Html(state.seat_page.clone())
+) -> Response {
+    assets::page(state.seat_page.as_str())
 }
 
 const ASSETS: &[Asset] = &[

@@ -38,10 +38,6 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "PARTITION_MODE", value_enum, default_value_t = PartitionMode::PerEvent)]
     pub partition_mode: PartitionMode,
 
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
-    pub max_body_bytes: usize,
-
     /// Joins per second allowed per client IP (token bucket); 0 turns limiting off.
     #[arg(long, env = "JOIN_RATE_LIMIT_PER_SECOND", default_value_t = 0.0)]
     pub join_rate_limit_per_second: f64,
@@ -76,6 +72,12 @@ pub struct WaitingRoomConfig {
     /// with 503 `too_many_streams` (the page falls back to polling).
     #[arg(long, env = "MAX_STREAMS", default_value_t = 50_000)]
     pub max_streams: usize,
+
+    /// Live streams one ticket may hold open at once (a fan with a second tab); more are
+    /// refused with 429 `too_many_streams`.
+    #[arg(long, env = "MAX_STREAMS_PER_TICKET", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub max_streams_per_ticket: u64,
 
     /// Keep-alive comment interval on idle ticket streams, in seconds (at most 15 keeps
     /// proxies from closing them).

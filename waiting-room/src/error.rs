@@ -30,6 +30,10 @@ pub enum WaitingRoomError {
     QueueUnavailable { retry_after_seconds: u64 },
     #[error("too many live streams on this server, retry in {retry_after_seconds} s or poll the status URL")]
     TooManyStreams { retry_after_seconds: u64 },
+    #[error(
+        "this ticket already has its most live streams open; close one or poll the status URL"
+    )]
+    TicketStreamsInUse { retry_after_seconds: u64 },
     #[error("the ticket store is unavailable")]
     StoreUnavailable { retry_after_seconds: u64 },
     #[error("configuration is not loaded yet")]
@@ -62,7 +66,9 @@ impl ApiError for WaitingRoomError {
             Self::EventClosed(_) | Self::SeatLayoutInUse { .. } | Self::NoFreePartition { .. } => {
                 StatusCode::CONFLICT
             }
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TicketStreamsInUse { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::QueueUnavailable { .. }
             | Self::TooManyStreams { .. }
             | Self::StoreUnavailable { .. }
@@ -82,7 +88,7 @@ impl ApiError for WaitingRoomError {
             Self::NoFreePartition { .. } => "no_free_partition",
             Self::RateLimited { .. } => "rate_limited",
             Self::QueueUnavailable { .. } => "queue_unavailable",
-            Self::TooManyStreams { .. } => "too_many_streams",
+            Self::TooManyStreams { .. } | Self::TicketStreamsInUse { .. } => "too_many_streams",
             Self::StoreUnavailable { .. } | Self::CatalogNotLoaded { .. } => "service_unavailable",
             Self::Request(error) => error.code(),
             Self::Internal(_) => "internal_error",
@@ -98,6 +104,9 @@ impl ApiError for WaitingRoomError {
                 retry_after_seconds,
             }
             | Self::TooManyStreams {
+                retry_after_seconds,
+            }
+            | Self::TicketStreamsInUse {
                 retry_after_seconds,
             }
             | Self::StoreUnavailable {

@@ -20,14 +20,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use contract::connections::Connections;
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::RedisKeys;
 use contract::ticket_state::TicketStore;
-use platform::http::{self, HttpServer};
+use platform::http::HttpServer;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{PartitionMode, WaitingRoomConfig};
@@ -46,6 +45,18 @@ pub async fn build(
 ) -> anyhow::Result<HttpServer> {
     let common = &config.common;
     let supervisor = common.supervisor(shutdown);
+    let server = common.server_settings(config.listen);
+    // Every stream holds a connection: more streams than connections cannot be served.
+    let max_streams = if config.max_streams > server.connections.max_connections {
+        tracing::warn!(
+            max_streams = config.max_streams,
+            max_connections = server.connections.max_connections,
+            "MAX_STREAMS is above the connection cap; lowered to it"
+        );
+        server.connections.max_connections
+    } else {
+        config.max_streams
+    };
     let admin_token = config
         .admin_token
         .clone()
@@ -92,17 +103,16 @@ pub async fn build(
         trust_forwarded_for: config.trust_forwarded_for,
         serving_feed,
         presence,
-        stream_slots: StreamSlots::new(config.max_streams),
+        stream_slots: StreamSlots::new(
+            max_streams,
+            usize::try_from(config.max_streams_per_ticket).unwrap_or(usize::MAX),
+        ),
         stream_keepalive: Duration::from_secs(config.stream_keepalive_seconds.max(1)),
         stream_retry: Duration::from_millis(config.stream_retry_ms),
         reservation_base_url: config.reservation_base_url.clone(),
         shutdown: supervisor.shutdown().clone(),
     });
-    let router = http::with_operational_routes(
-        routes(state).layer(DefaultBodyLimit::max(config.max_body_bytes)),
-        readiness,
-    );
-    HttpServer::bind(config.listen, router, supervisor, common.shutdown_grace()).await
+    HttpServer::bind(server, routes(state), readiness, supervisor).await
 }
 
 fn routes(state: SharedState) -> Router {
@@ -114,6 +124,7 @@ fn routes(state: SharedState) -> Router {
         .route("/v1/events/{event_id}", get(pages::get_event))
         .route("/v1/events/{event_id}/tickets", post(tickets::join::join))
         .route("/v1/tickets/me", get(tickets::status::me))
+        .route("/v1/tickets/me/events", get(tickets::stream::my_events))
         .route("/v1/tickets/{token}", get(tickets::status::by_path))
         .route("/v1/tickets/{token}/events", get(tickets::stream::events))
         .route("/.well-known/jwks.json", get(tickets::status::jwks))

@@ -5,7 +5,7 @@
 //! then the live place in line; see `assets/waiting.js`).
 
 use axum::extract::{Path, State};
-use axum::response::{Html, Response};
+use axum::response::Response;
 use axum::Json;
 use serde::Serialize;
 
@@ -19,14 +19,14 @@ use crate::state::SharedState;
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const EVENT_HTML: &str = include_str!("../assets/event.html");
 
-pub async fn index() -> Html<&'static str> {
-    Html(INDEX_HTML)
+pub async fn index() -> Response {
+    assets::page(INDEX_HTML)
 }
 
 /// The same page for every event: the script reads the event id from the path, so an
 /// unknown event still gets a page that says so.
-pub async fn event_page(Path(_event_id): Path<String>) -> Html<&'static str> {
-    Html(EVENT_HTML)
+pub async fn event_page(Path(_event_id): Path<String>) -> Response {
+    assets::page(EVENT_HTML)
 }
 
 const ASSETS: &[Asset] = &[

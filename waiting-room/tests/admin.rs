@@ -118,15 +118,28 @@ async fn invalid_configuration_is_refused_naming_the_field() {
             "{body}: message {message:?} does not name {field}"
         );
     }
-    let bad_id = client
-        .http
-        .put(service.url("/admin/events/bad%20id"))
-        .bearer_auth(&env.admin_token)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(bad_id.status(), 422);
+    // A space, and ids made only of dots ("." and ".." go raw below: URL libraries
+    // resolve them as path segments before sending).
+    for bad in ["bad%20id", "..."] {
+        let bad_id = client
+            .http
+            .put(service.url(&format!("/admin/events/{bad}")))
+            .bearer_auth(&env.admin_token)
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(bad_id.status(), 422, "{bad}");
+    }
+    for dots in [".", ".."] {
+        let status = raw_put_status(
+            &service.base_url,
+            &format!("/admin/events/{dots}"),
+            &env.admin_token,
+        )
+        .await;
+        assert_eq!(status, 422, "{dots}");
+    }
     let malformed = client
         .http
         .put(service.url("/admin/events/e1"))
@@ -339,4 +352,26 @@ async fn a_second_instance_sees_configuration_changes_within_a_second() {
     }
     first.stop().await.expect("clean shutdown");
     second.stop().await.expect("clean shutdown");
+}
+
+/// `PUT path` with an empty JSON body, sent as raw HTTP/1.1 so the path reaches the
+/// server exactly as written; the response's status code.
+async fn raw_put_status(base_url: &str, path: &str, admin_token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {admin_token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }

@@ -145,7 +145,7 @@ async fn unknown_and_closed_events_are_refused() {
 async fn bad_bodies_get_json_errors_and_issue_nothing() {
     let env = TestEnv::new().await;
     let mut config = support::waiting_room_config(&env);
-    config.max_body_bytes = 1024;
+    config.common.max_body_bytes = 1024;
     let service = support::start_waiting_room(config).await;
     let client = WaitingRoomClient::new(&service, &env);
     client.put_event("bodies", json!({})).await;

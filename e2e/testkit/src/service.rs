@@ -31,6 +31,8 @@ pub fn any_port() -> std::net::SocketAddr {
 /// A service started in-process on a port-0 listener.
 pub struct RunningService {
     pub base_url: String,
+    /// Where `/readyz` and `/metrics` are, when the service serves them apart.
+    pub operations_url: Option<String>,
     pub shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -45,9 +47,13 @@ impl RunningService {
         let shutdown = CancellationToken::new();
         let server = build(shutdown.clone()).await.expect("build the service");
         let base_url = format!("http://{}", server.local_addr());
+        let operations_url = server
+            .operations_addr()
+            .map(|address| format!("http://{address}"));
         let handle = tokio::spawn(server.run());
         Self {
             base_url,
+            operations_url,
             shutdown,
             handle,
         }

@@ -12,8 +12,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-/// An event id: 1–64 characters from `A-Z a-z 0-9 . _ -` (safe in URLs, Redis keys
-/// and Kafka keys).
+/// An event id: 1–64 characters from `A-Z a-z 0-9 . _ -`, not only dots (safe in URLs,
+/// paths, Redis keys and Kafka keys: `.` and `..` would name a directory).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct EventId(String);
@@ -23,11 +23,12 @@ impl EventId {
         let valid = (1..=64).contains(&raw.len())
             && raw
                 .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
+                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
+            && raw.bytes().any(|byte| byte != b'.');
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
-            Err("event_id must be 1-64 characters from A-Z a-z 0-9 . _ -".into())
+            Err("event_id must be 1-64 characters from A-Z a-z 0-9 . _ -, not only dots".into())
         }
     }
 
@@ -293,7 +294,21 @@ mod tests {
     #[test]
     fn event_ids_are_url_and_key_safe() {
         assert!(EventId::parse("concert-2026.paris_1").is_ok());
-        for bad in ["", "a b", "a/b", "a:b", "ü", &"x".repeat(65)] {
+        assert!(
+            EventId::parse(".hidden").is_ok(),
+            "a dot among other characters is fine"
+        );
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "a:b",
+            "ü",
+            &"x".repeat(65),
+            ".",
+            "..",
+            "...",
+        ] {
             assert!(EventId::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

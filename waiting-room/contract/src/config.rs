@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use platform::http::ServerSettings;
 use platform::observability::LogFormat;
+use platform::server::ConnectionPolicy;
 use platform::supervisor::Supervisor;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +67,11 @@ pub struct CommonConfig {
     )]
     pub reservations_topic: String,
 
+    /// Largest accepted request body, in bytes; a larger one is refused with 413
+    /// `payload_too_large` before it is read.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -72,6 +79,31 @@ pub struct CommonConfig {
     /// How long shutdown waits for in-flight requests before giving up, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,
+
+    /// When set, `/readyz` and `/metrics` are served on this address instead of the
+    /// service's own, so a deployment can keep them off the public port (`/healthz`
+    /// stays on both, for load balancers).
+    #[arg(long, env = "OPERATIONS_LISTEN")]
+    pub operations_listen: Option<SocketAddr>,
+
+    /// Seconds a client has to send a request's headers; also the longest a keep-alive
+    /// connection may sit idle between requests (slow or silent clients are closed).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub header_read_timeout_seconds: u64,
+
+    /// Client connections this process serves at once; more are closed as soon as they
+    /// are accepted. 0: as many as the open-file limit allows after 512 descriptors kept
+    /// for the process itself (a larger value is lowered to that, with a log line).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Seconds a client connection may be silent before TCP keepalive probes start; a
+    /// peer that stops acknowledging (vanished without a reset) is dropped after twice
+    /// this (`TCP_USER_TIMEOUT` on Linux), freeing its stream and its presence.
+    #[arg(long, env = "TCP_KEEPALIVE_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub tcp_keepalive_seconds: u64,
 
     /// When a background task dies (a consumer loop, a listener), how long the service
     /// answers `/readyz` with 503 naming it before it shuts down and exits non-zero, in
@@ -84,6 +116,21 @@ impl CommonConfig {
     /// How long shutdown waits for requests and tasks.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    /// Where and how the service serves HTTP, its own API on `listen`.
+    pub fn server_settings(&self, listen: SocketAddr) -> ServerSettings {
+        ServerSettings {
+            listen,
+            operations_listen: self.operations_listen,
+            max_body_bytes: self.max_body_bytes,
+            grace: self.shutdown_grace(),
+            connections: ConnectionPolicy {
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+                max_connections: ConnectionPolicy::connection_cap(self.max_connections),
+                keepalive: Duration::from_secs(self.tcp_keepalive_seconds),
+            },
+        }
     }
 
     /// The supervisor of a service's background tasks, stopping with `shutdown`.

@@ -1,8 +1,13 @@
-//! The fans' pages' embedded files (plain CSS and JavaScript, no build step), served the
-//! same way by every service that has a page, and the stylesheet they share.
+//! The fans' pages and their embedded files (plain HTML, CSS and JavaScript, no build
+//! step), served the same way by every service that has a page, and the stylesheet they
+//! share.
+//!
+//! Every page goes out with a content security policy that allows only the page's own
+//! origin (the pages have no inline script or style and load nothing from elsewhere), may
+//! not be framed (clickjacking a "hold these seats" button), and sends no referrer.
 
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::{Html, IntoResponse, Response};
 
 use crate::error::RequestError;
 
@@ -22,6 +27,29 @@ pub const STYLE_CSS: Asset = Asset {
     content_type: CSS,
     body: include_str!("../assets/style.css"),
 };
+
+/// The headers every fan page carries.
+const PAGE_HEADERS: [(HeaderName, &str); 4] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; \
+         object-src 'none'",
+    ),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+];
+
+/// An HTML page with the fan pages' security headers.
+pub fn page(html: impl Into<String>) -> Response {
+    let mut response = Html(html.into()).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in PAGE_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
 
 /// `file` from `assets`, or 404 `route_not_found`.
 pub fn serve(assets: &[Asset], file: &str) -> Result<Response, RequestError> {

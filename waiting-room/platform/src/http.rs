@@ -2,11 +2,10 @@
 //! `/metrics`), the middleware every router gets, and the server's life from binding
 //! to graceful shutdown.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -16,22 +15,52 @@ use tokio::net::TcpListener;
 use crate::error;
 use crate::observability::{self, track_http};
 use crate::readiness::Readiness;
+use crate::server::{self, ConnectionPolicy};
 use crate::supervisor::Supervisor;
 
-/// Adds the operational routes, JSON fallbacks and request tracking to a service's
-/// router. Call last, after the service's own routes are in place.
-pub fn with_operational_routes(router: Router, readiness: Readiness) -> Router {
+/// Where and how a service serves HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSettings {
+    /// The service's own API (fans, operators).
+    pub listen: SocketAddr,
+    /// When set, `/readyz` and `/metrics` are served here and not on `listen`, so a
+    /// deployment can keep them off the public port (`/healthz` stays on both).
+    pub operations_listen: Option<SocketAddr>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight requests and tasks.
+    pub grace: Duration,
+    pub connections: ConnectionPolicy,
+}
+
+/// The routers of a service: its own routes with the operational ones, or apart.
+fn routers(
+    routes: Router,
+    readiness: Readiness,
+    settings: &ServerSettings,
+) -> (Router, Option<Router>) {
     // Install the recorder before the first request is tracked, whoever builds the router.
     observability::prometheus();
-    let ops = Router::new()
+    let operations = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(readiness);
+    match settings.operations_listen {
+        None => (finish(routes.merge(operations), settings), None),
+        Some(_) => (
+            finish(routes.route("/healthz", get(healthz)), settings),
+            Some(finish(operations, settings)),
+        ),
+    }
+}
+
+/// JSON fallbacks, the body limit and request tracking, around every route.
+fn finish(router: Router, settings: &ServerSettings) -> Router {
     router
-        .merge(ops)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(middleware::from_fn(track_http))
 }
 
@@ -61,67 +90,72 @@ async fn metrics() -> impl IntoResponse {
 /// A service's HTTP server, bound but not yet serving. Binding happens at build time so
 /// that tests can listen on port 0 and learn the port before the server runs.
 pub struct HttpServer {
-    listener: TcpListener,
-    router: Router,
+    listeners: Vec<(TcpListener, Router)>,
     supervisor: Supervisor,
-    grace: Duration,
+    settings: ServerSettings,
 }
 
 impl HttpServer {
-    /// Binds `address`; the server stops when `supervisor`'s shutdown token fires.
+    /// Binds the service's address (and the operations address, when set) for `routes`
+    /// plus the operational routes; the server stops when `supervisor`'s shutdown
+    /// token fires.
     pub async fn bind(
-        address: SocketAddr,
-        router: Router,
+        settings: ServerSettings,
+        routes: Router,
+        readiness: Readiness,
         supervisor: Supervisor,
-        grace: Duration,
     ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(address).await?;
+        let (main, operations) = routers(routes, readiness, &settings);
+        let mut listeners = vec![(TcpListener::bind(settings.listen).await?, main)];
+        if let (Some(address), Some(router)) = (settings.operations_listen, operations) {
+            listeners.push((TcpListener::bind(address).await?, router));
+        }
         Ok(Self {
-            listener,
-            router,
+            listeners,
             supervisor,
-            grace,
+            settings,
         })
     }
 
+    /// The service's own address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.address(0).expect("the service's listener is bound")
+    }
+
+    /// Where `/readyz` and `/metrics` are served, when apart from the service's address.
+    pub fn operations_addr(&self) -> Option<SocketAddr> {
+        self.address(1)
+    }
+
+    fn address(&self, index: usize) -> Option<SocketAddr> {
+        self.listeners
+            .get(index)
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// Serves until shutdown, lets in-flight requests finish (giving up on stragglers
-    /// after the grace period), then waits for the supervised tasks. An error when the
-    /// server failed or a supervised task died before shutdown.
+    /// after the grace period), then waits for the supervised tasks. An error when a
+    /// supervised task died before shutdown.
     pub async fn run(self) -> anyhow::Result<()> {
-        let served = serve(self.listener, self.router, &self.supervisor, self.grace).await;
-        let tasks = self.supervisor.finish(self.grace).await;
-        served.and(tasks)
+        let shutdown = self.supervisor.shutdown().clone();
+        let settings = self.settings;
+        let serving = self.listeners.into_iter().map(|(listener, router)| {
+            let shutdown = shutdown.clone();
+            async move {
+                let address = listener.local_addr().ok();
+                tracing::info!(?address, policy = ?settings.connections, "listening");
+                server::serve(
+                    listener,
+                    router,
+                    settings.connections,
+                    &shutdown,
+                    settings.grace,
+                )
+                .await;
+                tracing::info!(?address, "server stopped");
+            }
+        });
+        futures::future::join_all(serving).await;
+        self.supervisor.finish(settings.grace).await
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    router: Router,
-    supervisor: &Supervisor,
-    grace: Duration,
-) -> anyhow::Result<()> {
-    let shutdown = supervisor.shutdown().clone();
-    let address = listener.local_addr()?;
-    tracing::info!(%address, "listening");
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result?,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "in-flight requests did not finish in time; exiting");
-        }
-    }
-    tracing::info!(%address, "server stopped");
-    Ok(())
 }

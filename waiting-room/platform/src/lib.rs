@@ -2,7 +2,8 @@
 //! does.
 //!
 //! An HTTP server bound before it serves (so tests can listen on port 0) with the
-//! operational routes and graceful shutdown ([`http`]); long-lived background tasks
+//! operational routes and graceful shutdown ([`http`]), bounding what a client may hold
+//! ([`server`]: header and idle timeouts, a connection cap, TCP keepalive); long-lived background tasks
 //! under one [`supervisor`], so a task that dies makes the service not ready and ends
 //! it; [`readiness`] checks over named dependencies; logs and Prometheus metrics
 //! ([`observability`]); shutdown on signals ([`shutdown`]) and one backoff for
@@ -20,5 +21,6 @@ pub mod http;
 pub mod observability;
 pub mod readiness;
 pub mod retry;
+pub mod server;
 pub mod shutdown;
 pub mod supervisor;

@@ -1,4 +1,5 @@
-//! Live position: `GET /v1/tickets/{token}/events`, a `text/event-stream`.
+//! Live position: `GET /v1/tickets/{token}/events` (or `/v1/tickets/me/events` with the
+//! token as a Bearer credential), a `text/event-stream`.
 //!
 //! The token is verified and a stream slot taken before anything streams (401 / 503 as
 //! JSON). The stream sends `position` on connect, then again whenever its queue's
@@ -25,25 +26,49 @@ use contract::queue;
 use contract::serving_announcement::{ReachedOutcome, ServingAnnouncement};
 use contract::ticket_state::TicketState;
 use contract::token::TicketClaims;
+use platform::bearer::BearerToken;
 
 use super::presence::PresenceGuard;
 use super::serving_feed::LatestAnnouncement;
 use super::status::{self, TicketStatus};
-use super::stream_slots::StreamSlot;
+use super::stream_slots::{Refused, StreamSlot};
 use crate::error::WaitingRoomError;
 use crate::state::SharedState;
 
+/// `GET /v1/tickets/{token}/events`: the token in the path, for `EventSource`, which
+/// cannot send headers.
 pub async fn events(
     State(state): State<SharedState>,
     Path(token): Path<String>,
 ) -> Result<Response, WaitingRoomError> {
+    open(state, token).await
+}
+
+/// `GET /v1/tickets/me/events` with `Authorization: Bearer <ticket token>`, for clients
+/// that keep tokens out of URLs (and so out of proxies' access logs).
+pub async fn my_events(
+    State(state): State<SharedState>,
+    bearer: BearerToken,
+) -> Result<Response, WaitingRoomError> {
+    let token = bearer.0.ok_or(WaitingRoomError::MissingToken)?;
+    open(state, token).await
+}
+
+async fn open(state: SharedState, token: String) -> Result<Response, WaitingRoomError> {
     let claims = status::verify(&state, &token)?;
-    let slot = state
-        .stream_slots
-        .try_acquire()
-        .ok_or(WaitingRoomError::TooManyStreams {
-            retry_after_seconds: state.retry_after_seconds,
-        })?;
+    let retry_after_seconds = state.retry_after_seconds;
+    let slot =
+        state
+            .stream_slots
+            .try_acquire(claims.ticket_id)
+            .map_err(|refused| match refused {
+                Refused::InstanceFull => WaitingRoomError::TooManyStreams {
+                    retry_after_seconds,
+                },
+                Refused::TicketFull => WaitingRoomError::TicketStreamsInUse {
+                    retry_after_seconds,
+                },
+            })?;
     // Subscribe before reading the status, so no announcement falls in between.
     let serving = state
         .serving_feed
