@@ -166,3 +166,43 @@ macro_rules! service_config {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::CommonConfig;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        common: CommonConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<CommonConfig, clap::Error> {
+        Flags::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .map(|flags| flags.common)
+    }
+
+    #[test]
+    fn connection_settings_refuse_values_that_would_disable_them() {
+        for bad in [
+            ["--header-read-timeout-seconds", "0"],
+            ["--tcp-keepalive-seconds", "0"],
+            ["--operations-listen", "not-an-address"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?} accepted");
+        }
+        let settings = parse(&[
+            "--header-read-timeout-seconds",
+            "3",
+            "--max-connections",
+            "7",
+        ])
+        .expect("valid settings")
+        .server_settings("127.0.0.1:0".parse().expect("address"));
+        assert_eq!(settings.connections.header_read_timeout.as_secs(), 3);
+        assert!(settings.connections.max_connections <= 7);
+        assert_eq!(settings.operations_listen, None);
+    }
+}
