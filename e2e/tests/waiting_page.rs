@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use e2e::browser::Browser;
 use fantoccini::{Client, Locator};
+use serde_json::json;
 use support::{event_body, Stack};
+use testkit::issuer::{claims, TestIssuers, SITE};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -68,12 +70,10 @@ async fn a_fan_joins_waits_and_reaches_the_seat_page_link() {
 
     wait_displayed(page, "#join-form").await;
     assert_eq!(text(page, "#event-name").await, "Browser Test Concert");
-    page.find(Locator::Css("#user-id"))
-        .await
-        .unwrap()
-        .send_keys("fan-in-chromium")
-        .await
-        .unwrap();
+    assert!(
+        page.find(Locator::Css("#join-form input")).await.is_err(),
+        "no name field: a typed id is no identity"
+    );
     page.find(Locator::Css("#join-button"))
         .await
         .unwrap()
@@ -146,6 +146,110 @@ async fn a_fan_joins_waits_and_reaches_the_seat_page_link() {
     assert!(countdown.contains(':'), "countdown shown: {countdown}");
     assert!(text(page, "#announcer").await.contains("your turn"));
     browser.screenshot("04-active").await;
+    browser.close().await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_fan_sent_by_the_ticket_site_joins_with_its_enqueue_token() {
+    let issuers = TestIssuers::start().await;
+    let file = issuers.file.clone();
+    let stack = Stack::start_with(|config| config.trusted_issuers_file = Some(file)).await;
+    let client = stack.client();
+    let mut event = event_body("paused", 2, 700, 600);
+    event["name"] = "Members Presale".into();
+    event["entry"] = json!({"identity": "enqueue_token"});
+    client.put_event("page-presale", event).await;
+
+    let browser = Browser::start("waiting_page_enqueue_token").await;
+    let page = &browser.client;
+    // Without the site's link the page explains where to go instead of offering a join.
+    page.goto(&stack.waiting_room.url("/events/page-presale"))
+        .await
+        .unwrap();
+    wait_displayed(page, "#needs-link").await;
+    assert!(!displayed(page, "#join").await);
+    browser.screenshot("01-needs-link").await;
+
+    // With it, the fan joins; the pass leaves the address bar.
+    let token = issuers.ed.sign(&claims(SITE, "member-42", "page-presale"));
+    page.goto(
+        &stack
+            .waiting_room
+            .url(&format!("/events/page-presale?enqueue_token={token}")),
+    )
+    .await
+    .unwrap();
+    wait_displayed(page, "#join-form").await;
+    let address = page.current_url().await.unwrap();
+    assert!(address.query().is_none(), "the token stayed in {address}");
+    page.find(Locator::Css("#join-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_displayed(page, "#waiting").await;
+    assert_eq!(text(page, "#queue-number").await, "0");
+    browser.screenshot("02-waiting").await;
+    assert_eq!(client.get_event("page-presale").await["joined"], 1);
+
+    // An expired pass sends the fan back to the site.
+    page.execute("localStorage.clear()", vec![]).await.unwrap();
+    let mut stale = claims(SITE, "member-43", "page-presale");
+    stale["exp"] = json!(testkit::issuer::now() - 600);
+    page.goto(&stack.waiting_room.url(&format!(
+        "/events/page-presale?enqueue_token={}",
+        issuers.ed.sign(&stale)
+    )))
+    .await
+    .unwrap();
+    wait_displayed(page, "#join-form").await;
+    page.find(Locator::Css("#join-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_displayed(page, "#needs-link").await;
+    browser.screenshot("03-expired-pass").await;
+    browser.close().await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_page_solves_the_events_challenge_before_joining() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let mut event = event_body("paused", 2, 700, 600);
+    event["name"] = "Bot-Proof Gig".into();
+    event["entry"] = json!({"challenge": "proof_of_work", "challenge_difficulty": 3000});
+    client.put_event("page-pow", event).await;
+
+    let browser = Browser::start("waiting_page_challenge").await;
+    let page = &browser.client;
+    page.goto(&stack.waiting_room.url("/events/page-pow"))
+        .await
+        .unwrap();
+    wait_displayed(page, "#join-form").await;
+    page.find(Locator::Css("#join-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The worker solves it, the join carries it, and the challenge is spent.
+    wait_displayed(page, "#waiting").await;
+    browser.screenshot("01-joined-after-challenge").await;
+    assert_eq!(client.get_event("page-pow").await["joined"], 1);
+    assert!(
+        stack
+            .waiting_room
+            .metric("waiting_room_challenges_issued_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
     browser.close().await;
     stack.stop().await;
 }

@@ -1,19 +1,29 @@
 // The fan's waiting page: join, then follow the ticket live over EventSource
 // (GET /v1/tickets/{token}/events), falling back to polling GET /v1/tickets/{token}
 // when streaming fails. The ticket is kept in localStorage, so a reload keeps the place.
+// An event that admits only fans the ticket site vouches for is joined with the
+// enqueue token the site put in the link (/events/{id}?enqueue_token=...). An event that
+// asks for a proof of work gets one solved in a Web Worker (assets/pow-worker.js) before
+// each join.
 "use strict";
 
 const eventId = decodeURIComponent(location.pathname.split("/")[2] || "");
+const enqueueToken = new URLSearchParams(location.search).get("enqueue_token");
+if (enqueueToken) {
+  // Out of the address bar, the history and later Referer headers: the pass is the fan's.
+  history.replaceState(null, "", location.pathname);
+}
 const storageKey = `waiting-room.ticket.${eventId}`;
 const POLL_MS = 2000;
 const TERMINAL = ["active", "expired", "abandoned", "used"];
 
 const $ = (id) => document.getElementById(id);
-const sections = ["join", "waiting", "active", "ended"];
+const sections = ["join", "needs-link", "waiting", "active", "ended"];
 let source = null;
 let pollTimer = null;
 let countdownTimer = null;
 let lastAnnounced = null;
+let eventInfo = null;
 
 function show(section) {
   for (const name of sections) $(name).hidden = name !== section;
@@ -157,23 +167,63 @@ async function poll(token) {
   pollTimer = setTimeout(() => poll(token), POLL_MS);
 }
 
+// Fetches a challenge and solves it off the main thread, showing progress.
+async function proofOfWork() {
+  const response = await fetch(`/v1/events/${encodeURIComponent(eventId)}/challenge`);
+  if (!response.ok) throw new Error("no challenge");
+  const { challenge, difficulty } = await response.json();
+  $("solving").hidden = false;
+  try {
+    const solution = await new Promise((resolve, reject) => {
+      const worker = new Worker("/assets/pow-worker.js");
+      worker.onmessage = (message) => {
+        const data = message.data;
+        if (data.progress !== undefined) {
+          $("solving-progress").value = Math.round(100 * data.progress);
+          return;
+        }
+        worker.terminate();
+        if (data.solution) resolve(data.solution);
+        else reject(new Error(data.error));
+      };
+      worker.onerror = () => {
+        worker.terminate();
+        reject(new Error("worker failed"));
+      };
+      worker.postMessage({ challenge, difficulty });
+    });
+    $("solving-progress").value = 100;
+    return { challenge, solution };
+  } finally {
+    $("solving").hidden = true;
+  }
+}
+
 async function join(event) {
   event.preventDefault();
   const button = $("join-button");
   button.disabled = true;
   say("");
-  const userId = $("user-id").value.trim();
   try {
+    const body = enqueueToken ? { enqueue_token: enqueueToken } : {};
+    if (eventInfo && eventInfo.entry && eventInfo.entry.challenge === "proof_of_work") {
+      body.proof_of_work = await proofOfWork();
+    }
     const response = await fetch(`/v1/events/${encodeURIComponent(eventId)}/tickets`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify(userId ? { user_id: userId } : {}),
+      body: JSON.stringify(body),
     });
-    const body = await response.json();
+    const answer = await response.json();
     if (response.ok) {
-      save({ token: body.token, start_position: body.position });
-      render(body);
-      follow(body.token);
+      save({ token: answer.token, start_position: answer.position });
+      render(answer);
+      follow(answer.token);
+      return;
+    }
+    const code = answer.error && answer.error.code;
+    if (code === "enqueue_token_required" || code === "invalid_enqueue_token") {
+      show("needs-link");
       return;
     }
     const retry = response.headers.get("retry-after");
@@ -182,8 +232,10 @@ async function join(event) {
       event_not_found: "This sale does not exist.",
       rate_limited: `Too many attempts from your connection. Try again in ${retry || "a few"} seconds.`,
       queue_unavailable: `The line is busy. Try again in ${retry || "a few"} seconds.`,
+      challenge_failed: "The browser check did not pass. Please press the button again.",
+      challenge_required: "The browser check did not run. Please reload the page.",
     };
-    say(refusals[body.error && body.error.code] || (body.error && body.error.message) || "Joining failed.");
+    say(refusals[code] || (answer.error && answer.error.message) || "Joining failed.");
   } catch {
     say("You seem to be offline. Please try again.");
   } finally {
@@ -203,9 +255,12 @@ async function start() {
       return say("This sale does not exist.");
     }
     const info = await response.json();
+    eventInfo = info;
     if (info.state === "closed") {
       $("join").hidden = true;
       say("This sale is closed: no new places are handed out.");
+    } else if (info.entry && info.entry.identity === "enqueue_token" && !enqueueToken) {
+      show("needs-link");
     }
   } catch {
     // Joining still works or explains itself.

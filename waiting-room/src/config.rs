@@ -29,6 +29,24 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "PREVIOUS_PUBLIC_KEY_FILES", value_delimiter = ',')]
     pub previous_public_key_files: Vec<PathBuf>,
 
+    /// Ticketing sites whose enqueue tokens admit fans: a JSON file
+    /// `{"issuers": [{"issuer", "audience", "jwks_url" | "public_key_file" + "algorithm",
+    /// "event_claim"?, "leeway_seconds"?, "max_lifetime_seconds"?}]}` (see
+    /// docs/security.md). Without it, no event can require an enqueue token.
+    #[arg(long, env = "TRUSTED_ISSUERS_FILE")]
+    pub trusted_issuers_file: Option<PathBuf>,
+
+    /// How often every issuer's JWKS is fetched again, in seconds (a token naming an
+    /// unknown key id also fetches it, at most every 30 s).
+    #[arg(long, env = "ISSUER_KEYS_REFRESH_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub issuer_keys_refresh_seconds: u64,
+
+    /// How long a proof-of-work challenge may be solved and used, in seconds.
+    #[arg(long, env = "CHALLENGE_TTL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub challenge_ttl_seconds: u64,
+
     /// How long a ticket token is valid, in seconds.
     #[arg(long, env = "TICKET_TTL_SECONDS", default_value_t = 86_400)]
     pub ticket_ttl_seconds: u64,
@@ -38,18 +56,37 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "PARTITION_MODE", value_enum, default_value_t = PartitionMode::PerEvent)]
     pub partition_mode: PartitionMode,
 
-    /// Joins per second allowed per client IP (token bucket); 0 turns limiting off.
-    #[arg(long, env = "JOIN_RATE_LIMIT_PER_SECOND", default_value_t = 0.0)]
+    /// Joins per second one client (an IP; an IPv6 /64) may make into one event, shared
+    /// by every instance through Redis; 0 turns this limit off.
+    #[arg(long, env = "JOIN_RATE_LIMIT_PER_SECOND", default_value_t = 1.0)]
     pub join_rate_limit_per_second: f64,
 
-    /// Burst size of the per-IP join limit.
-    #[arg(long, env = "JOIN_RATE_LIMIT_BURST", default_value_t = 20)]
+    /// Joins one client may make into one event at once before the rate applies.
+    #[arg(long, env = "JOIN_RATE_LIMIT_BURST", default_value_t = 10)]
     pub join_rate_limit_burst: u32,
 
-    /// Take the client IP from the first X-Forwarded-For entry (only behind a trusted
-    /// load balancer).
-    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
-    pub trust_forwarded_for: bool,
+    /// Joins per second one client may make across every event; 0 turns it off.
+    #[arg(long, env = "CLIENT_JOIN_RATE_LIMIT_PER_SECOND", default_value_t = 2.0)]
+    pub client_join_rate_limit_per_second: f64,
+
+    /// Joins one client may make across every event at once.
+    #[arg(long, env = "CLIENT_JOIN_RATE_LIMIT_BURST", default_value_t = 20)]
+    pub client_join_rate_limit_burst: u32,
+
+    /// Joins per second into one event from every client together (protects the
+    /// broker and the line's fairness under a flood); 0 (default) turns it off.
+    #[arg(long, env = "EVENT_JOIN_RATE_LIMIT_PER_SECOND", default_value_t = 0.0)]
+    pub event_join_rate_limit_per_second: f64,
+
+    /// Joins into one event at once before its rate applies.
+    #[arg(long, env = "EVENT_JOIN_RATE_LIMIT_BURST", default_value_t = 1_000)]
+    pub event_join_rate_limit_burst: u32,
+
+    /// Proxies (CIDRs, comma separated) whose `X-Forwarded-For` is believed: the
+    /// client is the right-most address there that is not one of them. Empty: the
+    /// peer address is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// How long a join waits for the broker's acknowledgement before answering 503.
     #[arg(long, env = "PRODUCE_TIMEOUT_MS", default_value_t = 2_000)]

@@ -3,8 +3,14 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use contract::ticket_state::TicketState;
 use contract::token::TokenError;
 use platform::error::{respond, ApiError, RequestError};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::entry::challenge::ChallengeFailure;
+use crate::tickets::status::TicketStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WaitingRoomError {
@@ -16,6 +22,18 @@ pub enum WaitingRoomError {
     MissingToken,
     #[error("invalid ticket token: the ticket's queue {0} does not exist")]
     UnknownQueue(i32),
+    #[error("{0}")]
+    InvalidEnqueueToken(String),
+    #[error("this event admits only fans the ticketing site sends: join through its link (an enqueue token)")]
+    EnqueueTokenRequired,
+    #[error("this event asks each join for a solved challenge: GET /v1/events/{0}/challenge")]
+    ChallengeRequired(String),
+    #[error("{0}")]
+    ChallengeFailed(#[from] ChallengeFailure),
+    #[error(
+        "this user id already has a place in line; the ticket stays with whoever joined first"
+    )]
+    AlreadyInLine(Box<PlaceInLine>),
     #[error("event '{0}' does not exist")]
     EventNotFound(String),
     #[error("event '{0}' is closed to new joins")]
@@ -61,11 +79,16 @@ impl ApiError for WaitingRoomError {
             Self::Unauthorized
             | Self::InvalidToken(_)
             | Self::MissingToken
-            | Self::UnknownQueue(_) => StatusCode::UNAUTHORIZED,
-            Self::EventNotFound(_) => StatusCode::NOT_FOUND,
-            Self::EventClosed(_) | Self::SeatLayoutInUse { .. } | Self::NoFreePartition { .. } => {
-                StatusCode::CONFLICT
+            | Self::UnknownQueue(_)
+            | Self::InvalidEnqueueToken(_) => StatusCode::UNAUTHORIZED,
+            Self::EnqueueTokenRequired | Self::ChallengeRequired(_) | Self::ChallengeFailed(_) => {
+                StatusCode::FORBIDDEN
             }
+            Self::EventNotFound(_) => StatusCode::NOT_FOUND,
+            Self::EventClosed(_)
+            | Self::SeatLayoutInUse { .. }
+            | Self::NoFreePartition { .. }
+            | Self::AlreadyInLine(_) => StatusCode::CONFLICT,
             Self::RateLimited { .. } | Self::TicketStreamsInUse { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -82,6 +105,11 @@ impl ApiError for WaitingRoomError {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::InvalidToken(_) | Self::MissingToken | Self::UnknownQueue(_) => "invalid_token",
+            Self::InvalidEnqueueToken(_) => "invalid_enqueue_token",
+            Self::EnqueueTokenRequired => "enqueue_token_required",
+            Self::ChallengeRequired(_) => "challenge_required",
+            Self::ChallengeFailed(_) => "challenge_failed",
+            Self::AlreadyInLine(_) => "already_in_line",
             Self::EventNotFound(_) => "event_not_found",
             Self::EventClosed(_) => "event_closed",
             Self::SeatLayoutInUse { .. } => "conflict",
@@ -116,6 +144,35 @@ impl ApiError for WaitingRoomError {
                 retry_after_seconds,
             } => Some(*retry_after_seconds),
             _ => None,
+        }
+    }
+
+    fn add_fields(&self, error: &mut Map<String, Value>, _body: &mut Map<String, Value>) {
+        if let Self::AlreadyInLine(place) = self {
+            if let Ok(Value::Object(fields)) = serde_json::to_value(place) {
+                error.extend(fields);
+            }
+        }
+    }
+}
+
+/// Where an existing ticket stands, without anything that would let its holder be
+/// impersonated (no token, no URLs).
+#[derive(Debug, Serialize)]
+pub struct PlaceInLine {
+    pub state: TicketState,
+    pub queue_number: i64,
+    pub position: i64,
+    pub estimated_wait_seconds: Option<u64>,
+}
+
+impl PlaceInLine {
+    pub fn of(ticket: &TicketStatus) -> Self {
+        Self {
+            state: ticket.state,
+            queue_number: ticket.queue_number,
+            position: ticket.position,
+            estimated_wait_seconds: ticket.estimated_wait_seconds,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod admin;
 mod config;
+mod entry;
 mod error;
 mod pages;
 mod state;
@@ -31,10 +32,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{PartitionMode, WaitingRoomConfig};
 
+use self::entry::issuers::TrustedIssuers;
 use self::state::{AppState, Keys, SharedState};
 use self::tickets::join_store::JoinStore;
 use self::tickets::presence::PresenceRegistry;
-use self::tickets::rate_limit::RateLimiter;
+use self::tickets::rate_limit::{Limit, RateLimiter};
+use self::tickets::redis_batch::RedisBatcher;
+use self::tickets::registration_repair::RegistrationRepair;
 use self::tickets::serving_feed::ServingFeed;
 use self::tickets::stream_slots::StreamSlots;
 
@@ -62,7 +66,11 @@ pub async fn build(
         .clone()
         .filter(|token| !token.is_empty())
         .context("ADMIN_TOKEN (--admin-token) is required to serve")?;
-    let Keys { signer, verifier } = Keys::load(&config)?;
+    let Keys {
+        signer,
+        verifier,
+        challenges,
+    } = Keys::load(&config)?;
     let Connections {
         postgres,
         redis,
@@ -77,22 +85,46 @@ pub async fn build(
         common.tickets_partitions,
         &supervisor,
     )?;
+    let issuers = TrustedIssuers::load(config.trusted_issuers_file.as_deref()).await?;
+    issuers.start_refresh(
+        Duration::from_secs(config.issuer_keys_refresh_seconds),
+        &supervisor,
+    );
+    let batcher = RedisBatcher::start(redis.clone(), &supervisor);
+    let joins = JoinStore::new(redis.clone(), keys.clone(), batcher.clone());
+    let registration_repair = RegistrationRepair::start(joins.clone(), &supervisor);
     let presence = PresenceRegistry::default();
     presence.start(redis.clone(), keys.clone(), catalog.clone(), &supervisor);
     let state = Arc::new(AppState {
         catalog,
         tickets: TicketStore::new(redis.clone(), keys.clone()),
-        joins: JoinStore::start(redis.clone(), keys, &supervisor),
+        joins,
+        registration_repair,
+        rate_limiter: RateLimiter::new(
+            Limit::new(
+                config.join_rate_limit_per_second,
+                config.join_rate_limit_burst,
+            ),
+            Limit::new(
+                config.client_join_rate_limit_per_second,
+                config.client_join_rate_limit_burst,
+            ),
+            Limit::new(
+                config.event_join_rate_limit_per_second,
+                config.event_join_rate_limit_burst,
+            ),
+            keys.clone(),
+            batcher,
+        ),
+        keys,
+        issuers,
+        challenges,
         producer: state::producer(&config)?,
         postgres,
         redis,
         signer,
         verifier,
         admin_token,
-        rate_limiter: RateLimiter::new(
-            config.join_rate_limit_per_second,
-            config.join_rate_limit_burst,
-        ),
         tickets_topic: common.tickets_topic.clone(),
         partitions: common.tickets_partitions,
         partition_mode: config.partition_mode,
@@ -100,7 +132,7 @@ pub async fn build(
             .context("TICKET_TTL_SECONDS is too large")?,
         produce_timeout: Duration::from_millis(config.produce_timeout_ms),
         retry_after_seconds: config.queue_retry_after_seconds,
-        trust_forwarded_for: config.trust_forwarded_for,
+        trusted_proxies: config.trusted_proxies.clone(),
         serving_feed,
         presence,
         stream_slots: StreamSlots::new(
@@ -123,6 +155,10 @@ fn routes(state: SharedState) -> Router {
         .route("/v1/events", get(pages::list_events))
         .route("/v1/events/{event_id}", get(pages::get_event))
         .route("/v1/events/{event_id}/tickets", post(tickets::join::join))
+        .route(
+            "/v1/events/{event_id}/challenge",
+            get(entry::challenge::issue),
+        )
         .route("/v1/tickets/me", get(tickets::status::me))
         .route("/v1/tickets/me/events", get(tickets::stream::my_events))
         .route("/v1/tickets/{token}", get(tickets::status::by_path))

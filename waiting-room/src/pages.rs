@@ -9,7 +9,7 @@ use axum::response::Response;
 use axum::Json;
 use serde::Serialize;
 
-use contract::catalog::{EventConfig, EventState};
+use contract::catalog::{EntryChallenge, EntryIdentity, EventConfig, EventState};
 use platform::assets::{self, Asset, JAVASCRIPT, STYLE_CSS};
 use platform::error::RequestError;
 
@@ -41,6 +41,11 @@ const ASSETS: &[Asset] = &[
         content_type: JAVASCRIPT,
         body: include_str!("../assets/waiting.js"),
     },
+    Asset {
+        name: "pow-worker.js",
+        content_type: JAVASCRIPT,
+        body: include_str!("../assets/pow-worker.js"),
+    },
 ];
 
 pub async fn asset(Path(file): Path<String>) -> Result<Response, RequestError> {
@@ -53,6 +58,14 @@ pub struct PublicEvent {
     pub event_id: String,
     pub name: String,
     pub state: EventState,
+    pub entry: PublicEntry,
+}
+
+/// How to get in: the waiting page tells a fan without the site's link what to do.
+#[derive(Debug, Serialize)]
+pub struct PublicEntry {
+    pub identity: EntryIdentity,
+    pub challenge: EntryChallenge,
 }
 
 impl From<&EventConfig> for PublicEvent {
@@ -61,6 +74,10 @@ impl From<&EventConfig> for PublicEvent {
             event_id: event.event_id.as_str().to_owned(),
             name: event.name.clone(),
             state: event.state,
+            entry: PublicEntry {
+                identity: event.entry.identity,
+                challenge: event.entry.challenge,
+            },
         }
     }
 }

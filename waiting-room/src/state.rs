@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use contract::kafka::{self, DurableProducer};
 use contract::live_catalog::LiveCatalog;
+use contract::redis_schema::RedisKeys;
 use contract::ticket_state::TicketStore;
 use contract::token::{TicketSigner, TicketVerifier};
 use redis::aio::ConnectionManager;
@@ -14,10 +15,13 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{PartitionMode, WaitingRoomConfig};
+use crate::entry::challenge::ChallengeKeys;
+use crate::entry::issuers::TrustedIssuers;
 use crate::error::WaitingRoomError;
 use crate::tickets::join_store::JoinStore;
 use crate::tickets::presence::PresenceRegistry;
 use crate::tickets::rate_limit::RateLimiter;
+use crate::tickets::registration_repair::RegistrationRepair;
 use crate::tickets::serving_feed::ServingFeed;
 use crate::tickets::stream_slots::StreamSlots;
 
@@ -29,18 +33,24 @@ pub struct AppState {
     pub catalog: LiveCatalog,
     pub tickets: TicketStore,
     pub joins: JoinStore,
+    /// Registrations Redis refused after the broker acknowledged their ticket.
+    pub registration_repair: RegistrationRepair,
+    pub keys: RedisKeys,
+    /// The ticketing sites whose enqueue tokens admit fans.
+    pub issuers: TrustedIssuers,
+    pub challenges: ChallengeKeys,
     pub producer: DurableProducer,
     pub signer: TicketSigner,
     pub verifier: TicketVerifier,
     pub admin_token: String,
-    pub rate_limiter: Option<RateLimiter>,
+    pub rate_limiter: RateLimiter,
     pub tickets_topic: String,
     pub partitions: i32,
     pub partition_mode: PartitionMode,
     pub ticket_ttl_seconds: i64,
     pub produce_timeout: Duration,
     pub retry_after_seconds: u64,
-    pub trust_forwarded_for: bool,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub serving_feed: ServingFeed,
     pub presence: PresenceRegistry,
     pub stream_slots: StreamSlots,
@@ -62,10 +72,12 @@ impl AppState {
     }
 }
 
-/// The signing key and the verifier (current plus rotated-out keys), from configuration.
+/// The signing key, the verifier (current plus rotated-out keys) and the challenge
+/// secrets derived from the signing key, from configuration.
 pub struct Keys {
     pub signer: TicketSigner,
     pub verifier: TicketVerifier,
+    pub challenges: ChallengeKeys,
 }
 
 impl Keys {
@@ -80,7 +92,12 @@ impl Keys {
         // The current key plus the rotated-out ones: tickets they signed stay valid.
         let verifier = TicketVerifier::from_public_pem_files(&config.previous_public_key_files)?
             .with_key(signer.verifying_key());
-        Ok(Self { signer, verifier })
+        let challenges = ChallengeKeys::derive(&pem, config.challenge_ttl_seconds);
+        Ok(Self {
+            signer,
+            verifier,
+            challenges,
+        })
     }
 }
 

@@ -187,6 +187,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A distinct private address per fan: 10.a.b.c.
+fn fan_address(index: usize) -> String {
+    let [_, a, b, c] = u32::try_from(index).unwrap_or(u32::MAX).to_be_bytes();
+    format!("10.{a}.{b}.{c}")
+}
+
 async fn join_tickets(
     http: &reqwest::Client,
     args: &Args,
@@ -194,10 +200,14 @@ async fn join_tickets(
 ) -> anyhow::Result<Vec<String>> {
     let url = format!("{}/v1/events/{event_id}/tickets", args.base_url);
     let joined = AtomicUsize::new(0);
+    let (url, joined) = (&url, &joined);
     let tokens: Vec<anyhow::Result<String>> = futures::stream::iter(0..args.streams)
-        .map(|_| async {
+        .map(|index| async move {
+            // Each fan from its own address (the local stack trusts loopback as a proxy),
+            // so the join rate limits see many clients, as in a real sale.
             let body: serde_json::Value = http
-                .post(&url)
+                .post(url)
+                .header("x-forwarded-for", fan_address(index))
                 .send()
                 .await?
                 .error_for_status()?

@@ -63,6 +63,16 @@ impl<'a> WaitingRoomClient<'a> {
         request.send().await.expect("POST join")
     }
 
+    /// `POST /v1/events/{event_id}/tickets` with an enqueue token.
+    pub async fn join_with_token(&self, event_id: &str, enqueue_token: &str) -> reqwest::Response {
+        self.http
+            .post(self.service.url(&format!("/v1/events/{event_id}/tickets")))
+            .json(&serde_json::json!({ "enqueue_token": enqueue_token }))
+            .send()
+            .await
+            .expect("POST join")
+    }
+
     /// Joins and returns the ticket; panics unless the join succeeds.
     pub async fn join_ok(&self, event_id: &str, user_id: Option<&str>) -> serde_json::Value {
         let response = self.join(event_id, user_id).await;

@@ -6,15 +6,19 @@
 //! - [`service`]: any service's configuration for a test, started in-process on port 0.
 //! - [`checks`]: assertions every service must pass (operational routes, `--help`).
 //! - [`client`]: admin and fan calls against a running waiting-room.
+//! - [`issuer`]: ticketing sites that sign enqueue tokens (JWKS over HTTP, key files).
 //! - [`kafka`]: reading records back from a topic.
 //! - [`broker`]: a private Tansu broker, for tests that stop the broker.
+//! - [`redis_server`]: a private Redis, for tests that make Redis stop answering.
 //! - [`wait`]: waiting for a condition with a deadline, instead of sleeping.
 
 pub mod broker;
 pub mod checks;
 pub mod client;
 pub mod env;
+pub mod issuer;
 pub mod kafka;
+pub mod redis_server;
 pub mod service;
 pub mod wait;
 

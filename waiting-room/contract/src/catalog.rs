@@ -80,6 +80,57 @@ pub enum QueueMode {
     Passthrough,
 }
 
+/// Who may join an event (the `events.entry_identity` column).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum EntryIdentity {
+    /// Anyone; a `user_id` keeps one place per id but never returns the ticket again.
+    #[default]
+    Anonymous,
+    /// Only fans the ticketing site vouches for with a signed enqueue token; the token's
+    /// subject is the fan.
+    EnqueueToken,
+}
+
+/// What a join must prove besides who it is (the `events.entry_challenge` column).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum EntryChallenge {
+    #[default]
+    None,
+    /// A solved proof-of-work challenge, once per join.
+    ProofOfWork,
+}
+
+/// How fans get into an event's line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryPolicy {
+    pub identity: EntryIdentity,
+    /// The one trusted issuer whose tokens this event takes; `None`: any trusted issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    pub challenge: EntryChallenge,
+    /// The largest counter a proof of work may need (about that many hashes at most).
+    pub challenge_difficulty: u32,
+}
+
+impl EntryPolicy {
+    pub const DEFAULT_CHALLENGE_DIFFICULTY: u32 = 50_000;
+}
+
+impl Default for EntryPolicy {
+    fn default() -> Self {
+        Self {
+            identity: EntryIdentity::default(),
+            issuer: None,
+            challenge: EntryChallenge::default(),
+            challenge_difficulty: Self::DEFAULT_CHALLENGE_DIFFICULTY,
+        }
+    }
+}
+
 /// N every M, at most K active, each for T; abandoned after G unseen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivationPolicy {
@@ -116,6 +167,7 @@ pub struct EventConfig {
     pub state: EventState,
     pub partition: i32,
     pub seats: Option<SeatLayout>,
+    pub entry: EntryPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -181,7 +233,9 @@ impl Catalog {
         .fetch_all(pool)
         .await?;
         let event_rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT event_id, name, state, partition, seat_rows, seats_per_row FROM events",
+            "SELECT event_id, name, state, partition, seat_rows, seats_per_row, entry_identity, entry_issuer,
+                    entry_challenge, entry_challenge_difficulty
+             FROM events",
         )
         .fetch_all(pool)
         .await?;
@@ -266,6 +320,10 @@ struct EventRow {
     partition: i32,
     seat_rows: Option<i32>,
     seats_per_row: Option<i32>,
+    entry_identity: EntryIdentity,
+    entry_issuer: Option<String>,
+    entry_challenge: EntryChallenge,
+    entry_challenge_difficulty: i32,
 }
 
 impl EventRow {
@@ -283,6 +341,13 @@ impl EventRow {
             state: self.state,
             partition: self.partition,
             seats,
+            entry: EntryPolicy {
+                identity: self.entry_identity,
+                issuer: self.entry_issuer,
+                challenge: self.entry_challenge,
+                // The column's CHECK keeps it positive.
+                challenge_difficulty: u32::try_from(self.entry_challenge_difficulty).unwrap_or(1),
+            },
         })
     }
 }

@@ -14,7 +14,11 @@
 //! | `{p}:q:{partition}:stats` | hash | [`QueueStats`] fields |
 //! | `{p}:t:{ticket_id}` | hash | [`TicketHash`] fields |
 //! | `{p}:u:{event_id}:{user_id}` | string | the user's ticket token for the event (or a pending claim) |
+//! | `{p}:v:{event_id}:{issuer length}:{issuer}:{subject}` | string | the same, for a fan an enqueue token vouched for |
 //! | `{p}:e:{event_id}:stats` | hash | [`EventStats`] fields |
+//! | `{p}:r:{ticket_id}` | string | the ticket's join registration happened (an hour) |
+//! | `{p}:pow:{nonce}` | string | a spent proof-of-work challenge, until it expires |
+//! | `{p}:rl:ce:{event_id}:{client}`, `{p}:rl:c:{client}`, `{p}:rl:e:{event_id}` | string | join rate limits' GCRA state (µs), expiring when idle |
 //! | `{p}:serving` | pub/sub channel | serving counter announcements |
 
 use uuid::Uuid;
@@ -139,6 +143,42 @@ impl RedisKeys {
 
     pub fn user_ticket(&self, event_id: &str, user_id: &str) -> String {
         format!("{}:u:{event_id}:{user_id}", self.prefix)
+    }
+
+    /// The place of a fan an enqueue token vouched for. Apart from the `user_id` keys,
+    /// so a typed id can never take a verified fan's place; the issuer's length keeps
+    /// every (issuer, subject) pair its own key whatever either contains.
+    pub fn verified_fan_ticket(&self, event_id: &str, issuer: &str, subject: &str) -> String {
+        format!(
+            "{}:v:{event_id}:{}:{issuer}:{subject}",
+            self.prefix,
+            issuer.len()
+        )
+    }
+
+    /// GCRA state of one client's joins into one event (the client as a grouped IP).
+    pub fn join_rate_client_event(&self, client: &str, event_id: &str) -> String {
+        format!("{}:rl:ce:{event_id}:{client}", self.prefix)
+    }
+
+    /// GCRA state of one client's joins into every event.
+    pub fn join_rate_client(&self, client: &str) -> String {
+        format!("{}:rl:c:{client}", self.prefix)
+    }
+
+    /// GCRA state of every client's joins into one event.
+    pub fn join_rate_event(&self, event_id: &str) -> String {
+        format!("{}:rl:e:{event_id}", self.prefix)
+    }
+
+    /// Marks a ticket's join registration as done, so a repair never repeats it.
+    pub fn registered(&self, ticket_id: Uuid) -> String {
+        format!("{}:r:{ticket_id}", self.prefix)
+    }
+
+    /// A spent proof-of-work challenge (by its nonce), kept until the challenge expires.
+    pub fn spent_challenge(&self, nonce: &str) -> String {
+        format!("{}:pow:{nonce}", self.prefix)
     }
 
     pub fn event_stats(&self, event_id: &str) -> String {

@@ -1,7 +1,10 @@
 //! The SQL behind the admin API: one [`CatalogChange`] per request, a transaction over
 //! the `events`, `queues` and `seats` tables that commits all of the change or none.
 
-use contract::catalog::{ActivationPolicy, EventState, PolicyColumns, QueueMode, SeatLayout};
+use contract::catalog::{
+    ActivationPolicy, EntryChallenge, EntryIdentity, EntryPolicy, EventState, PolicyColumns,
+    QueueMode, SeatLayout,
+};
 use contract::live_catalog::LiveCatalog;
 use contract::seats::{row_label, SeatState};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -9,10 +12,11 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::error::WaitingRoomError;
 
 /// What an event looked like before the change.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ExistingEvent {
     pub partition: i32,
     pub layout: Option<SeatLayout>,
+    pub entry: EntryPolicy,
 }
 
 /// An event as `PUT /admin/events/{id}` leaves it; `None` keeps the current value (or
@@ -23,6 +27,18 @@ pub struct EventRecord<'a> {
     pub state: Option<EventState>,
     pub partition: i32,
     pub layout: Option<SeatLayout>,
+    pub entry: &'a EntryPolicy,
+}
+
+#[derive(sqlx::FromRow)]
+struct ExistingRow {
+    partition: i32,
+    seat_rows: Option<i32>,
+    seats_per_row: Option<i32>,
+    entry_identity: EntryIdentity,
+    entry_issuer: Option<String>,
+    entry_challenge: EntryChallenge,
+    entry_challenge_difficulty: i32,
 }
 
 pub struct CatalogChange {
@@ -61,21 +77,32 @@ impl CatalogChange {
         &mut self,
         event_id: &str,
     ) -> Result<Option<ExistingEvent>, WaitingRoomError> {
-        let row: Option<(i32, Option<i32>, Option<i32>)> = sqlx::query_as(
-            "SELECT partition, seat_rows, seats_per_row FROM events WHERE event_id = $1 FOR UPDATE",
+        let row: Option<ExistingRow> = sqlx::query_as(
+            "SELECT partition, seat_rows, seats_per_row, entry_identity, entry_issuer,
+                    entry_challenge, entry_challenge_difficulty
+             FROM events WHERE event_id = $1 FOR UPDATE",
         )
         .bind(event_id)
         .fetch_optional(&mut *self.transaction)
         .await
         .map_err(internal)?;
-        Ok(row.map(|(partition, rows, per_row)| ExistingEvent {
-            partition,
-            layout: rows.zip(per_row).and_then(|(rows, per_row)| {
-                Some(SeatLayout {
-                    rows: u32::try_from(rows).ok()?,
-                    seats_per_row: u32::try_from(per_row).ok()?,
-                })
-            }),
+        Ok(row.map(|row| ExistingEvent {
+            partition: row.partition,
+            entry: EntryPolicy {
+                identity: row.entry_identity,
+                issuer: row.entry_issuer,
+                challenge: row.entry_challenge,
+                challenge_difficulty: u32::try_from(row.entry_challenge_difficulty).unwrap_or(1),
+            },
+            layout: row
+                .seat_rows
+                .zip(row.seats_per_row)
+                .and_then(|(rows, per_row)| {
+                    Some(SeatLayout {
+                        rows: u32::try_from(rows).ok()?,
+                        seats_per_row: u32::try_from(per_row).ok()?,
+                    })
+                }),
         }))
     }
 
@@ -164,14 +191,20 @@ impl CatalogChange {
             None => (None, None),
         };
         sqlx::query(
-            "INSERT INTO events (event_id, name, state, partition, seat_rows, seats_per_row)
-             VALUES ($1, COALESCE($2, $1), COALESCE($3, 'open'), $4, $5, $6)
+            "INSERT INTO events (event_id, name, state, partition, seat_rows, seats_per_row,
+                                 entry_identity, entry_issuer, entry_challenge,
+                                 entry_challenge_difficulty)
+             VALUES ($1, COALESCE($2, $1), COALESCE($3, 'open'), $4, $5, $6, $8, $9, $10, $11)
              ON CONFLICT (event_id) DO UPDATE SET
                  name = COALESCE($2, events.name),
                  state = COALESCE($3, events.state),
                  partition = $4,
                  seat_rows = CASE WHEN $7 THEN $5 ELSE events.seat_rows END,
                  seats_per_row = CASE WHEN $7 THEN $6 ELSE events.seats_per_row END,
+                 entry_identity = $8,
+                 entry_issuer = $9,
+                 entry_challenge = $10,
+                 entry_challenge_difficulty = $11,
                  updated_at = now()",
         )
         .bind(event.event_id)
@@ -181,6 +214,10 @@ impl CatalogChange {
         .bind(rows)
         .bind(per_row)
         .bind(event.layout.is_some())
+        .bind(event.entry.identity)
+        .bind(event.entry.issuer.as_deref())
+        .bind(event.entry.challenge)
+        .bind(i32::try_from(event.entry.challenge_difficulty).unwrap_or(i32::MAX))
         .execute(&mut *self.transaction)
         .await
         .map(drop)

@@ -38,14 +38,23 @@ pub async fn put_event(
         .as_ref()
         .map(|seats| seats.layout())
         .transpose()?;
+    let trusted_issuers = state.issuers.names();
 
     let mut change = CatalogChange::begin(&state.postgres).await?;
     change.lock_partition_assignment().await?;
     let existing = change.existing_event(event_id.as_str()).await?;
-    let partition = match (requested_partition, existing) {
+    let partition = match (requested_partition, &existing) {
         (Some(partition), _) => partition,
         (None, Some(existing)) => existing.partition,
         (None, None) => default_partition(&state, &mut change).await?,
+    };
+    let current_entry = existing
+        .as_ref()
+        .map(|existing| existing.entry.clone())
+        .unwrap_or_default();
+    let entry = match &update.entry {
+        Some(entry) => entry.apply(current_entry, &trusted_issuers)?,
+        None => current_entry,
     };
     change.ensure_queue(partition).await?;
     if let Some(activation) = &update.activation {
@@ -64,10 +73,11 @@ pub async fn put_event(
             state: update.state,
             partition,
             layout,
+            entry: &entry,
         })
         .await?;
     if let Some(layout) = layout {
-        if existing.and_then(|existing| existing.layout) != Some(layout) {
+        if existing.as_ref().and_then(|existing| existing.layout) != Some(layout) {
             change.replace_layout(event_id.as_str(), layout).await?;
         }
     }
@@ -116,6 +126,7 @@ async fn event_view(
         "queue_mode": queue.mode,
         "activation": queue.activation,
         "seats": event.seats,
+        "entry": event.entry,
         "shared_queue_with": shared_with,
     });
     if let (Some(view), Value::Object(stats)) = (

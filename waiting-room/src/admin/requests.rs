@@ -1,6 +1,9 @@
 //! The admin API's request bodies and their validation: every error names the field.
 
-use contract::catalog::{ActivationPolicy, EventId, EventState, QueueMode, SeatLayout};
+use contract::catalog::{
+    ActivationPolicy, EntryChallenge, EntryIdentity, EntryPolicy, EventId, EventState, QueueMode,
+    SeatLayout,
+};
 use contract::seats::{MAX_ROWS, MAX_SEATS_PER_ROW};
 use serde::Deserialize;
 
@@ -15,7 +18,23 @@ pub struct EventUpdate {
     pub partition: Option<i64>,
     pub activation: Option<ActivationUpdate>,
     pub seats: Option<SeatsUpdate>,
+    pub entry: Option<EntryUpdate>,
 }
+
+/// Who may join; absent fields keep their value. `issuer: null` takes any trusted issuer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryUpdate {
+    identity: Option<EntryIdentity>,
+    #[serde(default, deserialize_with = "present_or_null")]
+    issuer: Option<Option<String>>,
+    challenge: Option<EntryChallenge>,
+    challenge_difficulty: Option<i64>,
+}
+
+/// The largest proof-of-work difficulty: about ten million hashes, tens of seconds in
+/// a phone's browser.
+const MAX_CHALLENGE_DIFFICULTY: u32 = 10_000_000;
 
 /// Activation policy fields; absent fields keep their value. `max_active: null` means
 /// no capacity limit.
@@ -48,10 +67,10 @@ pub struct PartitionUpdate {
 }
 
 /// Distinguishes an explicit `null` (Some(None)) from an absent field (None).
-fn present_or_null<'de, D: serde::Deserializer<'de>>(
+fn present_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
-) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(deserializer).map(Some)
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// `value` if it lies in `min..=max` (bounds that fit `u32`), else 422 naming `field`.
@@ -93,6 +112,48 @@ impl ActivationUpdate {
             policy.grace_seconds = in_range(&field("grace_seconds"), value, 1, 86_400)?;
         }
         Ok(policy)
+    }
+}
+
+impl EntryUpdate {
+    /// Applies the update to `current`. An `enqueue_token` event needs a trusted issuer
+    /// to verify its tokens, and a named issuer must be one of them.
+    pub fn apply(
+        &self,
+        current: EntryPolicy,
+        trusted_issuers: &[&str],
+    ) -> Result<EntryPolicy, WaitingRoomError> {
+        let mut entry = current;
+        if let Some(identity) = self.identity {
+            entry.identity = identity;
+        }
+        if let Some(issuer) = &self.issuer {
+            entry.issuer.clone_from(issuer);
+        }
+        if let Some(challenge) = self.challenge {
+            entry.challenge = challenge;
+        }
+        if let Some(difficulty) = self.challenge_difficulty {
+            entry.challenge_difficulty = in_range(
+                "entry.challenge_difficulty",
+                difficulty,
+                1,
+                MAX_CHALLENGE_DIFFICULTY,
+            )?;
+        }
+        if let Some(issuer) = &entry.issuer {
+            if !trusted_issuers.contains(&issuer.as_str()) {
+                return Err(WaitingRoomError::invalid(format!(
+                    "entry.issuer '{issuer}' is not a trusted issuer of this deployment (see TRUSTED_ISSUERS_FILE)"
+                )));
+            }
+        }
+        if entry.identity == EntryIdentity::EnqueueToken && trusted_issuers.is_empty() {
+            return Err(WaitingRoomError::invalid(
+                "entry.identity enqueue_token needs a trusted issuer: configure TRUSTED_ISSUERS_FILE",
+            ));
+        }
+        Ok(entry)
     }
 }
 
@@ -160,6 +221,67 @@ mod tests {
         assert_eq!(policy.max_active, None);
         assert_eq!(policy.interval_ms, 250);
         assert_eq!(policy.batch_size, current.batch_size);
+    }
+
+    #[test]
+    fn entry_updates_need_a_trusted_issuer() {
+        let token_entry = EntryUpdate {
+            identity: Some(EntryIdentity::EnqueueToken),
+            ..EntryUpdate::default()
+        };
+        let error = token_entry
+            .apply(EntryPolicy::default(), &[])
+            .expect_err("no issuer to verify with");
+        assert!(error.to_string().contains("entry.identity"), "{error}");
+        let entry = token_entry
+            .apply(EntryPolicy::default(), &["https://tickets.example"])
+            .expect("an issuer is trusted");
+        assert_eq!(entry.identity, EntryIdentity::EnqueueToken);
+
+        let named = EntryUpdate {
+            issuer: Some(Some("https://elsewhere.example".into())),
+            ..EntryUpdate::default()
+        };
+        let error = named
+            .apply(entry.clone(), &["https://tickets.example"])
+            .expect_err("an unknown issuer is refused");
+        assert!(error.to_string().contains("entry.issuer"), "{error}");
+        let cleared = EntryUpdate {
+            issuer: Some(None),
+            ..EntryUpdate::default()
+        };
+        let entry = cleared
+            .apply(entry, &["https://tickets.example"])
+            .expect("null takes any trusted issuer");
+        assert_eq!(entry.issuer, None);
+    }
+
+    #[test]
+    fn challenge_difficulty_is_bounded() {
+        for bad in [0, 10_000_001, -5] {
+            let update = EntryUpdate {
+                challenge: Some(EntryChallenge::ProofOfWork),
+                challenge_difficulty: Some(bad),
+                ..EntryUpdate::default()
+            };
+            let error = update
+                .apply(EntryPolicy::default(), &[])
+                .expect_err("out of range");
+            assert!(
+                error.to_string().contains("entry.challenge_difficulty"),
+                "{error}"
+            );
+        }
+        let update = EntryUpdate {
+            challenge: Some(EntryChallenge::ProofOfWork),
+            challenge_difficulty: Some(1_000),
+            ..EntryUpdate::default()
+        };
+        let entry = update.apply(EntryPolicy::default(), &[]).expect("valid");
+        assert_eq!(
+            (entry.challenge, entry.challenge_difficulty),
+            (EntryChallenge::ProofOfWork, 1_000)
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `POST /v1/events/{event_id}/tickets`: join the queue.
 //!
 //! A ticket exists only once the broker acknowledged its record (idempotent producer,
-//! `acks=all`); its offset is the queue number. One place per `user_id` per event: the
-//! first of any number of racing requests claims the user's slot in Redis and issues the
-//! ticket, the others wait for it and return the same ticket.
+//! `acks=all`); its offset is the queue number. One place per fan per event (see
+//! [`Entrant`]): the first of any number of racing requests claims the fan's place in
+//! Redis and issues the ticket, the others wait for it. A fan an enqueue token vouches
+//! for gets the same ticket again; a repeated `user_id` learns its place in line
+//! (409 `already_in_line`) but never the token: anyone can type a `user_id`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -13,7 +15,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
 use uuid::Uuid;
 
 use contract::catalog::{EventConfig, EventState};
@@ -22,19 +23,15 @@ use contract::ticket_state::TicketState;
 use contract::token::TicketClaims;
 use platform::error::OptionalJson;
 
-use super::join_store::UserClaim;
+use super::join_store::{Place, PlaceClaim, Registration};
+use super::rate_limit::client_address;
 use super::status::{ticket_status, TicketStatus};
-use crate::error::WaitingRoomError;
+use crate::entry::{Entrant, JoinRequest};
+use crate::error::{PlaceInLine, WaitingRoomError};
 use crate::state::SharedState;
 
-const MAX_USER_ID_LEN: usize = 128;
 /// How often a request waiting for a racing duplicate checks whether it finished.
 const CLAIM_POLL: Duration = Duration::from_millis(20);
-
-#[derive(Debug, Default, Deserialize)]
-pub struct JoinRequest {
-    pub user_id: Option<String>,
-}
 
 pub async fn join(
     State(state): State<SharedState>,
@@ -43,14 +40,6 @@ pub async fn join(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<JoinRequest>,
 ) -> Result<Response, WaitingRoomError> {
-    if let Some(limiter) = &state.rate_limiter {
-        let client = client_ip(&headers, peer, state.trust_forwarded_for);
-        limiter
-            .check(client, Instant::now())
-            .map_err(|retry_after_seconds| WaitingRoomError::RateLimited {
-                retry_after_seconds,
-            })?;
-    }
     let catalog = state.catalog.current();
     if !catalog.loaded {
         return Err(WaitingRoomError::CatalogNotLoaded {
@@ -63,72 +52,83 @@ pub async fn join(
     if event.state == EventState::Closed {
         return Err(WaitingRoomError::EventClosed(event_id));
     }
-    let user_id = body
-        .unwrap_or_default()
-        .user_id
-        .map(validate_user_id)
-        .transpose()?;
-    let (status, ticket) = match user_id {
-        None => (StatusCode::CREATED, issue(&state, event, None).await?),
-        Some(user_id) => join_once_per_user(&state, event, &user_id).await?,
+    let client = client_address(&headers, peer, &state.trusted_proxies);
+    match state
+        .rate_limiter
+        .check(client, event.event_id.as_str())
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(refusal)) => {
+            metrics::counter!("waiting_room_joins_rate_limited_total", "scope" => refusal.scope.as_str())
+                .increment(1);
+            return Err(WaitingRoomError::RateLimited {
+                retry_after_seconds: refusal.retry_after_seconds,
+            });
+        }
+        Err(error) => return Err(state.store_unavailable(error)),
+    }
+    let entrant = Entrant::admit(&state, event, body.unwrap_or_default()).await?;
+    let (status, ticket) = match entrant.place_key(&state.keys, event.event_id.as_str()) {
+        None => (
+            StatusCode::CREATED,
+            issue(&state, event, &entrant, None).await?,
+        ),
+        Some(place) => join_once(&state, event, &entrant, &place).await?,
     };
     Ok((status, Json(ticket)).into_response())
 }
 
-fn validate_user_id(user_id: String) -> Result<String, WaitingRoomError> {
-    let valid = !user_id.is_empty()
-        && user_id.len() <= MAX_USER_ID_LEN
-        && !user_id.chars().any(char::is_control);
-    if valid {
-        Ok(user_id)
-    } else {
-        Err(WaitingRoomError::invalid(format!(
-            "user_id must be 1-{MAX_USER_ID_LEN} bytes without control characters"
-        )))
-    }
-}
-
-async fn join_once_per_user(
+/// Joins `entrant` at most once: its place holds one live ticket at a time.
+async fn join_once(
     state: &SharedState,
     event: &EventConfig,
-    user_id: &str,
+    entrant: &Entrant,
+    place: &str,
 ) -> Result<(StatusCode, TicketStatus), WaitingRoomError> {
-    let event_id = event.event_id.as_str();
-    let nonce = Uuid::new_v4();
+    let place = Place::claimed(place, Uuid::new_v4());
     // The claim outlives a slow produce, so a crashed issuer frees the slot by itself.
     let claim_ttl_ms = u64::try_from(state.produce_timeout.as_millis())
         .unwrap_or(u64::MAX)
         .saturating_mul(3);
     let deadline = Instant::now() + state.produce_timeout * 2;
+    // Only the fan a token vouches for counts as seen: a typed id proves nothing.
+    let verified = matches!(entrant, Entrant::Verified(_));
     loop {
         let claim = state
             .joins
-            .claim_user(event_id, user_id, nonce, claim_ttl_ms)
+            .claim_place(&place, claim_ttl_ms)
             .await
             .map_err(|error| state.store_unavailable(error))?;
         match claim {
-            UserClaim::Claimed => {
-                return issue_claimed(state, event, user_id, nonce)
+            PlaceClaim::Claimed => {
+                return issue_claimed(state, event, entrant, &place)
                     .await
                     .map(|ticket| (StatusCode::CREATED, ticket))
             }
-            UserClaim::Issued(token) => match existing_ticket(state, &token).await? {
-                Some(ticket) => return Ok((StatusCode::OK, ticket)),
+            PlaceClaim::Issued(token) => match existing_ticket(state, &token, verified).await? {
+                Some(ticket) if verified => return Ok((StatusCode::OK, ticket)),
+                Some(ticket) => {
+                    metrics::counter!("waiting_room_joins_already_in_line_total").increment(1);
+                    return Err(WaitingRoomError::AlreadyInLine(Box::new(PlaceInLine::of(
+                        &ticket,
+                    ))));
+                }
                 // Abandoned (or no longer verifiable): a fresh place at the back.
                 None => {
                     if state
                         .joins
-                        .reclaim_user(event_id, user_id, &token, nonce, claim_ttl_ms)
+                        .reclaim_place(&place, &token, claim_ttl_ms)
                         .await
                         .map_err(|error| state.store_unavailable(error))?
                     {
-                        return issue_claimed(state, event, user_id, nonce)
+                        return issue_claimed(state, event, entrant, &place)
                             .await
                             .map(|ticket| (StatusCode::CREATED, ticket));
                     }
                 }
             },
-            UserClaim::Pending => {}
+            PlaceClaim::Pending => {}
         }
         if Instant::now() >= deadline {
             return Err(WaitingRoomError::QueueUnavailable {
@@ -139,59 +139,71 @@ async fn join_once_per_user(
     }
 }
 
-/// The user's current ticket, unless it was abandoned or cannot be verified any more.
+/// The place's current ticket, unless it was abandoned or cannot be verified any more;
+/// `touch` records its holder as seen.
 async fn existing_ticket(
     state: &SharedState,
     token: &str,
+    touch: bool,
 ) -> Result<Option<TicketStatus>, WaitingRoomError> {
     let Ok(claims) = state.verifier.verify(token, Utc::now().timestamp()) else {
         return Ok(None);
     };
-    let status = ticket_status(state, &claims, token, true).await?;
+    let status = ticket_status(state, &claims, token, touch).await?;
     Ok((status.state != TicketState::Abandoned).then_some(status))
 }
 
 async fn issue_claimed(
     state: &SharedState,
     event: &EventConfig,
-    user_id: &str,
-    nonce: Uuid,
+    entrant: &Entrant,
+    place: &Place,
 ) -> Result<TicketStatus, WaitingRoomError> {
-    let result = issue(state, event, Some(user_id)).await;
+    let result = issue(state, event, entrant, Some(place.clone())).await;
     if result.is_err() {
-        if let Err(error) = state
-            .joins
-            .release_claim(event.event_id.as_str(), user_id, nonce)
-            .await
-        {
-            tracing::warn!(%error, "cannot release a user claim; it expires by itself");
+        if let Err(error) = state.joins.release_claim(place).await {
+            tracing::warn!(%error, "cannot release a place claim; it expires by itself");
         }
     }
     result
 }
 
 /// Appends the ticket's record, waits for the broker's acknowledgement, then signs the
-/// token and registers the ticket in Redis.
+/// token and registers the ticket in Redis. Runs as its own task: once the broker has
+/// the record, a client that hangs up cannot stop the registration halfway.
 async fn issue(
     state: &SharedState,
     event: &EventConfig,
-    user_id: Option<&str>,
+    entrant: &Entrant,
+    place: Option<Place>,
+) -> Result<TicketStatus, WaitingRoomError> {
+    let issuing = tokio::spawn(issue_ticket(
+        state.clone(),
+        event.event_id.to_string(),
+        event.partition,
+        entrant.record_name().map(str::to_owned),
+        place,
+    ));
+    issuing.await.map_err(WaitingRoomError::internal)?
+}
+
+async fn issue_ticket(
+    state: SharedState,
+    event_id: String,
+    partition: i32,
+    record_name: Option<String>,
+    place: Option<Place>,
 ) -> Result<TicketStatus, WaitingRoomError> {
     let now = Utc::now();
     let ticket_id = Uuid::now_v7();
-    let record = TicketRecord::new(
-        ticket_id,
-        event.event_id.to_string(),
-        user_id.map(str::to_owned),
-        now,
-    );
+    let record = TicketRecord::new(ticket_id, event_id.clone(), record_name, now);
     let payload = record.to_json();
     let delivery = state
         .producer
         .send(
             &state.tickets_topic,
-            Some(event.partition),
-            event.event_id.as_str(),
+            Some(partition),
+            &event_id,
             &payload,
             state.produce_timeout,
         )
@@ -200,7 +212,7 @@ async fn issue(
         Ok(delivery) => delivery,
         Err(reason) => {
             metrics::counter!("waiting_room_join_unavailable_total").increment(1);
-            tracing::warn!(event_id = %event.event_id, %reason, "broker did not acknowledge a ticket");
+            tracing::warn!(%event_id, %reason, "broker did not acknowledge a ticket");
             return Err(WaitingRoomError::QueueUnavailable {
                 retry_after_seconds: state.retry_after_seconds,
             });
@@ -208,32 +220,31 @@ async fn issue(
     };
     let claims = TicketClaims {
         ticket_id,
-        event_id: event.event_id.to_string(),
+        event_id,
         partition: delivery.partition,
         queue_number: delivery.offset,
         iat: now.timestamp(),
         exp: now.timestamp() + state.ticket_ttl_seconds,
     };
     let token = state.signer.sign(&claims);
-    let serving = state
-        .joins
-        .register_issued(&claims, &token, user_id, now.timestamp_millis())
-        .await
-        .map_err(|error| state.store_unavailable(error))?;
-    metrics::counter!("waiting_room_tickets_issued_total").increment(1);
-    Ok(TicketStatus::waiting(state, &claims, token, serving))
-}
-
-fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_forwarded_for: bool) -> IpAddr {
-    if trust_forwarded_for {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(',').next())
-            .and_then(|first| first.trim().parse().ok());
-        if let Some(ip) = forwarded {
-            return ip;
+    let registration = Registration {
+        claims,
+        token,
+        place,
+        now_ms: now.timestamp_millis(),
+    };
+    let serving = match state.joins.register_issued(&registration).await {
+        Ok(serving) => serving,
+        Err(error) => {
+            // The ticket exists: the fan gets it now, Redis learns of it when it can.
+            tracing::warn!(%error, ticket_id = %registration.claims.ticket_id, "ticket registration failed; repairing in the background");
+            state.registration_repair.later(registration.clone());
+            state
+                .serving_feed
+                .latest_serving(registration.claims.partition)
         }
-    }
-    peer.ip()
+    };
+    metrics::counter!("waiting_room_tickets_issued_total").increment(1);
+    let Registration { claims, token, .. } = registration;
+    Ok(TicketStatus::waiting(&state, &claims, token, serving))
 }

@@ -1,4 +1,4 @@
-//! The join's Redis writes: the one-place-per-user claim and registering a ticket the
+//! The join's Redis writes: the one-place-per-fan claim and registering a ticket the
 //! broker acknowledged. Both go through a [`RedisBatcher`], which shares one write among
 //! the joins that issue theirs at about the same moment.
 
@@ -6,35 +6,34 @@ use std::sync::LazyLock;
 
 use contract::redis_schema::{EventStats, RedisKeys, ISSUED_MAX_MEMBER};
 use contract::token::TicketClaims;
-use platform::supervisor::Supervisor;
 use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisResult, Script, Value};
 use uuid::Uuid;
 
 use super::redis_batch::{last_reply, RedisBatcher};
 
-/// The user's slot in the one-place-per-user map.
+/// A fan's slot in the one-place-per-fan map.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserClaim {
+pub enum PlaceClaim {
     /// The caller now holds the claim and must issue the ticket (or release the claim).
     Claimed,
-    /// Another request is issuing this user's ticket right now.
+    /// Another request is issuing this fan's ticket right now.
     Pending,
-    /// The user already holds this ticket token.
+    /// The fan already holds this ticket token.
     Issued(String),
 }
 
 /// A claim's value while its ticket is being issued: this prefix and the claimant's nonce.
 const PENDING: &str = "pending:";
 
-/// KEYS user slot. ARGV the claim. Deletes the slot if this request still holds it.
+/// KEYS place. ARGV the claim. Deletes the slot if this request still holds it.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1",
     )
 });
 
-/// KEYS user slot. ARGV old token, new claim, ttl ms. Claims the slot if it still holds
+/// KEYS place. ARGV old token, new claim, ttl ms. Claims the slot if it still holds
 /// the old token.
 static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -51,98 +50,93 @@ pub struct JoinStore {
 }
 
 impl JoinStore {
-    /// Starts the batching task under `supervisor`.
-    pub fn start(redis: ConnectionManager, keys: RedisKeys, supervisor: &Supervisor) -> Self {
+    /// Sends the hot writes through `batcher`.
+    pub fn new(redis: ConnectionManager, keys: RedisKeys, batcher: RedisBatcher) -> Self {
         Self {
-            batcher: RedisBatcher::start(redis.clone(), supervisor),
+            batcher,
             redis,
             keys,
         }
     }
 
-    /// Claims the user's place for an event (`SET NX GET`, one round trip): exactly one
-    /// of any number of racing requests gets [`UserClaim::Claimed`].
-    pub async fn claim_user(
-        &self,
-        event_id: &str,
-        user_id: &str,
-        nonce: Uuid,
-        ttl_ms: u64,
-    ) -> RedisResult<UserClaim> {
+    /// Claims `place` with `SET NX GET`, one round trip: exactly one of any number of
+    /// racing requests gets [`PlaceClaim::Claimed`].
+    pub async fn claim_place(&self, place: &Place, ttl_ms: u64) -> RedisResult<PlaceClaim> {
         let mut claim = redis::cmd("SET");
         claim
-            .arg(self.keys.user_ticket(event_id, user_id))
-            .arg(format!("{PENDING}{nonce}"))
+            .arg(&place.key)
+            .arg(&place.claim)
             .arg("NX")
             .arg("GET")
             .arg("PX")
             .arg(ttl_ms);
         let previous: Option<String> = last_reply(self.batcher.send(vec![claim]).await?)?;
         Ok(match previous {
-            None => UserClaim::Claimed,
-            Some(value) if value.starts_with(PENDING) => UserClaim::Pending,
-            Some(token) => UserClaim::Issued(token),
+            None => PlaceClaim::Claimed,
+            Some(value) if value.starts_with(PENDING) => PlaceClaim::Pending,
+            Some(token) => PlaceClaim::Issued(token),
         })
     }
 
+    /// Spends a proof-of-work challenge: true the first time its nonce is seen. The mark
+    /// lives as long as the challenge could still verify.
+    pub async fn spend_challenge(&self, nonce: &str, ttl_seconds: u64) -> RedisResult<bool> {
+        let mut spend = redis::cmd("SET");
+        spend
+            .arg(self.keys.spent_challenge(nonce))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_seconds.max(1));
+        let spent: Option<String> = last_reply(self.batcher.send(vec![spend]).await?)?;
+        Ok(spent.is_some())
+    }
+
     /// Gives up a claim this request holds (issuing failed), so a retry can claim again.
-    pub async fn release_claim(
-        &self,
-        event_id: &str,
-        user_id: &str,
-        nonce: Uuid,
-    ) -> RedisResult<()> {
+    pub async fn release_claim(&self, place: &Place) -> RedisResult<()> {
         RELEASE
-            .key(self.keys.user_ticket(event_id, user_id))
-            .arg(format!("{PENDING}{nonce}"))
+            .key(&place.key)
+            .arg(&place.claim)
             .invoke_async::<i64>(&mut self.redis.clone())
             .await
             .map(drop)
     }
 
-    /// Replaces the user's ticket (e.g. after the old one was abandoned), claiming the
+    /// Replaces the place's ticket (e.g. after the old one was abandoned), claiming the
     /// slot for a new one only if it still holds `old_token`.
-    pub async fn reclaim_user(
+    pub async fn reclaim_place(
         &self,
-        event_id: &str,
-        user_id: &str,
+        place: &Place,
         old_token: &str,
-        nonce: Uuid,
         ttl_ms: u64,
     ) -> RedisResult<bool> {
         RECLAIM
-            .key(self.keys.user_ticket(event_id, user_id))
+            .key(&place.key)
             .arg(old_token)
-            .arg(format!("{PENDING}{nonce}"))
+            .arg(&place.claim)
             .arg(ttl_ms)
             .invoke_async::<i64>(&mut self.redis.clone())
             .await
             .map(|replaced| replaced == 1)
     }
 
-    /// Records a ticket the broker acknowledged: the user's slot holds its token, the
-    /// queue's highest issued number and the event's join count move. Returns the
-    /// queue's serving counter (for the ticket's first position). One round trip of
-    /// native commands in MULTI/EXEC: the Lua script that did this cost Redis about
-    /// three times the CPU, on the hottest path.
+    /// Records a ticket the broker acknowledged: its place (if any) holds its token, the
+    /// queue's highest issued number and the event's join count move, and a marker says
+    /// it is registered (so a repair never counts it twice). Returns the queue's serving
+    /// counter (for the ticket's first position). One round trip of native commands in
+    /// MULTI/EXEC: the Lua script that did this cost Redis about three times the CPU, on
+    /// the hottest path.
     ///
-    /// The ticket's own hash is not created here: the record's `issued_at` already
-    /// counts as the holder's first sighting, so the hash appears with the first status
-    /// read or stream (one key fewer per join).
-    pub async fn register_issued(
-        &self,
-        claims: &TicketClaims,
-        token: &str,
-        user_id: Option<&str>,
-        now_ms: i64,
-    ) -> RedisResult<i64> {
-        let mut registration = vec![redis::cmd("MULTI")];
-        if let Some(user_id) = user_id {
-            let ttl_seconds = (claims.exp - now_ms / 1000).max(1).unsigned_abs();
-            registration.push(Cmd::set_ex(
-                self.keys.user_ticket(&claims.event_id, user_id),
-                token,
-                ttl_seconds,
+    /// The ticket's own hash is not created here: it appears with the first status read
+    /// or stream (one key fewer per join).
+    pub async fn register_issued(&self, registration: &Registration) -> RedisResult<i64> {
+        let claims = &registration.claims;
+        let mut commands = vec![redis::cmd("MULTI")];
+        if let Some(place) = &registration.place {
+            commands.push(Cmd::set_ex(
+                &place.key,
+                &registration.token,
+                registration.place_ttl_seconds(),
             ));
         }
         let mut issued_max = redis::cmd("ZADD");
@@ -151,7 +145,12 @@ impl JoinStore {
             .arg("GT")
             .arg(claims.queue_number)
             .arg(ISSUED_MAX_MEMBER);
-        registration.extend([
+        commands.extend([
+            Cmd::set_ex(
+                self.keys.registered(claims.ticket_id),
+                1,
+                REGISTERED_MARKER_TTL_SECONDS,
+            ),
             issued_max,
             Cmd::hincr(
                 self.keys.event_stats(&claims.event_id),
@@ -161,8 +160,98 @@ impl JoinStore {
             Cmd::get(self.keys.serving(claims.partition)),
             redis::cmd("EXEC"),
         ]);
-        let executed: Vec<Value> = last_reply(self.batcher.send(registration).await?)?;
+        let executed: Vec<Value> = last_reply(self.batcher.send(commands).await?)?;
         let serving: Option<i64> = last_reply(executed)?;
         Ok(serving.unwrap_or(0))
+    }
+
+    /// Applies a registration unless it already happened (the first attempt may have
+    /// reached Redis although its reply never came back). True when it applied now.
+    pub async fn register_once(&self, registration: &Registration) -> RedisResult<bool> {
+        let claims = &registration.claims;
+        let (place_key, claim, place_ttl) = match &registration.place {
+            Some(place) => (
+                place.key.clone(),
+                place.claim.clone(),
+                registration.place_ttl_seconds(),
+            ),
+            None => (String::new(), String::new(), 0),
+        };
+        REGISTER_ONCE
+            .key(self.keys.registered(claims.ticket_id))
+            .key(self.keys.issued_max(claims.partition))
+            .key(self.keys.event_stats(&claims.event_id))
+            .key(place_key)
+            .arg(REGISTERED_MARKER_TTL_SECONDS)
+            .arg(claims.queue_number)
+            .arg(&registration.token)
+            .arg(claim)
+            .arg(place_ttl)
+            .invoke_async::<i64>(&mut self.redis.clone())
+            .await
+            .map(|applied| applied == 1)
+    }
+}
+
+/// How long the "registered" marker outlives a join: a repair later than this (Redis
+/// down for over an hour while the instance kept the registration) could count twice.
+const REGISTERED_MARKER_TTL_SECONDS: u64 = 3_600;
+
+/// KEYS marker, issued_max, event stats, place ('' = none). ARGV marker ttl, queue
+/// number, token, the place's pending claim, place ttl. The place takes the token only
+/// if it still holds this join's claim (or nothing): a later ticket of the same fan is
+/// never overwritten.
+static REGISTER_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"
+        if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 0 end
+        redis.call('ZADD', KEYS[2], 'GT', ARGV[2], '{max}')
+        redis.call('HINCRBY', KEYS[3], '{joined}', 1)
+        if KEYS[4] ~= '' then
+          local current = redis.call('GET', KEYS[4])
+          if not current or current == ARGV[4] then
+            redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[5])
+          end
+        end
+        return 1
+        ",
+        max = ISSUED_MAX_MEMBER,
+        joined = EventStats::JOINED,
+    ))
+});
+
+/// A fan's one place (a key of [`Entrant::place_key`]) and the claim this join puts
+/// on it while it issues the ticket.
+///
+/// [`Entrant::place_key`]: crate::entry::Entrant::place_key
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub key: String,
+    pub claim: String,
+}
+
+impl Place {
+    /// The claim of the join with `nonce` on `key`.
+    pub fn claimed(key: &str, nonce: Uuid) -> Self {
+        Self {
+            key: key.to_owned(),
+            claim: format!("{PENDING}{nonce}"),
+        }
+    }
+}
+
+/// Everything Redis must learn about a ticket the broker acknowledged.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub claims: TicketClaims,
+    pub token: String,
+    pub place: Option<Place>,
+    pub now_ms: i64,
+}
+
+impl Registration {
+    /// The place keeps the token as long as the token is valid.
+    fn place_ttl_seconds(&self) -> u64 {
+        (self.claims.exp - self.now_ms / 1000).max(1).unsigned_abs()
     }
 }

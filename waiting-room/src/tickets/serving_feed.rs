@@ -62,6 +62,13 @@ impl ServingFeed {
         self.queues.get(index).map(watch::Sender::subscribe)
     }
 
+    /// The last serving counter announced for `partition` (0 before any).
+    pub fn latest_serving(&self, partition: i32) -> i64 {
+        self.subscribe(partition)
+            .and_then(|receiver| receiver.borrow().as_ref().map(|latest| latest.serving))
+            .unwrap_or(0)
+    }
+
     fn publish(&self, announcement: ServingAnnouncement) {
         let Some(queue) = usize::try_from(announcement.partition)
             .ok()
