@@ -198,7 +198,7 @@ bench_drain() {
     echo "## drain, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo
     echo "Machine: $(machine_line). One activator, one queue, batch 1,000,000 every 10 ms, every"
-    echo "ticket seen (no abandonment), tickets already in Kafka when the activator starts;"
+    echo "ticket read by its holder (received: none deferred or abandoned), tickets already in Kafka when the activator starts;"
     echo "measured from the serving counter's first move to its last."
     echo
     echo "Result: \`$line\` (tickets drained, seconds, tickets per second)."

@@ -3,8 +3,9 @@
 //! PostgreSQL. Run through `k6/run.sh drain`, which records the result.
 //!
 //! `DRAIN_TICKETS` (default 200000) tickets are appended to a fresh one-partition topic,
-//! then an in-process activator drains them; the rate is measured from the first
-//! serving-counter move to the last.
+//! each marked as read by its holder (only received tickets are activated; unread ones
+//! would be deferred, not activated), then an in-process activator drains them; the
+//! rate is measured from the first serving-counter move to the last.
 
 use std::time::{Duration, Instant};
 
@@ -47,11 +48,12 @@ async fn main() {
     ))
     .expect("producer");
     let started = Instant::now();
-    let indices: Vec<usize> = (0..tickets).collect();
-    for chunk in indices.chunks(10_000) {
-        let sends = chunk.iter().map(|_| {
-            let record =
-                TicketRecord::new(Uuid::now_v7(), "drain".into(), None, Utc::now()).to_json();
+    let ticket_ids: Vec<Uuid> = (0..=tickets).map(|_| Uuid::now_v7()).collect();
+    env.mark_received(&ticket_ids).await;
+    let (most, last) = ticket_ids.split_at(tickets);
+    for chunk in most.chunks(10_000) {
+        let sends = chunk.iter().map(|&ticket_id| {
+            let record = TicketRecord::new(ticket_id, "drain".into(), None, Utc::now()).to_json();
             let producer = &producer;
             let topic = env.common.tickets_topic.clone();
             async move {
@@ -64,7 +66,7 @@ async fn main() {
         futures::future::join_all(sends).await;
     }
     // A last single-record batch, so Tansu's high watermark covers every ticket.
-    let last = TicketRecord::new(Uuid::now_v7(), "drain".into(), None, Utc::now()).to_json();
+    let last = TicketRecord::new(last[0], "drain".into(), None, Utc::now()).to_json();
     producer
         .send(
             &env.common.tickets_topic,

@@ -1,9 +1,15 @@
 //! One activation step of one queue, as a single atomic Redis script.
 //!
-//! The script walks the next tickets in queue order, starting at the serving counter:
-//! it skips tickets already decided (a replay after a crash changes nothing, and never
-//! extends an `active_until`), refuses to jump over missing offsets, marks unseen
-//! tickets abandoned without using a slot,
+//! Only received tickets take capacity: a ticket counts once its holder has read its
+//! status or opened its stream (its hash's `seen` field). The script first re-examines
+//! the queue's deferred tickets (passed earlier before anyone read them, and ahead of
+//! everything still at the counter): one read since is activated first, one never read
+//! within the grace period since issue is abandoned, the rest wait. Then it walks the
+//! next tickets in queue order, starting at the serving counter: it skips tickets
+//! already decided (a replay after a crash changes nothing, and never extends an
+//! `active_until`), refuses to jump over missing offsets, marks tickets whose holder has
+//! gone abandoned and defers tickets nobody has read yet, both without using a slot and
+//! without holding up the line (or joining and hanging up would stall everyone),
 //! activates the rest up to the batch limit and the queue's free capacity (expired
 //! activations are pruned from the capacity set before counting), and moves the serving
 //! counter forward only. All of it happens in one `EVALSHA`, so a crash leaves either
@@ -45,6 +51,11 @@ impl QueueEntry {
     }
 }
 
+/// Deferred tickets one step examines at most, those due first first: bounds the
+/// step's work when an attacker leaves many unread tickets behind. A ticket further
+/// back is examined once those ahead of it are settled, within its grace period.
+const DEFERRED_PER_STEP: u32 = 1_000;
+
 /// The queue's rules for one step.
 #[derive(Debug, Clone, Copy)]
 pub struct StepLimits {
@@ -71,8 +82,15 @@ pub struct StepOutcome {
     /// True when the entries started past the serving counter: records are missing
     /// from the buffer and must be read again.
     pub gap: bool,
+    /// Queue numbers abandoned: reached ones, and deferred ones whose time ran out.
     pub abandoned: Vec<i64>,
     pub dead_lettered: Vec<i64>,
+    /// Reached queue numbers deferred because nobody had read them yet.
+    pub deferred: Vec<i64>,
+    /// Queue numbers deferred earlier and activated now (counted in `activated`).
+    pub activated_deferred: Vec<i64>,
+    /// Tickets in the queue's deferred set after the step.
+    pub deferred_waiting: u64,
 }
 
 impl StepOutcome {
@@ -85,15 +103,27 @@ impl StepOutcome {
         self.blocked = step.blocked;
         self.abandoned.extend(step.abandoned);
         self.dead_lettered.extend(step.dead_lettered);
+        self.deferred.extend(step.deferred);
+        self.activated_deferred.extend(step.activated_deferred);
+        self.deferred_waiting = step.deferred_waiting;
+    }
+
+    /// Whether the step changed anything fans can see: the counter moved, or a deferred
+    /// ticket was settled.
+    pub fn changed_the_line(&self) -> bool {
+        self.serving > self.reached_from
+            || !self.activated_deferred.is_empty()
+            || !self.abandoned.is_empty()
     }
 }
 
 static STEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
-        -- KEYS: serving, active set, queue stats
+        -- KEYS: serving, active set, queue stats, deferred set
         -- ARGV: now, active_until, max_active (-1: none), batch_limit, grace_ms,
         --       ticket key prefix, ticket_ttl_s, event stats key before and after the id,
+        --       deferred tickets to examine at most,
         --       then per entry: queue_number, ticket_id ('' = dead letter), event_id, issued_ms
         local now = tonumber(ARGV[1])
         local active_until = ARGV[2]
@@ -103,21 +133,64 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         local ticket_prefix = ARGV[6]
         local ticket_ttl = ARGV[7]
         local event_stats_before, event_stats_after = ARGV[8], ARGV[9]
+        local deferred_scan = tonumber(ARGV[10])
+        local first_entry = 11
         local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
         local active = redis.call('ZCARD', KEYS[2])
         -- No counter: Redis lost it; rebuild it from the first record we were given
         -- (the consumer's committed position).
         local serving = tonumber(redis.call('GET', KEYS[1]) or '-1')
-        if serving < 0 and #ARGV >= 10 then serving = tonumber(ARGV[10]) end
+        if serving < 0 and #ARGV >= first_entry then serving = tonumber(ARGV[first_entry]) end
         local from = serving
         local activated, blocked, gap = 0, 0, 0
-        local abandoned, dead = {{}}, {{}}
+        local abandoned, dead, deferred, activated_deferred = {{}}, {{}}, {{}}, {{}}
         local per_event = {{}}
         local function count(event, field)
           per_event[event] = per_event[event] or {{activated = 0, abandoned = 0}}
           per_event[event][field] = per_event[event][field] + 1
         end
-        for i = 10, #ARGV, 4 do
+        local function full()
+          return activated >= limit or (max_active >= 0 and active >= max_active)
+        end
+        local function activate(key, ticket, event)
+          redis.call('HSET', key, '{state}', '{active}', '{active_until}', active_until)
+          redis.call('EXPIRE', key, ticket_ttl)
+          redis.call('ZADD', KEYS[2], active_until, ticket)
+          active = active + 1
+          activated = activated + 1
+          count(event, 'activated')
+        end
+        local function abandon(key, qn, event)
+          redis.call('HSET', key, '{state}', '{abandoned}')
+          redis.call('EXPIRE', key, ticket_ttl)
+          table.insert(abandoned, qn)
+          count(event, 'abandoned')
+        end
+        -- Deferred tickets first: each was ahead of everything still at the counter.
+        -- Read since: activated (capacity and batch allowing), unless its holder has
+        -- gone again. Never read and past its deadline: abandoned. Otherwise it stays.
+        local pending = redis.call('ZRANGE', KEYS[4], 0, deferred_scan - 1, 'WITHSCORES')
+        for i = 1, #pending, 2 do
+          local ticket, deadline = pending[i], tonumber(pending[i + 1])
+          local key = ticket_prefix .. ticket
+          local fields = redis.call('HMGET', key, '{state}', '{seen}', '{event_id}', '{queue_number}')
+          if fields[1] ~= '{deferred}' then
+            -- Its hash was lost with Redis data: nothing left to settle.
+            redis.call('ZREM', KEYS[4], ticket)
+          else
+            local qn, event = tonumber(fields[4]), fields[3]
+            if fields[2] and now - tonumber(fields[2]) > grace
+                or not fields[2] and now > deadline then
+              abandon(key, qn, event)
+              redis.call('ZREM', KEYS[4], ticket)
+            elseif fields[2] and not full() then
+              activate(key, ticket, event)
+              table.insert(activated_deferred, qn)
+              redis.call('ZREM', KEYS[4], ticket)
+            end
+          end
+        end
+        for i = first_entry, #ARGV, 4 do
           local qn = tonumber(ARGV[i])
           if qn > serving then
             -- Offsets are contiguous: records between the counter and this one are missing
@@ -126,42 +199,41 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
             break
           end
           if qn == serving then
-            local ticket = ARGV[i + 1]
+            local ticket, event, issued = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
             if ticket == '' then
               table.insert(dead, qn)
               serving = qn + 1
             else
               local key = ticket_prefix .. ticket
               local fields = redis.call('HMGET', key, '{state}', '{seen}')
+              local seen = tonumber(fields[2] or '')
               if fields[1] then
                 -- Decided before (a replay): leave it exactly as it is.
                 serving = qn + 1
+              elseif not seen and now - issued > grace or seen and now - seen > grace then
+                abandon(key, qn, event)
+                serving = qn + 1
+              elseif not seen then
+                -- Nobody has read it yet: it takes no slot and does not hold up the line.
+                redis.call('HSET', key, '{state}', '{deferred}', '{event_id}', event, '{queue_number}', qn)
+                redis.call('EXPIRE', key, ticket_ttl)
+                redis.call('ZADD', KEYS[4], issued + grace, ticket)
+                table.insert(deferred, qn)
+                serving = qn + 1
+              elseif full() then
+                blocked = 1
+                break
               else
-                local seen = math.max(tonumber(fields[2] or '0'), tonumber(ARGV[i + 3]))
-                if now - seen > grace then
-                  redis.call('HSET', key, '{state}', '{abandoned}')
-                  redis.call('EXPIRE', key, ticket_ttl)
-                  table.insert(abandoned, qn)
-                  count(ARGV[i + 2], 'abandoned')
-                  serving = qn + 1
-                elseif activated >= limit or (max_active >= 0 and active >= max_active) then
-                  blocked = 1
-                  break
-                else
-                  redis.call('HSET', key, '{state}', '{active}', '{active_until}', active_until)
-                  redis.call('EXPIRE', key, ticket_ttl)
-                  redis.call('ZADD', KEYS[2], active_until, ticket)
-                  active = active + 1
-                  activated = activated + 1
-                  count(ARGV[i + 2], 'activated')
-                  serving = qn + 1
-                end
+                activate(key, ticket, event)
+                serving = qn + 1
               end
             end
           end
         end
         if serving > from then
           redis.call('SET', KEYS[1], serving)
+        end
+        if activated + #abandoned + #dead > 0 then
           redis.call('HINCRBY', KEYS[3], '{queue_activated}', activated)
           redis.call('HINCRBY', KEYS[3], '{queue_abandoned}', #abandoned)
           redis.call('HINCRBY', KEYS[3], '{queue_dead_lettered}', #dead)
@@ -171,16 +243,21 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
             redis.call('HINCRBY', stats, '{event_abandoned}', counts.abandoned)
           end
         end
-        local reply = {{from, serving, activated, expired, active, blocked + 2 * gap, #abandoned}}
-        for _, qn in ipairs(abandoned) do table.insert(reply, qn) end
-        for _, qn in ipairs(dead) do table.insert(reply, qn) end
+        local reply = {{from, serving, activated, expired, active, blocked + 2 * gap,
+          redis.call('ZCARD', KEYS[4]), #abandoned, #deferred, #activated_deferred}}
+        for _, list in ipairs({{abandoned, deferred, activated_deferred, dead}}) do
+          for _, qn in ipairs(list) do table.insert(reply, qn) end
+        end
         return reply
         ",
         state = TicketHash::STATE,
         seen = TicketHash::SEEN,
         active_until = TicketHash::ACTIVE_UNTIL,
+        event_id = TicketHash::EVENT_ID,
+        queue_number = TicketHash::QUEUE_NUMBER,
         active = StoredState::Active.as_str(),
         abandoned = StoredState::Abandoned.as_str(),
+        deferred = StoredState::Deferred.as_str(),
         queue_activated = QueueStats::ACTIVATED,
         queue_abandoned = QueueStats::ABANDONED,
         queue_dead_lettered = QueueStats::DEAD_LETTERED,
@@ -202,6 +279,7 @@ pub async fn step(
         .key(keys.serving(partition))
         .key(keys.active_set(partition))
         .key(keys.queue_stats(partition))
+        .key(keys.deferred(partition))
         .arg(limits.now_ms)
         .arg(limits.active_until_ms)
         .arg(limits.max_active.map_or(-1, i64::from))
@@ -210,7 +288,10 @@ pub async fn step(
         .arg(keys.ticket_key_prefix())
         .arg(limits.ticket_ttl_seconds);
     let (event_stats_before, event_stats_after) = keys.event_stats_key_parts();
-    invocation.arg(event_stats_before).arg(event_stats_after);
+    invocation
+        .arg(event_stats_before)
+        .arg(event_stats_after)
+        .arg(DEFERRED_PER_STEP);
     for entry in entries {
         match entry {
             QueueEntry::Ticket {
@@ -236,9 +317,17 @@ pub async fn step(
 
 fn parse_reply(reply: &[i64]) -> StepOutcome {
     let field = |index: usize| reply.get(index).copied().unwrap_or(0);
-    let abandoned_count = usize::try_from(field(6)).unwrap_or(0);
-    let lists = reply.get(7..).unwrap_or_default();
-    let (abandoned, dead_lettered) = lists.split_at(abandoned_count.min(lists.len()));
+    let count = |index: usize| usize::try_from(field(index)).unwrap_or(0);
+    let mut lists = reply.get(10..).unwrap_or_default();
+    let mut take = |len: usize| {
+        let (list, rest) = lists.split_at(len.min(lists.len()));
+        lists = rest;
+        list.to_vec()
+    };
+    let abandoned = take(count(7));
+    let deferred = take(count(8));
+    let activated_deferred = take(count(9));
+    let dead_lettered = take(usize::MAX);
     StepOutcome {
         reached_from: field(0),
         serving: field(1),
@@ -247,8 +336,11 @@ fn parse_reply(reply: &[i64]) -> StepOutcome {
         active: u64::try_from(field(4)).unwrap_or(0),
         blocked: field(5) & 1 == 1,
         gap: field(5) & 2 == 2,
-        abandoned: abandoned.to_vec(),
-        dead_lettered: dead_lettered.to_vec(),
+        deferred_waiting: u64::try_from(field(6)).unwrap_or(0),
+        abandoned,
+        dead_lettered,
+        deferred,
+        activated_deferred,
     }
 }
 
@@ -257,15 +349,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replies_split_into_counts_and_skipped_queue_numbers() {
-        let outcome = parse_reply(&[10, 15, 3, 1, 7, 1, 1, 12, 14]);
+    fn replies_split_into_counts_and_queue_number_lists() {
+        let outcome = parse_reply(&[10, 15, 3, 1, 7, 1, 4, 2, 1, 1, 12, 3, 13, 2, 14]);
         assert_eq!(outcome.reached_from, 10);
         assert_eq!(outcome.serving, 15);
         assert_eq!(outcome.activated, 3);
         assert!(outcome.blocked);
         assert!(!outcome.gap);
-        assert!(parse_reply(&[10, 10, 0, 0, 0, 2, 0]).gap);
-        assert_eq!(outcome.abandoned, vec![12]);
+        assert_eq!(outcome.deferred_waiting, 4);
+        assert!(parse_reply(&[10, 10, 0, 0, 0, 2, 0, 0, 0, 0]).gap);
+        assert_eq!(outcome.abandoned, vec![12, 3]);
+        assert_eq!(outcome.deferred, vec![13]);
+        assert_eq!(outcome.activated_deferred, vec![2]);
         assert_eq!(outcome.dead_lettered, vec![14]);
     }
 }

@@ -7,7 +7,8 @@
 //! [`activation`] steps on the queue's schedule, measures its [`rate`] and sends poison
 //! records to the [`dead_letter`] topic.
 
-mod activation;
+// Public for its tests: the step is run against Redis directly.
+pub mod activation;
 mod backlog;
 mod config;
 mod consumer;

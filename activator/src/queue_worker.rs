@@ -4,8 +4,10 @@
 //! Per tick: dead-letter poison records at the front (acknowledged before they are
 //! skipped), run [`activation::step`] until the batch is full, capacity is reached or
 //! the buffer is empty, then announce the new serving counter on Redis pub/sub, then
-//! commit the Kafka offset. Each queue has its own task, so a slow queue never delays
-//! another.
+//! commit the Kafka offset. A queue keeps ticking while it has deferred tickets (passed
+//! before anyone read them), even with nothing buffered, so that a holder who reads one
+//! late is activated on the next tick. Each queue has its own task, so a slow queue
+//! never delays another.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +59,9 @@ pub struct QueueWorker {
     rate: RateWindow,
     reread: Reread,
     next_tick: Instant,
+    /// Whether the queue's deferred set held tickets after the last step (assumed at
+    /// start: a previous owner may have left some).
+    deferred_waiting: bool,
     stop: CancellationToken,
 }
 
@@ -74,6 +79,7 @@ impl QueueWorker {
             rate: RateWindow::default(),
             reread: Reread::default(),
             next_tick: Instant::now(),
+            deferred_waiting: true,
             stop,
         }
     }
@@ -83,7 +89,8 @@ impl QueueWorker {
         let mut catalog_changes = self.context.catalog.subscribe();
         loop {
             let queue = self.context.catalog.current().queue(partition);
-            let can_tick = queue.mode != QueueMode::Paused && !self.backlog.is_empty();
+            let can_tick = queue.mode != QueueMode::Paused
+                && (!self.backlog.is_empty() || self.deferred_waiting);
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
@@ -160,7 +167,8 @@ impl QueueWorker {
         let mut total: Option<StepOutcome> = None;
         loop {
             let entries = self.front_entries().await;
-            if entries.is_empty() {
+            // One step runs even with nothing buffered: it settles deferred tickets.
+            if entries.is_empty() && total.is_some() {
                 break;
             }
             let activated_so_far = total.as_ref().map_or(0, |total| total.activated);
@@ -185,14 +193,9 @@ impl QueueWorker {
                     break;
                 }
             };
-            if outcome.gap {
-                self.read_again(outcome.serving).await;
-                break;
-            }
-            self.reread.lookback = REREAD_LOOKBACK;
-            let consumed_all =
-                outcome.serving > entries.last().map_or(i64::MIN, QueueEntry::queue_number);
-            self.backlog.drop_reached(outcome.serving);
+            let (gap, serving) = (outcome.gap, outcome.serving);
+            let consumed_all = serving > entries.last().map_or(i64::MIN, QueueEntry::queue_number);
+            // Merged even at a gap: the step may have settled deferred tickets.
             let merged = match total.take() {
                 Some(mut merged) => {
                     merged.merge(outcome);
@@ -202,6 +205,12 @@ impl QueueWorker {
             };
             let done = merged.blocked || !consumed_all || merged.activated >= batch;
             total = Some(merged);
+            if gap {
+                self.read_again(serving).await;
+                break;
+            }
+            self.reread.lookback = REREAD_LOOKBACK;
+            self.backlog.drop_reached(serving);
             if done {
                 break;
             }
@@ -209,6 +218,7 @@ impl QueueWorker {
         let Some(total) = total else {
             return;
         };
+        self.deferred_waiting = total.deferred_waiting > 0;
         self.rate.record(Instant::now(), total.activated);
         metrics::counter!("activator_activations_total", "partition" => label.clone())
             .increment(total.activated);
@@ -219,9 +229,15 @@ impl QueueWorker {
         metrics::gauge!("activator_active", "partition" => label.clone()).set(total.active as f64);
         metrics::gauge!("activator_waiting", "partition" => label.clone())
             .set(self.backlog.len() as f64);
-        if total.serving > total.reached_from {
+        metrics::gauge!("activator_deferred", "partition" => label.clone())
+            .set(total.deferred_waiting as f64);
+        // Nothing to announce below zero: Redis lost the counter and nothing buffered
+        // rebuilt it.
+        if total.changed_the_line() && total.serving >= 0 {
             let rate = self.rate.per_second(Instant::now());
             self.announce(&total, limits.active_until_ms, rate).await;
+        }
+        if total.serving > total.reached_from {
             self.commit(total.serving);
         }
         metrics::histogram!("activator_tick_duration_seconds", "partition" => label)
@@ -305,6 +321,8 @@ impl QueueWorker {
             serving: outcome.serving,
             abandoned: outcome.abandoned.clone(),
             dead_lettered: outcome.dead_lettered.clone(),
+            deferred: outcome.deferred.clone(),
+            activated_deferred: outcome.activated_deferred.clone(),
             active_until_ms: (outcome.activated > 0).then_some(active_until_ms),
             rate_per_second,
         };

@@ -1,5 +1,5 @@
 //! Activation policy against the real Kafka, Redis and PostgreSQL: N every M in queue
-//! order, capacity, modes, live changes, abandonment and dead letters.
+//! order, capacity, modes, live changes, unread tickets, abandonment and dead letters.
 
 mod support;
 
@@ -122,6 +122,65 @@ async fn paused_activates_nothing_and_passthrough_activates_on_arrival() {
     support::wait_for_serving(&env, 2, 5, WAIT).await;
     support::produce_tickets(&env, 2, "concert", 3).await;
     support::wait_for_serving(&env, 2, 8, WAIT).await;
+    activator.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn an_unread_ticket_takes_no_slot_and_is_activated_once_read_with_nothing_new_arriving() {
+    let env = TestEnv::new().await;
+    set_queue(&env, 1, policy("open", 10, 200, Some(1), 600, 600)).await;
+    let (unread_number, unread_id) =
+        support::produce_unread_tickets(&env, 1, "concert", 1).await[0];
+    let (_, fan_id) = support::produce_tickets(&env, 1, "concert", 1).await[0];
+    let activator = support::start_activator(&env).await;
+
+    // The one slot goes to the fan behind the unread ticket.
+    support::wait_for_serving(&env, 1, unread_number + 2, WAIT).await;
+    assert_eq!(
+        support::ticket_state(&env, unread_id).await.0.as_deref(),
+        Some("deferred")
+    );
+    assert_eq!(
+        support::ticket_state(&env, fan_id).await.0.as_deref(),
+        Some("active")
+    );
+
+    // Its holder reads it at last, and the fan's slot frees: the next tick activates it
+    // although no record arrives.
+    let mut announcements = Announcements::subscribe(&env).await;
+    let store = TicketStore::new(env.redis.clone(), env.redis_keys());
+    let claims = |ticket_id, queue_number| TicketClaims {
+        ticket_id,
+        event_id: "concert".into(),
+        partition: 1,
+        queue_number,
+        iat: 0,
+        exp: Utc::now().timestamp() + 3600,
+    };
+    let now = Utc::now().timestamp_millis();
+    store
+        .status(&claims(unread_id, unread_number), now, Some(1_000))
+        .await
+        .expect("status read");
+    assert_eq!(
+        store
+            .mark_used(&claims(fan_id, unread_number + 1), now)
+            .await
+            .expect("mark used"),
+        MarkUsed::Marked
+    );
+    let announcement = loop {
+        let announcement = announcements.next(WAIT).await;
+        if !announcement.activated_deferred.is_empty() {
+            break announcement;
+        }
+    };
+    assert_eq!(announcement.activated_deferred, vec![unread_number]);
+    assert_eq!(announcement.serving, unread_number + 2, "the counter stays");
+    assert_eq!(
+        support::ticket_state(&env, unread_id).await.0.as_deref(),
+        Some("active")
+    );
     activator.stop().await.expect("clean shutdown");
 }
 

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use contract::redis_schema::QueueStats;
+use contract::redis_schema::{QueueStats, TicketHash};
 use rand::Rng;
 use support::{policy, set_queue};
 use testkit::wait::until;
@@ -143,6 +143,7 @@ async fn redis_data_loss_mid_drain_rebuilds_the_counter_and_the_line_continues()
         redis_keys.serving(1),
         redis_keys.issued_max(1),
         redis_keys.active_set(1),
+        redis_keys.deferred(1),
         redis_keys.queue_stats(1),
         redis_keys.event_stats("flush"),
     ];
@@ -151,11 +152,18 @@ async fn redis_data_loss_mid_drain_rebuilds_the_counter_and_the_line_continues()
             .iter()
             .map(|(_, ticket_id)| redis_keys.ticket(*ticket_id)),
     );
-    let _: () = redis::cmd("DEL")
-        .arg(&keys)
-        .query_async(&mut env.redis.clone())
-        .await
-        .expect("DEL");
+    // The loss takes the holders' `seen` times too. Fans still in line read their status
+    // again within seconds (one reached before its next read is deferred, and activated
+    // right after it); here they all read at the instant of the loss, in the same
+    // transaction, so that the line's order can be checked exactly.
+    let mut loss = redis::pipe();
+    loss.atomic().del(&keys).ignore();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (_, ticket_id) in &tickets {
+        loss.hset(redis_keys.ticket(*ticket_id), TicketHash::SEEN, now_ms)
+            .ignore();
+    }
+    let _: () = loss.query_async(&mut env.redis.clone()).await.expect("DEL");
     let mut lost = 0;
     for (_, ticket_id) in &tickets {
         if support::ticket_state(&env, *ticket_id).await.0.is_none() {

@@ -1,15 +1,16 @@
 //! The entry API and the activator together: abandoned tickets are skipped without a
-//! capacity slot while status tells every state, and a closed event drains its line.
+//! capacity slot while status tells every state, joins nobody received take no slot
+//! from a real fan, and a closed event drains its line.
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use contract::ticket_state::{MarkUsed, TicketStore};
-use contract::token::TicketVerifier;
+use contract::ticket_state::{MarkUsed, TicketState, TicketStore};
+use contract::token::{TicketClaims, TicketVerifier};
 use serde_json::{json, Value};
-use support::{activator, entry_api};
+use support::{activator, entry_api, Stack};
 use testkit::client::WaitingRoomClient;
 use testkit::TestEnv;
 
@@ -81,6 +82,8 @@ async fn abandoned_tickets_are_skipped_without_a_slot_and_status_tells_every_sta
     assert_eq!(rejoin.status(), 201);
     let rejoined: Value = rejoin.json().await.expect("JSON");
     assert_ne!(rejoined["ticket_id"], gone["ticket_id"]);
+    // This time the fan looks at the new place: it waits behind the others.
+    assert_eq!(client.status(&token(&rejoined)).await.status(), 200);
     assert!(rejoined["queue_number"].as_i64() > later["queue_number"].as_i64());
 
     // Used, then expired, as the reservation service and the clock would make them.
@@ -139,6 +142,86 @@ async fn abandoned_tickets_are_skipped_without_a_slot_and_status_tells_every_sta
 }
 
 #[tokio::test]
+async fn joins_nobody_received_take_no_slot_and_a_real_fan_gets_in() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    client
+        .put_event(
+            "attacked",
+            json!({"state": "open", "activation": {"batch_size": 10, "interval_ms": 200, "max_active": 10, "active_ttl_seconds": 600, "grace_seconds": 2}}),
+        )
+        .await;
+    // Ten joins whose clients hung up once the request was sent: the server never hears
+    // from them again. (The test keeps their tokens to look at them without reading them
+    // as a fan would: a status read is what counts as receiving a ticket.)
+    let verifier = TicketVerifier::new([stack.env.signing_key.verifying_key()]);
+    let mut hung_up = Vec::new();
+    for index in 0..10 {
+        let ticket = client
+            .join_ok("attacked", Some(&format!("bot-{index}")))
+            .await;
+        let token = ticket["token"].as_str().expect("token");
+        hung_up.push(
+            verifier
+                .verify(token, Utc::now().timestamp())
+                .expect("claims"),
+        );
+    }
+    let store = TicketStore::new(stack.env.redis.clone(), stack.env.redis_keys());
+
+    // A real fan joins behind them and polls: it gets in although max_active is 10.
+    let fan = client.join_ok("attacked", Some("real-fan")).await;
+    let fan_token = fan["token"].as_str().expect("token");
+    let started = Instant::now();
+    loop {
+        let status: Value = client.status(fan_token).await.json().await.expect("JSON");
+        if status["state"] == "active" {
+            break;
+        }
+        assert_eq!(status["state"], "waiting", "{status}");
+        assert!(started.elapsed() < WAIT, "the fan never got in: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = client.get_event("attacked").await;
+    assert_eq!(stats["active"], 1, "only the fan holds a slot: {stats}");
+    for state in states_unread(&store, &hung_up).await {
+        assert!(
+            matches!(state, TicketState::Waiting | TicketState::Abandoned),
+            "an unread ticket is {state:?}"
+        );
+    }
+
+    // Their 2 s grace runs out unread: every one is abandoned, none ever activated.
+    let started = Instant::now();
+    while client.get_event("attacked").await["abandoned"] != 10 {
+        assert!(
+            started.elapsed() < WAIT,
+            "the unread tickets were not abandoned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(states_unread(&store, &hung_up)
+        .await
+        .iter()
+        .all(|state| *state == TicketState::Abandoned));
+    let stats = client.get_event("attacked").await;
+    assert_eq!(stats["activated"], 1, "{stats}");
+    assert_eq!(stats["active"], 1, "{stats}");
+    assert_eq!(stats["waiting"], 0, "{stats}");
+    stack.stop().await;
+}
+
+/// The tickets' states, looked up without counting as their holders' reads.
+async fn states_unread(store: &TicketStore, tickets: &[TicketClaims]) -> Vec<TicketState> {
+    let now = Utc::now().timestamp_millis();
+    let mut states = Vec::new();
+    for claims in tickets {
+        states.push(store.status(claims, now, None).await.expect("state").state);
+    }
+    states
+}
+
+#[tokio::test]
 async fn a_closed_event_refuses_joins_while_its_line_keeps_draining() {
     let env = TestEnv::new().await;
     let waiting_room = entry_api::start_waiting_room(entry_api::waiting_room_config(&env)).await;
@@ -151,10 +234,15 @@ async fn a_closed_event_refuses_joins_while_its_line_keeps_draining() {
         .await;
     let partition =
         i32::try_from(event["partition"].as_i64().expect("partition")).expect("partition");
+    let mut tokens = Vec::new();
     for index in 0..4 {
-        client
+        let ticket = client
             .join_ok("last-call", Some(&format!("fan-{index}")))
             .await;
+        let token = ticket["token"].as_str().expect("token").to_owned();
+        // Each fan looks at its place once: received tickets are activated.
+        assert_eq!(client.status(&token).await.status(), 200);
+        tokens.push(token);
     }
     let activator = activator::start_activator(&env).await;
     client
@@ -168,6 +256,10 @@ async fn a_closed_event_refuses_joins_while_its_line_keeps_draining() {
         409
     );
     activator::wait_for_serving(&env, partition, 4, WAIT).await;
+    for token in &tokens {
+        let status: Value = client.status(token).await.json().await.expect("JSON");
+        assert_eq!(status["state"], "active", "{status}");
+    }
     activator.stop().await.expect("clean shutdown");
     waiting_room.stop().await.expect("clean shutdown");
 }

@@ -1,6 +1,7 @@
 //! `GET /v1/tickets/{token}/events` against a real waiting-room and activator: positions
 //! fall as the activator ticks, exactly one terminal event ends the stream, keep-alives
-//! arrive, an open stream keeps its fan from being taken for gone, bad tokens and
+//! arrive, an open stream keeps its fan from being taken for gone, a ticket the line
+//! passed before it was read waits at position 0 and then becomes active, bad tokens and
 //! streams beyond the limit are refused before streaming, and shutdown ends streams.
 
 mod support;
@@ -21,7 +22,10 @@ async fn positions_fall_with_each_tick_then_one_active_event_ends_the_stream() {
         .await;
     let mut tickets = Vec::new();
     for _ in 0..7 {
-        tickets.push(client.join_ok("sse-fall", None).await);
+        let ticket = client.join_ok("sse-fall", None).await;
+        // Each fan reads its place once (received tickets keep theirs in the line).
+        client.status(ticket["token"].as_str().unwrap()).await;
+        tickets.push(ticket);
     }
     let last = &tickets[6];
     let mut stream = stack.stream(last["token"].as_str().unwrap()).await;
@@ -126,6 +130,39 @@ async fn an_open_stream_keeps_its_fan_from_being_abandoned() {
     assert_eq!(only.event, "abandoned", "{}", only.data);
     assert_eq!(only.json()["state"], "abandoned");
     assert_eq!(within(PATIENCE, late.next_frame()).await, None);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_opened_after_the_line_passed_its_unread_ticket_waits_then_goes_active() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    client
+        .put_event("sse-late", event_body("open", 10, 200, 600))
+        .await;
+    let ticket = client.join_ok("sse-late", None).await;
+    // Watch the line through the admin statistics: a status read would count as receiving.
+    let started = std::time::Instant::now();
+    while client.get_event("sse-late").await["serving_number"].as_i64()
+        <= ticket["queue_number"].as_i64()
+    {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the line never passed the ticket"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut stream = stack.stream(ticket["token"].as_str().unwrap()).await;
+    let first = within(PATIENCE, stream.next_event()).await.unwrap();
+    assert_eq!(first.event, "position", "{}", first.data);
+    assert_eq!(first.json()["state"], "waiting");
+    assert_eq!(first.json()["position"], 0, "next in line");
+    // Opening the stream was its holder's first read: the next tick activates it,
+    // although the serving number does not move.
+    let terminal = within(PATIENCE, stream.next_event()).await.unwrap();
+    assert_eq!(terminal.event, "active", "{}", terminal.data);
+    assert!(terminal.json()["active_until"].is_string());
+    assert_eq!(within(PATIENCE, stream.next_frame()).await, None);
     stack.stop().await;
 }
 

@@ -43,7 +43,8 @@ async fn wait_for_state(stack: &Stack, token: &str, wanted: &str) -> Value {
     }
 }
 
-/// Joins `count` tickets of a passthrough event and waits until all are active.
+/// Joins `count` tickets of a passthrough event, has each fan read its status (only
+/// received tickets are activated) and waits until all are active.
 async fn active_tickets(stack: &Stack, event_id: &str, count: usize) -> Vec<String> {
     let client = stack.client();
     let joins = (0..count).map(|_| client.join_ok(event_id, None));
@@ -52,11 +53,10 @@ async fn active_tickets(stack: &Stack, event_id: &str, count: usize) -> Vec<Stri
         .iter()
         .map(|ticket| ticket["token"].as_str().unwrap().to_owned())
         .collect();
-    let last = tickets
-        .iter()
-        .max_by_key(|t| t["queue_number"].as_i64())
-        .unwrap();
-    wait_for_state(stack, last["token"].as_str().unwrap(), "active").await;
+    futures::future::join_all(tokens.iter().map(|token| status_of(stack, token))).await;
+    for token in &tokens {
+        wait_for_state(stack, token, "active").await;
+    }
     tokens
 }
 

@@ -55,9 +55,14 @@ async fn a_fan_holds_and_confirms_seats_while_the_map_updates_live() {
     let rival = client.join_ok("seat-e2e", None).await;
     let fan_token = fan["token"].as_str().unwrap().to_owned();
     let rival_token = rival["token"].as_str().unwrap().to_owned();
+    // Both fans read their status (only received tickets are activated).
     eventually("both tickets active", || async {
-        let status: Value = client.status(&rival_token).await.json().await.unwrap();
-        status["state"] == "active"
+        let mut both = true;
+        for token in [&fan_token, &rival_token] {
+            let status: Value = client.status(token).await.json().await.unwrap();
+            both &= status["state"] == "active";
+        }
+        both
     })
     .await;
 

@@ -49,7 +49,9 @@ async fn a_fan_joins_waits_and_reaches_the_seat_page_link() {
     event["name"] = "Browser Test Concert".into();
     client.put_event("page-e2e", event.clone()).await;
     for _ in 0..6 {
-        client.join_ok("page-e2e", None).await;
+        let ahead = client.join_ok("page-e2e", None).await;
+        // Fans who look at their place once: received, so they keep it in the line.
+        client.status(ahead["token"].as_str().unwrap()).await;
     }
 
     let browser = Browser::start("waiting_page").await;

@@ -64,14 +64,39 @@ pub async fn set_queue(env: &TestEnv, partition: i32, policy: Policy) {
     .expect("set the queue policy");
 }
 
-/// Appends `count` ticket records to `partition`, as the waiting-room does, and returns
-/// (queue number, ticket id) in queue order.
+/// Appends `count` ticket records to `partition`, as the waiting-room does, whose
+/// holders have read them (marked before they are appended, so a running activator
+/// never finds one unread); returns (queue number, ticket id) in queue order.
 pub async fn produce_tickets(
     env: &TestEnv,
     partition: i32,
     event_id: &str,
     count: usize,
 ) -> Vec<(i64, Uuid)> {
+    let ticket_ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    env.mark_received(&ticket_ids).await;
+    produce(env, partition, event_id, ticket_ids).await
+}
+
+/// Appends `count` ticket records whose holders never read them (they joined and hung
+/// up); returns (queue number, ticket id) in queue order.
+pub async fn produce_unread_tickets(
+    env: &TestEnv,
+    partition: i32,
+    event_id: &str,
+    count: usize,
+) -> Vec<(i64, Uuid)> {
+    let ticket_ids = (0..count).map(|_| Uuid::now_v7()).collect();
+    produce(env, partition, event_id, ticket_ids).await
+}
+
+async fn produce(
+    env: &TestEnv,
+    partition: i32,
+    event_id: &str,
+    ticket_ids: Vec<Uuid>,
+) -> Vec<(i64, Uuid)> {
+    let count = ticket_ids.len();
     let config = kafka::producer_config(&env.common.kafka_brokers, 5, Duration::from_secs(10));
     let producer = DurableProducer::new(config).expect("producer");
     let mut produced = Vec::with_capacity(count);
@@ -79,15 +104,9 @@ pub async fn produce_tickets(
     // plus one, hiding the rest of that batch from consumers that start past it (e.g. a
     // restarted activator). The last ticket goes alone, as its own batch, so the
     // watermark covers every ticket.
-    let chunks: Vec<Vec<usize>> = (0..count.saturating_sub(1))
-        .collect::<Vec<_>>()
-        .chunks(1000)
-        .map(<[usize]>::to_vec)
-        .chain((count > 0).then(|| vec![count - 1]))
-        .collect();
-    for chunk in &chunks {
-        let sends = chunk.iter().map(|_| {
-            let ticket_id = Uuid::now_v7();
+    let (most, last) = ticket_ids.split_at(count.saturating_sub(1));
+    for chunk in most.chunks(1000).chain([last]) {
+        let sends = chunk.iter().map(|&ticket_id| {
             let record =
                 TicketRecord::new(ticket_id, event_id.to_owned(), None, Utc::now()).to_json();
             let producer = &producer;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use contract::config::{CommonConfig, ServiceConfig};
 use contract::kafka;
-use contract::redis_schema::RedisKeys;
+use contract::redis_schema::{RedisKeys, TicketHash};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::SigningKey;
@@ -198,6 +198,27 @@ impl TestEnv {
 
     pub fn redis_keys(&self) -> RedisKeys {
         RedisKeys::new(self.common.redis_key_prefix.clone())
+    }
+
+    /// Records that these tickets' holders have just read them, as a status read or an
+    /// open stream does (their `seen` time): the activator then treats them as received
+    /// rather than deferring them as tickets nobody took. For tests and tools that append
+    /// tickets to Kafka themselves, with no fan behind them.
+    pub async fn mark_received(&self, ticket_ids: &[Uuid]) {
+        let keys = self.redis_keys();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis());
+        for chunk in ticket_ids.chunks(10_000) {
+            let mut pipe = redis::pipe();
+            for ticket_id in chunk {
+                pipe.hset(keys.ticket(*ticket_id), TicketHash::SEEN, now_ms)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut self.redis.clone())
+                .await
+                .expect("mark tickets received");
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `{p}:q:{partition}:serving` | string | serving counter: next queue number not yet reached |
 //! | `{p}:q:{partition}:issued_max` | sorted set | one member, `max`, scored by the highest queue number issued |
 //! | `{p}:q:{partition}:active` | sorted set | active ticket ids scored by `active_until` (ms) |
+//! | `{p}:q:{partition}:deferred` | sorted set | [deferred](StoredState::Deferred) ticket ids scored by their deadline: `issued_at` + grace (ms) |
 //! | `{p}:q:{partition}:stats` | hash | [`QueueStats`] fields |
 //! | `{p}:t:{ticket_id}` | hash | [`TicketHash`] fields |
 //! | `{p}:u:{event_id}:{user_id}` | string | the user's ticket token for the event (or a pending claim) |
@@ -30,10 +31,17 @@ pub const ISSUED_MAX_MEMBER: &str = "max";
 pub struct TicketHash;
 
 impl TicketHash {
-    /// A [`StoredState`]; absent while the ticket waits.
+    /// A [`StoredState`]; absent while the ticket waits for the counter.
     pub const STATE: &'static str = "state";
-    /// When its holder was last seen (ms since the epoch).
+    /// When its holder last read its status or held its stream open (ms since the
+    /// epoch). Absent until the first read: a ticket nobody received has none.
     pub const SEEN: &'static str = "seen";
+    /// Its event, written when the activator defers it (for the counters it moves when
+    /// it settles it later).
+    pub const EVENT_ID: &'static str = "event_id";
+    /// Its queue number, written when the activator defers it (for the announcement
+    /// that settles it later).
+    pub const QUEUE_NUMBER: &'static str = "queue_number";
     /// End of the active session (ms since the epoch), once activated.
     pub const ACTIVE_UNTIL: &'static str = "active_until";
     /// When a confirmed reservation spent it (ms since the epoch).
@@ -68,13 +76,20 @@ impl EventStats {
     pub const RESERVED: &'static str = "reserved";
 }
 
-/// A ticket's recorded outcome, the `state` field of its hash.
+/// The `state` field of a ticket's hash: its recorded outcome, or [`Deferred`].
+///
+/// [`Deferred`]: StoredState::Deferred
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredState {
     Active,
     Used,
     Expired,
     Abandoned,
+    /// The serving counter passed it before its holder ever read it: it takes no slot
+    /// and waits, first in line, in its queue's deferred set until the holder reads it
+    /// (then it is activated before anyone behind it) or its grace period since issue
+    /// runs out (then it is abandoned). Not an outcome: the ticket is still waiting.
+    Deferred,
 }
 
 impl StoredState {
@@ -84,14 +99,21 @@ impl StoredState {
             Self::Used => "used",
             Self::Expired => "expired",
             Self::Abandoned => "abandoned",
+            Self::Deferred => "deferred",
         }
     }
 
-    /// `None` for an empty or unknown value: the ticket has no recorded outcome.
+    const ALL: [Self; 5] = [
+        Self::Active,
+        Self::Used,
+        Self::Expired,
+        Self::Abandoned,
+        Self::Deferred,
+    ];
+
+    /// `None` for an empty or unknown value: the ticket has no recorded state.
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Active, Self::Used, Self::Expired, Self::Abandoned]
-            .into_iter()
-            .find(|state| state.as_str() == raw)
+        Self::ALL.into_iter().find(|state| state.as_str() == raw)
     }
 }
 
@@ -125,6 +147,12 @@ impl RedisKeys {
 
     pub fn active_set(&self, partition: i32) -> String {
         format!("{}:q:{partition}:active", self.prefix)
+    }
+
+    /// The queue's [deferred](StoredState::Deferred) tickets, scored by the time their
+    /// grace runs out, so the ones due first come first.
+    pub fn deferred(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:deferred", self.prefix)
     }
 
     pub fn queue_stats(&self, partition: i32) -> String {
@@ -208,6 +236,7 @@ mod tests {
             keys.serving(3),
             keys.issued_max(3),
             keys.active_set(3),
+            keys.deferred(3),
             keys.queue_stats(3),
             keys.ticket(ticket),
             keys.user_ticket("e", "u"),
@@ -238,12 +267,7 @@ mod tests {
 
     #[test]
     fn stored_states_round_trip_and_unknown_values_are_none() {
-        for state in [
-            StoredState::Active,
-            StoredState::Used,
-            StoredState::Expired,
-            StoredState::Abandoned,
-        ] {
+        for state in StoredState::ALL {
             assert_eq!(StoredState::parse(state.as_str()), Some(state));
         }
         assert_eq!(StoredState::parse(""), None);

@@ -51,9 +51,10 @@ impl TicketState {
     }
 
     /// Derives the state from the ticket's Redis hash fields and its queue's serving
-    /// counter. An activation whose `active_until` has passed is expired; a ticket the
-    /// activator passed without a recorded outcome (Redis lost it) counts as expired
-    /// rather than pretending it is still waiting or active.
+    /// counter. An activation whose `active_until` has passed is expired; a deferred
+    /// ticket (passed before its holder first read it) is still waiting, next in line; a
+    /// ticket the activator passed without any recorded state (Redis lost it) counts as
+    /// expired rather than pretending it is still waiting or active.
     pub fn derive(
         stored_state: Option<StoredState>,
         active_until_ms: Option<i64>,
@@ -69,6 +70,7 @@ impl TicketState {
                 active_until_ms: until,
             },
             (Some(StoredState::Active), _) => Self::Expired,
+            (Some(StoredState::Deferred), _) => Self::Waiting,
             (None, _) if queue::is_reached(queue_number, serving) => Self::Expired,
             (None, _) => Self::Waiting,
         }
@@ -104,7 +106,9 @@ pub struct TicketStore {
 }
 
 /// `status`: KEYS serving, ticket, queue stats. ARGV now_ms, refresh_ms (0 = do not
-/// touch), ttl_s. Returns serving, state, active_until, rate.
+/// touch), ttl_s. Returns serving, state, active_until, rate. A ticket never read before
+/// has no `seen` (the join does not write one), so its first touching read always
+/// writes it: that read is what makes the ticket count as received.
 static STATUS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
@@ -276,6 +280,14 @@ mod tests {
         assert_eq!(
             TicketState::derive(None, None, 10, 11, 0),
             TicketState::Expired
+        );
+    }
+
+    #[test]
+    fn a_deferred_ticket_is_still_waiting_after_the_counter_passed_it() {
+        assert_eq!(
+            TicketState::derive(Some(StoredState::Deferred), None, 10, 11, 0),
+            TicketState::Waiting
         );
     }
 }

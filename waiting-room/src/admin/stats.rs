@@ -13,12 +13,13 @@ use crate::state::SharedState;
 /// only measures while its queue has tickets).
 const RATE_FRESH_FOR_MS: i64 = 10_000;
 
-/// Event counters, serving counter, highest issued number, active tickets, observed
-/// rate and when it was measured.
+/// Event counters, serving counter, highest issued number, active tickets, deferred
+/// tickets, observed rate and when it was measured.
 type StatsReply = (
     Vec<(String, i64)>,
     Option<i64>,
     Option<f64>,
+    i64,
     i64,
     (Option<f64>, Option<i64>),
 );
@@ -45,18 +46,20 @@ pub async fn event_stats(
     let keys = state.tickets.keys();
     let partition = event.partition;
     let now_ms = Utc::now().timestamp_millis();
-    let (event_counters, serving, issued, active, (rate, rate_at)): StatsReply = redis::pipe()
-        .hgetall(keys.event_stats(event.event_id.as_str()))
-        .get(keys.serving(partition))
-        .zscore(keys.issued_max(partition), ISSUED_MAX_MEMBER)
-        .zcount(keys.active_set(partition), format!("({now_ms}"), "+inf")
-        .cmd("HMGET")
-        .arg(keys.queue_stats(partition))
-        .arg(QueueStats::RATE)
-        .arg(QueueStats::RATE_AT)
-        .query_async(&mut state.redis.clone())
-        .await
-        .map_err(|error| state.store_unavailable(error))?;
+    let (event_counters, serving, issued, active, deferred, (rate, rate_at)): StatsReply =
+        redis::pipe()
+            .hgetall(keys.event_stats(event.event_id.as_str()))
+            .get(keys.serving(partition))
+            .zscore(keys.issued_max(partition), ISSUED_MAX_MEMBER)
+            .zcount(keys.active_set(partition), format!("({now_ms}"), "+inf")
+            .zcard(keys.deferred(partition))
+            .cmd("HMGET")
+            .arg(keys.queue_stats(partition))
+            .arg(QueueStats::RATE)
+            .arg(QueueStats::RATE_AT)
+            .query_async(&mut state.redis.clone())
+            .await
+            .map_err(|error| state.store_unavailable(error))?;
     let counter = |name: &str| {
         event_counters
             .iter()
@@ -64,9 +67,11 @@ pub async fn event_stats(
             .map_or(0, |(_, value)| *value)
     };
     let serving = serving.unwrap_or(0);
-    // Tickets issued but not yet reached in this event's queue (shared by every event on it).
+    // Tickets issued but not yet reached in this event's queue (shared by every event on
+    // it), plus the deferred ones the counter passed before anyone read them: they wait
+    // at the head of the line until read or abandoned.
     // (A sorted-set score: exact for any offset below 2^53.)
-    let waiting = issued.map_or(0, |issued| (issued as i64 + 1 - serving).max(0));
+    let waiting = issued.map_or(0, |issued| (issued as i64 + 1 - serving).max(0)) + deferred;
     let observed_rate = rate
         .filter(|_| rate_at.is_some_and(|at| now_ms - at <= RATE_FRESH_FOR_MS))
         .unwrap_or(0.0);

@@ -127,8 +127,9 @@ impl JoinStore {
     /// MULTI/EXEC: the Lua script that did this cost Redis about three times the CPU, on
     /// the hottest path.
     ///
-    /// The ticket's own hash is not created here: it appears with the first status read
-    /// or stream (one key fewer per join).
+    /// The ticket's own hash is not created here (one key fewer per join): it appears
+    /// with the holder's first status read or stream, which is what makes the ticket
+    /// count as received, or when the activator defers a ticket nobody has read.
     pub async fn register_issued(&self, registration: &Registration) -> RedisResult<i64> {
         let claims = &registration.claims;
         let mut commands = vec![redis::cmd("MULTI")];

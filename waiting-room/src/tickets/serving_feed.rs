@@ -76,11 +76,13 @@ impl ServingFeed {
         else {
             return;
         };
-        // Never move a queue backwards: a delayed message must not undo a newer one.
+        // Never move a queue backwards: a delayed message must not undo a newer one. One
+        // at the same counter is news (it settled deferred tickets, or is a resync that
+        // deferred tickets' streams check against Redis).
         queue.send_if_modified(|latest| {
             let newer = latest
                 .as_ref()
-                .is_none_or(|current| announcement.serving > current.serving);
+                .is_none_or(|current| announcement.serving >= current.serving);
             if newer {
                 *latest = Some(Arc::new(announcement));
             }
@@ -134,7 +136,8 @@ impl ServingFeed {
     }
 
     /// Publishes each queue's current counter as read from Redis (an announcement with
-    /// an empty reached range: streams the counter passed look their outcome up).
+    /// an empty reached range: streams the counter passed, deferred ones included, look
+    /// their outcome up).
     async fn resync(&self, redis: &ConnectionManager, keys: &RedisKeys) {
         let partitions = (0..self.queues.len()).filter_map(|index| i32::try_from(index).ok());
         let serving_keys: Vec<String> = partitions.clone().map(|p| keys.serving(p)).collect();
@@ -164,6 +167,8 @@ impl ServingFeed {
                 serving,
                 abandoned: Vec::new(),
                 dead_lettered: Vec::new(),
+                deferred: Vec::new(),
+                activated_deferred: Vec::new(),
                 active_until_ms: None,
                 rate_per_second,
             });

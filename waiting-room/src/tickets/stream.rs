@@ -8,7 +8,10 @@
 //! event — `active`, `abandoned` or `expired` (`used` for a ticket already spent) — and
 //! ends. The outcome comes from the announcement that reached the ticket; only when
 //! that one was skipped (a lagging stream, a resubscription) does the stream read the
-//! ticket from Redis, once.
+//! ticket from Redis, once. A ticket the counter passed before anyone read it (deferred,
+//! rare for a streamed ticket: opening the stream reads it) stays at position 0 until
+//! an announcement names its outcome; as it cannot tell a skipped announcement from
+//! one that did not concern it, it reads its ticket on each one that does not.
 //!
 //! [`ServingFeed`]: super::serving_feed::ServingFeed
 
@@ -148,11 +151,15 @@ impl TicketWatcher {
             let Some(announcement) = announcement else {
                 continue;
             };
-            if announcement.serving <= self.last_serving {
+            if announcement.serving < self.last_serving {
                 continue;
             }
+            let moved = announcement.serving > self.last_serving;
             self.last_serving = announcement.serving;
             if !queue::is_reached(self.claims.queue_number, announcement.serving) {
+                if !moved {
+                    continue;
+                }
                 let status = self.status_now(
                     TicketState::Waiting,
                     announcement.serving,
@@ -160,8 +167,9 @@ impl TicketWatcher {
                 );
                 return Some(self.event(&status));
             }
+            // Reached: an outcome ends the stream; a deferred ticket still waits.
             let status = self.outcome(&announcement).await?;
-            if status.state != TicketState::Waiting {
+            if status.state != TicketState::Waiting || moved {
                 return Some(self.event(&status));
             }
         }
@@ -175,6 +183,7 @@ impl TicketWatcher {
                 TicketState::Active { active_until_ms }
             }
             Some(ReachedOutcome::Abandoned) => TicketState::Abandoned,
+            Some(ReachedOutcome::Deferred) => TicketState::Waiting,
             None => {
                 return match status::ticket_status(&self.state, &self.claims, &self.token, false)
                     .await
