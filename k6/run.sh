@@ -13,6 +13,10 @@
 #                            while the activator drains them (Rust tool: e2e sse-load):
 #                            connects, tick-to-client delay, terminal events, server RSS
 #
+#   k6/run.sh challenge      proof-of-work cost: issuing and verifying per operation on
+#                            the server, solving at CHALLENGE_DIFFICULTY=50000 (Rust:
+#                            waiting-room/examples/challenge_cost.rs)
+#
 #   k6/run.sh fan-journey    FANS=1000 whole journeys (join, poll until active, seat map,
 #                            hold, confirm) with think time, VUS=200 in flight
 #
@@ -206,6 +210,24 @@ bench_drain() {
   say "results appended to docs/benchmarks.md"
 }
 
+bench_challenge() {
+  say "proof-of-work challenges: issue, solve (${CHALLENGE_DIFFICULTY:-50000}), verify"
+  local line
+  line=$(cargo run --quiet --release -p waiting-room --example challenge_cost | tail -n 1)
+  echo "$line"
+  {
+    echo
+    echo "## challenge, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo "Machine: $(machine_line). One thread, in process: what the waiting-room spends to"
+    echo "issue a challenge and to verify a solved one (the join's only added work besides one"
+    echo "batched Redis \`SET NX\`), and what a client spends solving one with native SHA-256."
+    echo
+    echo "Result: \`$line\` (µs per issue, µs per verification, ms per solve)."
+  } >>"$OUT"
+  say "results appended to docs/benchmarks.md"
+}
+
 bench_sse() {
   local streams=${SSE_STREAMS:-20000} pid limit note=""
   cargo build --quiet --release -p e2e --bin sse-load
@@ -316,11 +338,14 @@ case "${1:-}" in
     eval "$(deploy/local.sh env)"
     bench_sse
     ;;
+  challenge)
+    bench_challenge
+    ;;
   fan-journey)
     deploy/local.sh up
     eval "$(deploy/local.sh env)"
     ensure_tools
     bench_fan_journey
     ;;
-  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -31,6 +31,7 @@ use platform::http::HttpServer;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{PartitionMode, WaitingRoomConfig};
+pub use entry::challenge::ChallengeKeys;
 
 use self::entry::issuers::TrustedIssuers;
 use self::state::{AppState, Keys, SharedState};

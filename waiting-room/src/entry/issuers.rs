@@ -163,9 +163,6 @@ impl TrustedIssuers {
     /// Reads `path` (JSON `{"issuers": [...]}`), loads key files and fetches every JWKS
     /// once; a JWKS that cannot be fetched yet is retried by the refresh task.
     pub async fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        // rustls needs its crypto chosen once per process: aws-lc-rs, already linked for
-        // signing tickets. An Err means a provider is installed, which serves as well.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .build()
