@@ -15,7 +15,15 @@ function hex(buffer) {
 }
 
 self.onmessage = async (message) => {
-  const { challenge, difficulty } = message.data;
+  try {
+    await solve(message.data);
+  } catch (error) {
+    // No WebCrypto (a plain-HTTP origin) or a malformed challenge: tell the page.
+    self.postMessage({ error: String(error) });
+  }
+};
+
+async function solve({ challenge, difficulty }) {
   const parameters = challenge.parameters;
   const salt = bytes(parameters.salt);
   const nonce = bytes(parameters.nonce);
@@ -37,4 +45,4 @@ self.onmessage = async (message) => {
     if (counter % 500 === 0) self.postMessage({ progress: Math.min(1, counter / difficulty) });
   }
   self.postMessage({ error: "no solution" });
-};
+}

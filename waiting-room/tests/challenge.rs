@@ -65,6 +65,7 @@ async fn a_join_needs_a_fresh_solved_challenge_for_its_event() {
     assert_eq!(view["entry"]["challenge"], "proof_of_work");
     assert_eq!(view["entry"]["challenge_difficulty"], 300);
     on_first.put_event("costly-too", entry).await;
+    on_second.wait_for_event("costly").await;
 
     let (status, body) = join_with(&on_first, "costly", &json!({})).await;
     assert_eq!(

@@ -226,6 +226,7 @@ async fn the_same_subject_on_two_instances_holds_one_ticket() {
     on_first
         .put_event("two-doors", json!({"entry": {"identity": "enqueue_token"}}))
         .await;
+    on_second.wait_for_event("two-doors").await;
     let token = issuers.ed.sign(&claims(SITE, "fan", "two-doors"));
     // Both instances race for the same fan.
     let (a, b) = tokio::join!(

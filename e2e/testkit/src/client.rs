@@ -51,6 +51,24 @@ impl<'a> WaitingRoomClient<'a> {
             .expect("JSON body")
     }
 
+    /// Waits until this instance's catalog has `event_id` (another instance created it;
+    /// configuration reaches every instance through PostgreSQL's LISTEN/NOTIFY).
+    pub async fn wait_for_event(&self, event_id: &str) {
+        let url = self.service.url(&format!("/v1/events/{event_id}"));
+        crate::wait::until_true(
+            &format!("event {event_id} in this instance's catalog"),
+            std::time::Duration::from_secs(10),
+            || async {
+                self.http
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|response| response.status().is_success())
+            },
+        )
+        .await;
+    }
+
     /// `POST /v1/events/{event_id}/tickets` with an optional user id.
     pub async fn join(&self, event_id: &str, user_id: Option<&str>) -> reqwest::Response {
         let request = self

@@ -144,14 +144,16 @@ fn check_claims(
     event_id: &str,
     now: i64,
 ) -> Result<VerifiedFan, EnqueueTokenError> {
-    let expires = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
-    let longest = i64::try_from(
-        settings
-            .max_lifetime_seconds
-            .saturating_add(settings.leeway_seconds),
-    )
-    .unwrap_or(i64::MAX);
-    if expires.saturating_sub(now) > longest {
+    // Read as jsonwebtoken read it (an unsigned integer): a huge `exp` must not slip
+    // past the cap by failing to fit another type.
+    let expires = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| invalid("exp must be a whole number of seconds"))?;
+    let longest = settings
+        .max_lifetime_seconds
+        .saturating_add(settings.leeway_seconds);
+    if expires.saturating_sub(now.max(0).unsigned_abs()) > longest {
         return Err(invalid(format!(
             "the token lives too long: it must expire within {} s",
             settings.max_lifetime_seconds
@@ -215,6 +217,14 @@ mod tests {
             (
                 "too long",
                 json!({"sub": "f", "event_id": "gig", "exp": now + 600 + 30 + 1}),
+            ),
+            (
+                "beyond i64",
+                json!({"sub": "f", "event_id": "gig", "exp": u64::MAX}),
+            ),
+            (
+                "fractional",
+                json!({"sub": "f", "event_id": "gig", "exp": 1_050.5}),
             ),
             (
                 "other event",

@@ -134,6 +134,15 @@ impl Issuer {
     async fn fetch(&self, client: &reqwest::Client, url: &str) -> bool {
         let issuer = self.settings.issuer.as_str();
         match fetch_jwks(client, url).await {
+            Ok(keys) if keys.is_empty() => {
+                metrics::counter!("waiting_room_enqueue_token_key_fetch_failures_total", "issuer" => issuer.to_owned())
+                    .increment(1);
+                tracing::warn!(
+                    issuer,
+                    "the JWKS holds no usable key; keeping the last ones"
+                );
+                false
+            }
             Ok(keys) => {
                 tracing::info!(issuer, keys = keys.len(), "enqueue-token keys loaded");
                 metrics::gauge!("waiting_room_enqueue_token_keys", "issuer" => issuer.to_owned())
@@ -251,7 +260,13 @@ impl Issuer {
             "issuer '{name}' needs a non-empty `audience`"
         );
         let (keys, last_fetch) = match (&settings.jwks_url, &settings.public_key_file) {
-            (Some(_), None) => (Vec::new(), Some(Mutex::new(None))),
+            (Some(url), None) => {
+                anyhow::ensure!(
+                    url.starts_with("https://") || is_loopback_http(url),
+                    "issuer '{name}': jwks_url must be https:// (plain http only on loopback)"
+                );
+                (Vec::new(), Some(Mutex::new(None)))
+            }
             (None, Some(path)) => {
                 let algorithm = settings.algorithm.with_context(|| {
                     format!("issuer '{name}': a public_key_file needs its `algorithm` (RS256, ES256 or EdDSA)")
@@ -268,6 +283,16 @@ impl Issuer {
             last_fetch,
         })
     }
+}
+
+/// Plain HTTP is fine where nobody can listen in: this machine.
+fn is_loopback_http(url: &str) -> bool {
+    ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| {
+            url.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+        })
 }
 
 fn key_from_pem(path: &Path, algorithm: TokenAlgorithm) -> anyhow::Result<IssuerKey> {
@@ -341,12 +366,18 @@ mod tests {
             max_lifetime_seconds: 3_600,
         };
         assert!(Issuer::configure(settings(None, None)).is_err());
-        assert!(Issuer::configure(settings(Some("http://a"), Some("/k.pem"))).is_err());
+        assert!(Issuer::configure(settings(Some("https://a"), Some("/k.pem"))).is_err());
         assert!(
             Issuer::configure(settings(None, Some("/k.pem"))).is_err(),
             "a key file needs its algorithm"
         );
-        assert!(Issuer::configure(settings(Some("http://a"), None)).is_ok());
+        assert!(Issuer::configure(settings(Some("https://a.example/jwks"), None)).is_ok());
+        assert!(Issuer::configure(settings(Some("http://127.0.0.1:9/jwks"), None)).is_ok());
+        assert!(
+            Issuer::configure(settings(Some("http://a.example/jwks"), None)).is_err(),
+            "keys over plain http could be swapped in transit"
+        );
+        assert!(Issuer::configure(settings(Some("http://127.0.0.1.evil.example/"), None)).is_err());
     }
 
     #[test]

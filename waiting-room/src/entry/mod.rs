@@ -51,13 +51,28 @@ impl Entrant {
         event: &EventConfig,
         request: JoinRequest,
     ) -> Result<Self, WaitingRoomError> {
-        if event.entry.challenge == EntryChallenge::ProofOfWork {
-            let payload = request
-                .proof_of_work
-                .ok_or_else(|| WaitingRoomError::ChallengeRequired(event.event_id.to_string()))?;
+        let proof_of_work =
+            match event.entry.challenge {
+                EntryChallenge::ProofOfWork => Some(request.proof_of_work.ok_or_else(|| {
+                    WaitingRoomError::ChallengeRequired(event.event_id.to_string())
+                })?),
+                EntryChallenge::None => None,
+            };
+        let entrant = Self::identify(state, event, request.enqueue_token, request.user_id).await?;
+        // Spent only once the fan is admitted: a refused token does not cost a solve.
+        if let Some(payload) = proof_of_work {
             spend_proof_of_work(state, &payload, event.event_id.as_str()).await?;
         }
-        if let Some(token) = request.enqueue_token {
+        Ok(entrant)
+    }
+
+    async fn identify(
+        state: &AppState,
+        event: &EventConfig,
+        enqueue_token: Option<String>,
+        user_id: Option<String>,
+    ) -> Result<Self, WaitingRoomError> {
+        if let Some(token) = enqueue_token {
             let fan = enqueue_token::verify(
                 &state.issuers,
                 &token,
@@ -83,7 +98,7 @@ impl Entrant {
         if event.entry.identity == EntryIdentity::EnqueueToken {
             return Err(WaitingRoomError::EnqueueTokenRequired);
         }
-        Ok(match request.user_id {
+        Ok(match user_id {
             Some(user_id) => Self::Named(validate_user_id(user_id)?),
             None => Self::Anonymous,
         })

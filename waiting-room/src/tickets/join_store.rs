@@ -168,6 +168,10 @@ impl JoinStore {
 
     /// Applies a registration unless it already happened (the first attempt may have
     /// reached Redis although its reply never came back). True when it applied now.
+    ///
+    /// It runs on the same multiplexed connection as the first attempt, so Redis sees
+    /// that attempt first. Only if the connection was replaced in between, and Redis
+    /// ran the old socket's last bytes after this, could a join count twice.
     pub async fn register_once(&self, registration: &Registration) -> RedisResult<bool> {
         let claims = &registration.claims;
         let (place_key, claim, place_ttl) = match &registration.place {

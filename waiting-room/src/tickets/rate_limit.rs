@@ -190,22 +190,26 @@ impl RateLimiter {
 
 /// The client a request comes from: the peer, unless the peer is a trusted proxy; then
 /// the right-most `X-Forwarded-For` address that is not a trusted proxy (the left-most
-/// when every one is). IPv4-mapped IPv6 addresses count as IPv4; IPv6 is cut to /64.
+/// when every one is). Entries are read from the right, where the proxies wrote, and
+/// reading stops at the first one that is not an address: nothing to its left (which
+/// the client wrote) is believed, and the last trusted hop is the client. IPv4-mapped
+/// IPv6 addresses count as IPv4; IPv6 is cut to /64.
 pub fn client_address(headers: &HeaderMap, peer: SocketAddr, trusted_proxies: &[IpNet]) -> IpAddr {
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
     let mut client = canonical(peer.ip());
     if trusted(&client) {
-        let forwarded: Vec<IpAddr> = headers
+        // A header line that is not text counts as one unreadable entry.
+        let entries: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map_while(|entry| entry.trim().parse::<IpAddr>().ok())
-            .map(canonical)
+            .flat_map(|value| value.to_str().unwrap_or("?").split(','))
             .collect();
-        for address in forwarded.iter().rev() {
-            client = *address;
-            if !trusted(address) {
+        for entry in entries.iter().rev() {
+            let Ok(address) = entry.trim().parse::<IpAddr>() else {
+                break;
+            };
+            client = canonical(address);
+            if !trusted(&client) {
                 break;
             }
         }
@@ -283,6 +287,31 @@ mod tests {
         let garbage = headers(&["not-an-ip"]);
         assert_eq!(
             client_address(&garbage, peer("10.0.0.2"), &proxies()),
+            "10.0.0.2".parse::<IpAddr>().expect("ip")
+        );
+    }
+
+    #[test]
+    fn nothing_left_of_an_unreadable_entry_is_believed() {
+        // The client wrote "6.6.6.6, x"; its proxy appended the address it saw.
+        let appended = headers(&["6.6.6.6, x, 198.51.100.9"]);
+        assert_eq!(
+            client_address(&appended, peer("10.0.0.2"), &proxies()),
+            "198.51.100.9".parse::<IpAddr>().expect("ip")
+        );
+        // Nothing readable after the junk: the last trusted hop is the client.
+        let junk_last = headers(&["6.6.6.6, x", "10.1.1.1"]);
+        assert_eq!(
+            client_address(&junk_last, peer("10.0.0.2"), &proxies()),
+            "10.1.1.1".parse::<IpAddr>().expect("ip")
+        );
+        let mut binary = HeaderMap::new();
+        binary.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"6.6.6.6\xff").expect("header"),
+        );
+        assert_eq!(
+            client_address(&binary, peer("10.0.0.2"), &proxies()),
             "10.0.0.2".parse::<IpAddr>().expect("ip")
         );
     }
