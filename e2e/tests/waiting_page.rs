@@ -32,6 +32,16 @@ async fn displayed(client: &Client, css: &str) -> bool {
     }
 }
 
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|error| panic!("{css} not on the page: {error}"))
+        .click()
+        .await
+        .unwrap_or_else(|error| panic!("cannot click {css}: {error}"));
+}
+
 /// Polls until `css` is displayed.
 async fn wait_displayed(client: &Client, css: &str) {
     let started = Instant::now();
@@ -76,12 +86,7 @@ async fn a_fan_joins_waits_and_reaches_the_seat_page_link() {
         page.find(Locator::Css("#join-form input")).await.is_err(),
         "no name field: a typed id is no identity"
     );
-    page.find(Locator::Css("#join-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(page, "#join-button").await;
     wait_displayed(page, "#waiting").await;
     assert_eq!(text(page, "#position").await, "6");
     assert_eq!(text(page, "#queue-number").await, "6");
@@ -185,12 +190,7 @@ async fn a_fan_sent_by_the_ticket_site_joins_with_its_enqueue_token() {
     wait_displayed(page, "#join-form").await;
     let address = page.current_url().await.unwrap();
     assert!(address.query().is_none(), "the token stayed in {address}");
-    page.find(Locator::Css("#join-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(page, "#join-button").await;
     wait_displayed(page, "#waiting").await;
     assert_eq!(text(page, "#queue-number").await, "0");
     browser.screenshot("02-waiting").await;
@@ -207,12 +207,7 @@ async fn a_fan_sent_by_the_ticket_site_joins_with_its_enqueue_token() {
     .await
     .unwrap();
     wait_displayed(page, "#join-form").await;
-    page.find(Locator::Css("#join-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(page, "#join-button").await;
     wait_displayed(page, "#needs-link").await;
     browser.screenshot("03-expired-pass").await;
     browser.close().await;
@@ -234,12 +229,7 @@ async fn the_page_solves_the_events_challenge_before_joining() {
         .await
         .unwrap();
     wait_displayed(page, "#join-form").await;
-    page.find(Locator::Css("#join-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(page, "#join-button").await;
     // The worker solves it, the join carries it, and the challenge is spent.
     wait_displayed(page, "#waiting").await;
     browser.screenshot("01-joined-after-challenge").await;

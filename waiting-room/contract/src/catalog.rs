@@ -312,42 +312,58 @@ impl QueueRow {
     }
 }
 
+/// The seat-layout and entry columns of the `events` table, as stored (read by the
+/// catalog and by the admin API's changes).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventColumns {
+    pub seat_rows: Option<i32>,
+    pub seats_per_row: Option<i32>,
+    pub entry_identity: EntryIdentity,
+    pub entry_issuer: Option<String>,
+    pub entry_challenge: EntryChallenge,
+    pub entry_challenge_difficulty: i32,
+}
+
+impl EventColumns {
+    /// The seat layout, if the event has one (the table's CHECKs keep both positive).
+    pub fn layout(&self) -> Option<SeatLayout> {
+        let (rows, per_row) = self.seat_rows.zip(self.seats_per_row)?;
+        Some(SeatLayout {
+            rows: u32::try_from(rows).ok()?,
+            seats_per_row: u32::try_from(per_row).ok()?,
+        })
+    }
+
+    pub fn entry(self) -> EntryPolicy {
+        EntryPolicy {
+            identity: self.entry_identity,
+            issuer: self.entry_issuer,
+            challenge: self.entry_challenge,
+            // The column's CHECK keeps it positive.
+            challenge_difficulty: u32::try_from(self.entry_challenge_difficulty).unwrap_or(1),
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct EventRow {
     event_id: String,
     name: String,
     state: EventState,
     partition: i32,
-    seat_rows: Option<i32>,
-    seats_per_row: Option<i32>,
-    entry_identity: EntryIdentity,
-    entry_issuer: Option<String>,
-    entry_challenge: EntryChallenge,
-    entry_challenge_difficulty: i32,
+    #[sqlx(flatten)]
+    columns: EventColumns,
 }
 
 impl EventRow {
     fn into_config(self) -> Option<EventConfig> {
-        let seats = match (self.seat_rows, self.seats_per_row) {
-            (Some(rows), Some(per_row)) => Some(SeatLayout {
-                rows: u32::try_from(rows).ok()?,
-                seats_per_row: u32::try_from(per_row).ok()?,
-            }),
-            _ => None,
-        };
         Some(EventConfig {
             event_id: EventId::parse(&self.event_id).ok()?,
             name: self.name,
             state: self.state,
             partition: self.partition,
-            seats,
-            entry: EntryPolicy {
-                identity: self.entry_identity,
-                issuer: self.entry_issuer,
-                challenge: self.entry_challenge,
-                // The column's CHECK keeps it positive.
-                challenge_difficulty: u32::try_from(self.entry_challenge_difficulty).unwrap_or(1),
-            },
+            seats: self.columns.layout(),
+            entry: self.columns.entry(),
         })
     }
 }

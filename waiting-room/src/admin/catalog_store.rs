@@ -2,8 +2,7 @@
 //! the `events`, `queues` and `seats` tables that commits all of the change or none.
 
 use contract::catalog::{
-    ActivationPolicy, EntryChallenge, EntryIdentity, EntryPolicy, EventState, PolicyColumns,
-    QueueMode, SeatLayout,
+    ActivationPolicy, EntryPolicy, EventColumns, EventState, PolicyColumns, QueueMode, SeatLayout,
 };
 use contract::live_catalog::LiveCatalog;
 use contract::seats::{row_label, SeatState};
@@ -33,12 +32,8 @@ pub struct EventRecord<'a> {
 #[derive(sqlx::FromRow)]
 struct ExistingRow {
     partition: i32,
-    seat_rows: Option<i32>,
-    seats_per_row: Option<i32>,
-    entry_identity: EntryIdentity,
-    entry_issuer: Option<String>,
-    entry_challenge: EntryChallenge,
-    entry_challenge_difficulty: i32,
+    #[sqlx(flatten)]
+    columns: EventColumns,
 }
 
 pub struct CatalogChange {
@@ -88,21 +83,8 @@ impl CatalogChange {
         .map_err(internal)?;
         Ok(row.map(|row| ExistingEvent {
             partition: row.partition,
-            entry: EntryPolicy {
-                identity: row.entry_identity,
-                issuer: row.entry_issuer,
-                challenge: row.entry_challenge,
-                challenge_difficulty: u32::try_from(row.entry_challenge_difficulty).unwrap_or(1),
-            },
-            layout: row
-                .seat_rows
-                .zip(row.seats_per_row)
-                .and_then(|(rows, per_row)| {
-                    Some(SeatLayout {
-                        rows: u32::try_from(rows).ok()?,
-                        seats_per_row: u32::try_from(per_row).ok()?,
-                    })
-                }),
+            layout: row.columns.layout(),
+            entry: row.columns.entry(),
         }))
     }
 
