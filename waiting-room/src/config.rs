@@ -61,7 +61,8 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "JOIN_RATE_LIMIT_PER_SECOND", default_value_t = 1.0)]
     pub join_rate_limit_per_second: f64,
 
-    /// Joins one client may make into one event at once before the rate applies.
+    /// Joins one client may make into one event per window of `burst / rate` seconds
+    /// (the window opens with its first join).
     #[arg(long, env = "JOIN_RATE_LIMIT_BURST", default_value_t = 10)]
     pub join_rate_limit_burst: u32,
 
@@ -69,7 +70,8 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "CLIENT_JOIN_RATE_LIMIT_PER_SECOND", default_value_t = 2.0)]
     pub client_join_rate_limit_per_second: f64,
 
-    /// Joins one client may make across every event at once.
+    /// Joins one client may make across every event per window of `burst / rate`
+    /// seconds.
     #[arg(long, env = "CLIENT_JOIN_RATE_LIMIT_BURST", default_value_t = 20)]
     pub client_join_rate_limit_burst: u32,
 
@@ -78,7 +80,7 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "EVENT_JOIN_RATE_LIMIT_PER_SECOND", default_value_t = 0.0)]
     pub event_join_rate_limit_per_second: f64,
 
-    /// Joins into one event at once before its rate applies.
+    /// Joins into one event per window of `burst / rate` seconds, from every client.
     #[arg(long, env = "EVENT_JOIN_RATE_LIMIT_BURST", default_value_t = 1_000)]
     pub event_join_rate_limit_burst: u32,
 

@@ -8,6 +8,7 @@
 //! - [`client`]: admin and fan calls against a running waiting-room.
 //! - [`issuer`]: ticketing sites that sign enqueue tokens (JWKS over HTTP, key files).
 //! - [`kafka`]: reading records back from a topic.
+//! - [`firewall`]: packet loss on one loopback port (a client that vanished).
 //! - [`broker`]: a private Tansu broker, for tests that stop the broker.
 //! - [`redis_server`]: a private Redis, for tests that make Redis stop answering.
 //! - [`wait`]: waiting for a condition with a deadline, instead of sleeping.
@@ -16,6 +17,7 @@ pub mod broker;
 pub mod checks;
 pub mod client;
 pub mod env;
+pub mod firewall;
 pub mod issuer;
 pub mod kafka;
 pub mod redis_server;

@@ -19,7 +19,7 @@
 //! | `{p}:e:{event_id}:stats` | hash | [`EventStats`] fields |
 //! | `{p}:r:{ticket_id}` | string | the ticket's join registration happened (an hour) |
 //! | `{p}:pow:{nonce}` | string | a spent proof-of-work challenge, until it expires |
-//! | `{p}:rl:ce:{event_id}:{client}`, `{p}:rl:c:{client}`, `{p}:rl:e:{event_id}` | string | join rate limits' GCRA state (µs), expiring when idle |
+//! | `{p}:rl:ce:{event_id}:{client}`, `{p}:rl:c:{client}`, `{p}:rl:e:{event_id}` | string | join rate limits: joins counted in the current window, expiring with it |
 //! | `{p}:serving` | pub/sub channel | serving counter announcements |
 
 use uuid::Uuid;
@@ -184,17 +184,18 @@ impl RedisKeys {
         )
     }
 
-    /// GCRA state of one client's joins into one event (the client as a grouped IP).
+    /// Joins in the current window of one client into one event (the client as a
+    /// grouped IP).
     pub fn join_rate_client_event(&self, client: &str, event_id: &str) -> String {
         format!("{}:rl:ce:{event_id}:{client}", self.prefix)
     }
 
-    /// GCRA state of one client's joins into every event.
+    /// Joins in the current window of one client into every event.
     pub fn join_rate_client(&self, client: &str) -> String {
         format!("{}:rl:c:{client}", self.prefix)
     }
 
-    /// GCRA state of every client's joins into one event.
+    /// Joins in the current window of every client into one event.
     pub fn join_rate_event(&self, event_id: &str) -> String {
         format!("{}:rl:e:{event_id}", self.prefix)
     }

@@ -115,16 +115,21 @@ fn stopped() -> RedisError {
     RedisError::from((ErrorKind::Client, "the Redis batching task has stopped"))
 }
 
+/// A request's replies, unless any of its commands failed.
+pub fn replies(replies: Vec<Value>) -> RedisResult<Vec<Value>> {
+    match replies
+        .iter()
+        .find(|reply| matches!(reply, Value::ServerError(_)))
+    {
+        Some(Value::ServerError(error)) => Err(error.clone().into()),
+        _ => Ok(replies),
+    }
+}
+
 /// The last reply of a request, parsed, unless any of its commands failed.
 pub fn last_reply<T: FromRedisValue>(replies: Vec<Value>) -> RedisResult<T> {
-    let mut last = None;
-    for reply in replies {
-        if let Value::ServerError(error) = reply {
-            return Err(error.into());
-        }
-        last = Some(reply);
-    }
-    let last = last
+    let last = self::replies(replies)?
+        .pop()
         .ok_or_else(|| RedisError::from((ErrorKind::Client, "a batched request had no reply")))?;
     Ok(redis::from_redis_value(last)?)
 }
