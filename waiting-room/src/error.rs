@@ -40,6 +40,16 @@ pub enum WaitingRoomError {
     EventClosed(String),
     #[error("the seat layout cannot change: {in_use} seats are held or sold")]
     SeatLayoutInUse { in_use: i64 },
+    #[error("event '{0}' is not closed: close it (state \"closed\") and let its queue drain before deleting it")]
+    EventNotClosed(String),
+    #[error("event '{event_id}' still has live tickets ({waiting} waiting, {active} active in its queue)")]
+    EventHasLiveTickets {
+        event_id: String,
+        waiting: i64,
+        active: i64,
+    },
+    #[error("event '{event_id}' has {reservations} reservations: they are the sale's record, so the event stays")]
+    EventHasReservations { event_id: String, reservations: i64 },
     #[error("no free partition: all {partitions} partitions of the tickets topic have events; name a partition to share one")]
     NoFreePartition { partitions: i32 },
     #[error("too many requests, retry in {retry_after_seconds} s")]
@@ -88,6 +98,9 @@ impl ApiError for WaitingRoomError {
             Self::EventClosed(_)
             | Self::SeatLayoutInUse { .. }
             | Self::NoFreePartition { .. }
+            | Self::EventNotClosed(_)
+            | Self::EventHasLiveTickets { .. }
+            | Self::EventHasReservations { .. }
             | Self::AlreadyInLine(_) => StatusCode::CONFLICT,
             Self::RateLimited { .. } | Self::TicketStreamsInUse { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -114,6 +127,9 @@ impl ApiError for WaitingRoomError {
             Self::EventClosed(_) => "event_closed",
             Self::SeatLayoutInUse { .. } => "conflict",
             Self::NoFreePartition { .. } => "no_free_partition",
+            Self::EventNotClosed(_) => "event_not_closed",
+            Self::EventHasLiveTickets { .. } => "event_has_live_tickets",
+            Self::EventHasReservations { .. } => "event_has_reservations",
             Self::RateLimited { .. } => "rate_limited",
             Self::QueueUnavailable { .. } => "queue_unavailable",
             Self::TooManyStreams { .. } | Self::TicketStreamsInUse { .. } => "too_many_streams",
@@ -148,10 +164,22 @@ impl ApiError for WaitingRoomError {
     }
 
     fn add_fields(&self, error: &mut Map<String, Value>, _body: &mut Map<String, Value>) {
-        if let Self::AlreadyInLine(place) = self {
-            if let Ok(Value::Object(fields)) = serde_json::to_value(place) {
-                error.extend(fields);
+        match self {
+            Self::AlreadyInLine(place) => {
+                if let Ok(Value::Object(fields)) = serde_json::to_value(place) {
+                    error.extend(fields);
+                }
             }
+            Self::EventHasLiveTickets {
+                waiting, active, ..
+            } => {
+                error.insert("waiting".into(), (*waiting).into());
+                error.insert("active".into(), (*active).into());
+            }
+            Self::EventHasReservations { reservations, .. } => {
+                error.insert("reservations".into(), (*reservations).into());
+            }
+            _ => {}
         }
     }
 }

@@ -16,8 +16,10 @@ async fn every_admin_route_requires_the_admin_token() {
     let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
     let http = reqwest::Client::new();
     let routes = [
+        ("GET", "/admin/events"),
         ("GET", "/admin/events/e1"),
         ("PUT", "/admin/events/e1"),
+        ("DELETE", "/admin/events/e1"),
         ("GET", "/admin/partitions"),
         ("PUT", "/admin/partitions/0"),
         ("GET", "/admin/no-such-thing"),

@@ -165,7 +165,8 @@ pub struct EventConfig {
     pub event_id: EventId,
     pub name: String,
     pub state: EventState,
-    pub partition: i32,
+    /// Its queue; `None` once the event closed, drained and gave the partition back.
+    pub partition: Option<i32>,
     pub seats: Option<SeatLayout>,
     pub entry: EntryPolicy,
 }
@@ -220,7 +221,7 @@ impl Catalog {
         let mut events: Vec<&EventConfig> = self
             .events
             .values()
-            .filter(|event| event.partition == partition)
+            .filter(|event| event.partition == Some(partition))
             .collect();
         events.sort_by(|a, b| a.event_id.as_str().cmp(b.event_id.as_str()));
         events
@@ -350,7 +351,7 @@ struct EventRow {
     event_id: String,
     name: String,
     state: EventState,
-    partition: i32,
+    partition: Option<i32>,
     #[sqlx(flatten)]
     columns: EventColumns,
 }

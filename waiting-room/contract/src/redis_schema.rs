@@ -173,6 +173,15 @@ impl RedisKeys {
         format!("{}:u:{event_id}:{user_id}", self.prefix)
     }
 
+    /// Glob patterns of every fan's place in the event, typed ids and verified fans
+    /// (event ids hold no `:` or glob characters, so nothing of another event matches).
+    pub fn event_place_patterns(&self, event_id: &str) -> [String; 2] {
+        [
+            format!("{}:u:{event_id}:*", self.prefix),
+            format!("{}:v:{event_id}:*", self.prefix),
+        ]
+    }
+
     /// The place of a fan an enqueue token vouched for. Apart from the `user_id` keys,
     /// so a typed id can never take a verified fan's place; the issuer's length keeps
     /// every (issuer, subject) pair its own key whatever either contains.

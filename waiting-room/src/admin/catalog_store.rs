@@ -13,7 +13,9 @@ use crate::error::WaitingRoomError;
 /// What an event looked like before the change.
 #[derive(Debug, Clone)]
 pub struct ExistingEvent {
-    pub partition: i32,
+    pub state: EventState,
+    /// `None`: released (closed, drained, its partition given back).
+    pub partition: Option<i32>,
     pub layout: Option<SeatLayout>,
     pub entry: EntryPolicy,
 }
@@ -24,14 +26,15 @@ pub struct EventRecord<'a> {
     pub event_id: &'a str,
     pub name: Option<&'a str>,
     pub state: Option<EventState>,
-    pub partition: i32,
+    pub partition: Option<i32>,
     pub layout: Option<SeatLayout>,
     pub entry: &'a EntryPolicy,
 }
 
 #[derive(sqlx::FromRow)]
 struct ExistingRow {
-    partition: i32,
+    state: EventState,
+    partition: Option<i32>,
     #[sqlx(flatten)]
     columns: EventColumns,
 }
@@ -73,7 +76,7 @@ impl CatalogChange {
         event_id: &str,
     ) -> Result<Option<ExistingEvent>, WaitingRoomError> {
         let row: Option<ExistingRow> = sqlx::query_as(
-            "SELECT partition, seat_rows, seats_per_row, entry_identity, entry_issuer,
+            "SELECT state, partition, seat_rows, seats_per_row, entry_identity, entry_issuer,
                     entry_challenge, entry_challenge_difficulty
              FROM events WHERE event_id = $1 FOR UPDATE",
         )
@@ -82,6 +85,7 @@ impl CatalogChange {
         .await
         .map_err(internal)?;
         Ok(row.map(|row| ExistingEvent {
+            state: row.state,
             partition: row.partition,
             layout: row.columns.layout(),
             entry: row.columns.entry(),
@@ -102,6 +106,67 @@ impl CatalogChange {
         .fetch_optional(&mut *self.transaction)
         .await
         .map_err(internal)
+    }
+
+    /// Partitions whose events are all closed, lowest first: the candidates for
+    /// release when no partition is free.
+    pub async fn closed_partitions(&mut self) -> Result<Vec<i32>, WaitingRoomError> {
+        sqlx::query_scalar(
+            "SELECT partition FROM events WHERE partition IS NOT NULL
+             GROUP BY partition HAVING bool_and(state = 'closed') ORDER BY partition",
+        )
+        .fetch_all(&mut *self.transaction)
+        .await
+        .map_err(internal)
+    }
+
+    /// Takes `partition` back from its (closed) events; they keep everything else.
+    pub async fn release_partition(&mut self, partition: i32) -> Result<(), WaitingRoomError> {
+        sqlx::query(
+            "UPDATE events SET partition = NULL, updated_at = now()
+             WHERE partition = $1 AND state = 'closed'",
+        )
+        .bind(partition)
+        .execute(&mut *self.transaction)
+        .await
+        .map(drop)
+        .map_err(internal)
+    }
+
+    /// Gives a partition that a deleted or released event left behind back its default
+    /// mode and policy: a new event must not inherit the old one's (a paused queue, say). The
+    /// queue's Redis state stays: numbers continue from the partition's offset.
+    pub async fn reset_queue(&mut self, partition: i32) -> Result<(), WaitingRoomError> {
+        sqlx::query(
+            "INSERT INTO queues (partition) VALUES ($1) ON CONFLICT (partition) DO UPDATE SET
+                 mode = DEFAULT, batch_size = DEFAULT, interval_ms = DEFAULT,
+                 max_active = DEFAULT, active_ttl_seconds = DEFAULT,
+                 grace_seconds = DEFAULT, updated_at = now()",
+        )
+        .bind(partition)
+        .execute(&mut *self.transaction)
+        .await
+        .map(drop)
+        .map_err(internal)
+    }
+
+    /// Reservations ever made for the event, held, confirmed or released alike.
+    pub async fn reservation_count(&mut self, event_id: &str) -> Result<i64, WaitingRoomError> {
+        sqlx::query_scalar("SELECT count(*) FROM reservations WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(&mut *self.transaction)
+            .await
+            .map_err(internal)
+    }
+
+    /// Deletes the event and its seats; its partition is free for a new event.
+    pub async fn delete_event(&mut self, event_id: &str) -> Result<(), WaitingRoomError> {
+        sqlx::query("DELETE FROM events WHERE event_id = $1")
+            .bind(event_id)
+            .execute(&mut *self.transaction)
+            .await
+            .map(drop)
+            .map_err(internal)
     }
 
     pub async fn ensure_queue(&mut self, partition: i32) -> Result<(), WaitingRoomError> {
@@ -176,7 +241,10 @@ impl CatalogChange {
             "INSERT INTO events (event_id, name, state, partition, seat_rows, seats_per_row,
                                  entry_identity, entry_issuer, entry_challenge,
                                  entry_challenge_difficulty)
-             VALUES ($1, COALESCE($2, $1), COALESCE($3, 'open'), $4, $5, $6, $8, $9, $10, $11)
+             VALUES ($1, COALESCE($2, $1),
+                     -- Checked before the conflict is: a released event's row stays closed.
+                     COALESCE($3, CASE WHEN $4::int IS NULL THEN 'closed' ELSE 'open' END),
+                     $4, $5, $6, $8, $9, $10, $11)
              ON CONFLICT (event_id) DO UPDATE SET
                  name = COALESCE($2, events.name),
                  state = COALESCE($3, events.state),

@@ -1,5 +1,5 @@
-//! The admin handlers: events (create, update, read with live statistics) and the
-//! partition mapping.
+//! The admin handlers: events (create, update, list and read with live statistics,
+//! delete) and the partition mapping.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -43,10 +43,16 @@ pub async fn put_event(
     let mut change = CatalogChange::begin(&state.postgres).await?;
     change.lock_partition_assignment().await?;
     let existing = change.existing_event(event_id.as_str()).await?;
-    let partition = match (requested_partition, &existing) {
-        (Some(partition), _) => partition,
-        (None, Some(existing)) => existing.partition,
-        (None, None) => default_partition(&state, &mut change).await?,
+    // A released event gets a queue again only when the change needs one.
+    let needs_queue = update.activation.is_some()
+        || update
+            .state
+            .is_some_and(|state| state != EventState::Closed);
+    let partition = match (requested_partition, existing.as_ref().map(|e| e.partition)) {
+        (Some(partition), _) => Some(partition),
+        (None, Some(Some(partition))) => Some(partition),
+        (None, Some(None)) if !needs_queue => None,
+        (None, _) => Some(default_partition(&state, &mut change).await?),
     };
     let current_entry = existing
         .as_ref()
@@ -56,15 +62,17 @@ pub async fn put_event(
         Some(entry) => entry.apply(current_entry, &trusted_issuers)?,
         None => current_entry,
     };
-    change.ensure_queue(partition).await?;
-    if let Some(activation) = &update.activation {
-        let current = change.policy(partition).await?;
-        change
-            .store_policy(partition, activation.apply("activation", current)?)
-            .await?;
-    }
-    if let Some(mode) = update.state.and_then(EventState::queue_mode) {
-        change.store_mode(partition, mode).await?;
+    if let Some(partition) = partition {
+        change.ensure_queue(partition).await?;
+        if let Some(activation) = &update.activation {
+            let current = change.policy(partition).await?;
+            change
+                .store_policy(partition, activation.apply("activation", current)?)
+                .await?;
+        }
+        if let Some(mode) = update.state.and_then(EventState::queue_mode) {
+            change.store_mode(partition, mode).await?;
+        }
     }
     change
         .upsert_event(&EventRecord {
@@ -92,6 +100,110 @@ pub async fn put_event(
     Ok((status, Json(view)).into_response())
 }
 
+/// `GET /admin/events`: every event, by id, as `GET /admin/events/{id}` shows it.
+pub async fn list_events(
+    State(state): State<SharedState>,
+) -> Result<Json<Value>, WaitingRoomError> {
+    let catalog = state.catalog.current();
+    let mut ids: Vec<&str> = catalog
+        .events()
+        .map(|event| event.event_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    let events = futures::future::try_join_all(
+        ids.into_iter()
+            .map(|event_id| event_view(&state, &catalog, event_id)),
+    )
+    .await?;
+    Ok(Json(json!({ "events": events })))
+}
+
+/// `DELETE /admin/events/{id}`: removes a closed event whose queue has no live ticket
+/// left (none waiting, none active) and that has no reservations (they are the sale's
+/// record); its seats go with it and its partition is free for the next new event.
+pub async fn delete_event(
+    State(state): State<SharedState>,
+    Path(raw_event_id): Path<String>,
+) -> Result<StatusCode, WaitingRoomError> {
+    let event_id = requests::parse_event_id(&raw_event_id)?;
+    let event_id = event_id.as_str();
+    let mut change = CatalogChange::begin(&state.postgres).await?;
+    change.lock_partition_assignment().await?;
+    let existing = change
+        .existing_event(event_id)
+        .await?
+        .ok_or_else(|| WaitingRoomError::EventNotFound(event_id.to_owned()))?;
+    if existing.state != EventState::Closed {
+        return Err(WaitingRoomError::EventNotClosed(event_id.to_owned()));
+    }
+    let reservations = change.reservation_count(event_id).await?;
+    if reservations > 0 {
+        return Err(WaitingRoomError::EventHasReservations {
+            event_id: event_id.to_owned(),
+            reservations,
+        });
+    }
+    if let Some(partition) = existing.partition {
+        let load = stats::queue_load(&state, partition).await?;
+        if !load.drained() {
+            return Err(WaitingRoomError::EventHasLiveTickets {
+                event_id: event_id.to_owned(),
+                waiting: load.waiting,
+                active: load.active,
+            });
+        }
+    }
+    change.delete_event(event_id).await?;
+    change.commit(&state.catalog).await?;
+    tracing::info!(event_id, partition = ?existing.partition, "event deleted");
+    // An event created later under the same id starts from nothing: no counters, and
+    // no fan's old (expired, used) ticket standing in their place.
+    tokio::spawn(forget_event(state.clone(), event_id.to_owned()));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a deleted event's counters and its fans' places from Redis, scanning in
+/// steps (the instance may hold millions of keys).
+async fn forget_event(state: SharedState, event_id: String) {
+    let keys = state.tickets.keys();
+    let mut redis = state.redis.clone();
+    let mut forgotten = vec![keys.event_stats(&event_id)];
+    for pattern in keys.event_place_patterns(&event_id) {
+        let mut cursor = 0u64;
+        loop {
+            let step: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1_000)
+                .query_async(&mut redis)
+                .await;
+            let (next, found) = match step {
+                Ok(step) => step,
+                Err(error) => {
+                    tracing::warn!(%error, event_id, "cannot scan a deleted event's places; they expire with their tokens");
+                    break;
+                }
+            };
+            forgotten.extend(found);
+            if !forgotten.is_empty() {
+                let unlinked: redis::RedisResult<i64> = redis::cmd("UNLINK")
+                    .arg(std::mem::take(&mut forgotten))
+                    .query_async(&mut redis)
+                    .await;
+                if let Err(error) = unlinked {
+                    tracing::warn!(%error, event_id, "cannot remove a deleted event's keys; they expire with their tokens");
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+}
+
 pub async fn get_event(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,
@@ -110,10 +222,12 @@ async fn event_view(
     let event = catalog
         .event(event_id)
         .ok_or_else(|| WaitingRoomError::EventNotFound(event_id.to_owned()))?;
-    let queue = catalog.queue(event.partition);
-    let stats = stats::event_stats(state, event, &queue).await?;
-    let shared_with: Vec<&str> = catalog
-        .events_on(event.partition)
+    let queue = event.partition.map(|partition| catalog.queue(partition));
+    let stats = stats::event_stats(state, event_id, queue.as_ref()).await?;
+    let shared_with: Vec<&str> = event
+        .partition
+        .map(|partition| catalog.events_on(partition))
+        .unwrap_or_default()
         .into_iter()
         .map(|other| other.event_id.as_str())
         .filter(|other| *other != event_id)
@@ -123,8 +237,8 @@ async fn event_view(
         "name": event.name,
         "state": event.state,
         "partition": event.partition,
-        "queue_mode": queue.mode,
-        "activation": queue.activation,
+        "queue_mode": queue.as_ref().map(|queue| queue.mode),
+        "activation": queue.as_ref().map(|queue| queue.activation),
         "seats": event.seats,
         "entry": event.entry,
         "shared_queue_with": shared_with,
@@ -138,7 +252,9 @@ async fn event_view(
     Ok(view)
 }
 
-/// Where a new event goes when the admin names no partition.
+/// Where a new event goes when the admin names no partition: the shared one, or a
+/// free one (when none is, one that closed events have drained), which starts from the
+/// default mode and policy whatever an earlier event left there.
 async fn default_partition(
     state: &SharedState,
     change: &mut CatalogChange,
@@ -146,12 +262,36 @@ async fn default_partition(
     if state.partition_mode == PartitionMode::Global {
         return Ok(0);
     }
-    change
-        .free_partition(state.partitions)
-        .await?
-        .ok_or(WaitingRoomError::NoFreePartition {
-            partitions: state.partitions,
-        })
+    let partition = match change.free_partition(state.partitions).await? {
+        Some(partition) => partition,
+        None => release_drained_partition(state, change).await?.ok_or(
+            WaitingRoomError::NoFreePartition {
+                partitions: state.partitions,
+            },
+        )?,
+    };
+    change.reset_queue(partition).await?;
+    Ok(partition)
+}
+
+/// The lowest partition whose events are all closed and whose queue has drained (nobody
+/// waiting, nobody active), taken back from those events. Its queue numbers continue
+/// from its offset; positions are relative, so nobody notices.
+async fn release_drained_partition(
+    state: &SharedState,
+    change: &mut CatalogChange,
+) -> Result<Option<i32>, WaitingRoomError> {
+    for partition in change.closed_partitions().await? {
+        if stats::queue_load(state, partition).await?.drained() {
+            change.release_partition(partition).await?;
+            tracing::info!(
+                partition,
+                "closed events drained: their partition is released"
+            );
+            return Ok(Some(partition));
+        }
+    }
+    Ok(None)
 }
 
 fn partition_view(catalog: &Catalog, queue: &QueueConfig) -> Value {
@@ -192,6 +332,7 @@ pub async fn put_partition(
     })?;
     let partition = requests::partition("partition", raw_partition, state.partitions)?;
     let mut change = CatalogChange::begin(&state.postgres).await?;
+    change.lock_partition_assignment().await?;
     change.ensure_queue(partition).await?;
     for raw_event_id in &update.events {
         let event_id = requests::parse_event_id(raw_event_id)?;

@@ -26,9 +26,12 @@ use crate::state::SharedState;
 /// The admin routes, every one of them (unknown paths included) behind the credentials.
 pub fn routes(state: SharedState) -> Router<SharedState> {
     Router::new()
+        .route("/events", get(handlers::list_events))
         .route(
             "/events/{event_id}",
-            get(handlers::get_event).put(handlers::put_event),
+            get(handlers::get_event)
+                .put(handlers::put_event)
+                .delete(handlers::delete_event),
         )
         .route("/partitions", get(handlers::list_partitions))
         .route("/partitions/{partition}", put(handlers::put_partition))

@@ -1,7 +1,8 @@
-//! Live statistics of an event and its queue, read from Redis in one pipeline.
+//! Live statistics of an event and its queue, read from Redis: the event's counters,
+//! and the queue's load (also what decides whether a partition has drained).
 
 use chrono::Utc;
-use contract::catalog::{EventConfig, QueueConfig};
+use contract::catalog::QueueConfig;
 use contract::queue;
 use contract::redis_schema::{EventStats, QueueStats, ISSUED_MAX_MEMBER};
 use serde::Serialize;
@@ -13,10 +14,9 @@ use crate::state::SharedState;
 /// only measures while its queue has tickets).
 const RATE_FRESH_FOR_MS: i64 = 10_000;
 
-/// Event counters, serving counter, highest issued number, active tickets, deferred
-/// tickets, observed rate and when it was measured.
-type StatsReply = (
-    Vec<(String, i64)>,
+/// Serving counter, highest issued number, active tickets, deferred tickets, observed
+/// rate and when it was measured.
+type QueueReply = (
     Option<i64>,
     Option<f64>,
     i64,
@@ -24,12 +24,34 @@ type StatsReply = (
     (Option<f64>, Option<i64>),
 );
 
-/// What `GET /admin/events/{id}` reports beside the configuration.
+/// Where a queue stands now.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLoad {
+    pub serving_number: i64,
+    /// Tickets issued and not yet reached, plus the deferred ones the counter passed
+    /// before anyone read them (they wait at the head of the line until read or
+    /// abandoned).
+    pub waiting: i64,
+    pub active: i64,
+    /// Activations per second, 0 when none was measured lately.
+    pub rate_per_second: f64,
+}
+
+impl QueueLoad {
+    /// Nothing waits and nothing is active: the queue has drained.
+    pub fn drained(&self) -> bool {
+        self.waiting == 0 && self.active == 0
+    }
+}
+
+/// What `GET /admin/events/{id}` reports beside the configuration. A released event
+/// (no queue any more) has only its counters; the queue's figures are 0, its serving
+/// number `null`.
 #[derive(Debug, Serialize)]
 pub struct EventStatsView {
     pub joined: i64,
     pub waiting: i64,
-    pub serving_number: i64,
+    pub serving_number: Option<i64>,
     pub active: i64,
     pub activated: i64,
     pub abandoned: i64,
@@ -38,64 +60,84 @@ pub struct EventStatsView {
     pub estimated_drain_seconds: Option<u64>,
 }
 
+/// The queue's figures, read in one pipeline.
+pub async fn queue_load(
+    state: &SharedState,
+    partition: i32,
+) -> Result<QueueLoad, WaitingRoomError> {
+    let keys = state.tickets.keys();
+    let now_ms = Utc::now().timestamp_millis();
+    let (serving, issued, active, deferred, (rate, rate_at)): QueueReply = redis::pipe()
+        .get(keys.serving(partition))
+        .zscore(keys.issued_max(partition), ISSUED_MAX_MEMBER)
+        .zcount(keys.active_set(partition), format!("({now_ms}"), "+inf")
+        .zcard(keys.deferred(partition))
+        .cmd("HMGET")
+        .arg(keys.queue_stats(partition))
+        .arg(QueueStats::RATE)
+        .arg(QueueStats::RATE_AT)
+        .query_async(&mut state.redis.clone())
+        .await
+        .map_err(|error| state.store_unavailable(error))?;
+    let serving = serving.unwrap_or(0);
+    // (A sorted-set score: exact for any offset below 2^53.)
+    let waiting = issued.map_or(0, |issued| (issued as i64 + 1 - serving).max(0)) + deferred;
+    Ok(QueueLoad {
+        serving_number: serving,
+        waiting,
+        active,
+        rate_per_second: rate
+            .filter(|_| rate_at.is_some_and(|at| now_ms - at <= RATE_FRESH_FOR_MS))
+            .unwrap_or(0.0),
+    })
+}
+
+/// The statistics of `event_id`, whose queue (if it still has one) is `queue_config`'s.
 pub async fn event_stats(
     state: &SharedState,
-    event: &EventConfig,
-    queue_config: &QueueConfig,
+    event_id: &str,
+    queue_config: Option<&QueueConfig>,
 ) -> Result<EventStatsView, WaitingRoomError> {
-    let keys = state.tickets.keys();
-    let partition = event.partition;
-    let now_ms = Utc::now().timestamp_millis();
-    let (event_counters, serving, issued, active, deferred, (rate, rate_at)): StatsReply =
-        redis::pipe()
-            .hgetall(keys.event_stats(event.event_id.as_str()))
-            .get(keys.serving(partition))
-            .zscore(keys.issued_max(partition), ISSUED_MAX_MEMBER)
-            .zcount(keys.active_set(partition), format!("({now_ms}"), "+inf")
-            .zcard(keys.deferred(partition))
-            .cmd("HMGET")
-            .arg(keys.queue_stats(partition))
-            .arg(QueueStats::RATE)
-            .arg(QueueStats::RATE_AT)
-            .query_async(&mut state.redis.clone())
-            .await
-            .map_err(|error| state.store_unavailable(error))?;
+    let event_counters: Vec<(String, i64)> = redis::cmd("HGETALL")
+        .arg(state.tickets.keys().event_stats(event_id))
+        .query_async(&mut state.redis.clone())
+        .await
+        .map_err(|error| state.store_unavailable(error))?;
     let counter = |name: &str| {
         event_counters
             .iter()
             .find(|(field, _)| field == name)
             .map_or(0, |(_, value)| *value)
     };
-    let serving = serving.unwrap_or(0);
-    // Tickets issued but not yet reached in this event's queue (shared by every event on
-    // it), plus the deferred ones the counter passed before anyone read them: they wait
-    // at the head of the line until read or abandoned.
-    // (A sorted-set score: exact for any offset below 2^53.)
-    let waiting = issued.map_or(0, |issued| (issued as i64 + 1 - serving).max(0)) + deferred;
-    let observed_rate = rate
-        .filter(|_| rate_at.is_some_and(|at| now_ms - at <= RATE_FRESH_FOR_MS))
-        .unwrap_or(0.0);
-    // Time to reach everyone now waiting: at the observed rate, or the policy's before
-    // there is one; unknown while the queue is paused.
-    let drain = if waiting == 0 {
-        Some(0)
-    } else {
-        queue::estimated_wait_seconds(
-            waiting - 1,
-            queue_config.mode,
-            &queue_config.activation,
-            Some(observed_rate),
-        )
+    let (load, drain) = match queue_config {
+        Some(queue_config) => {
+            let load = queue_load(state, queue_config.partition).await?;
+            // Time to reach everyone now waiting (in the queue, shared by every event
+            // on it): at the observed rate, or the policy's before there is one;
+            // unknown while the queue is paused.
+            let drain = if load.waiting == 0 {
+                Some(0)
+            } else {
+                queue::estimated_wait_seconds(
+                    load.waiting - 1,
+                    queue_config.mode,
+                    &queue_config.activation,
+                    Some(load.rate_per_second),
+                )
+            };
+            (Some(load), drain)
+        }
+        None => (None, Some(0)),
     };
     Ok(EventStatsView {
         joined: counter(EventStats::JOINED),
-        waiting,
-        serving_number: serving,
-        active,
+        waiting: load.map_or(0, |load| load.waiting),
+        serving_number: load.map(|load| load.serving_number),
+        active: load.map_or(0, |load| load.active),
         activated: counter(EventStats::ACTIVATED),
         abandoned: counter(EventStats::ABANDONED),
         reserved: counter(EventStats::RESERVED),
-        rate_per_second: observed_rate,
+        rate_per_second: load.map_or(0.0, |load| load.rate_per_second),
         estimated_drain_seconds: drain,
     })
 }

@@ -177,10 +177,14 @@ async fn issue(
     entrant: &Entrant,
     place: Option<Place>,
 ) -> Result<TicketStatus, WaitingRoomError> {
+    // A closed event is refused before this; one that gave its queue back is closed.
+    let partition = event
+        .partition
+        .ok_or_else(|| WaitingRoomError::EventClosed(event.event_id.to_string()))?;
     let issuing = tokio::spawn(issue_ticket(
         state.clone(),
         event.event_id.to_string(),
-        event.partition,
+        partition,
         entrant.record_name().map(str::to_owned),
         place,
     ));
