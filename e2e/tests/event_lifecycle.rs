@@ -15,6 +15,11 @@ use support::Stack;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// A closed event settles 3 s (joins in flight may still land) before it can go.
+fn settling(config: &mut waiting_room::WaitingRoomConfig) {
+    config.event_settle_seconds = 3;
+}
+
 async fn delete(stack: &Stack, event_id: &str) -> (u16, Value) {
     let response = reqwest::Client::new()
         .delete(stack.waiting_room.url(&format!("/admin/events/{event_id}")))
@@ -52,7 +57,7 @@ async fn create(stack: &Stack, event_id: &str, body: Value) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_closed_drained_event_is_deleted_and_its_partition_serves_the_next_one() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_with(settling).await;
     let client = stack.client();
     let old = client
         .put_event(
@@ -93,7 +98,11 @@ async fn a_closed_drained_event_is_deleted_and_its_partition_serves_the_next_one
         || async {
             let (status, body) = delete(&stack, "old").await;
             if status == 409 {
-                assert_eq!(body["error"]["code"], "event_has_live_tickets", "{body}");
+                let code = &body["error"]["code"];
+                assert!(
+                    code == "event_has_live_tickets" || code == "event_closing",
+                    "{body}"
+                );
             }
             status == 204
         },
@@ -132,7 +141,13 @@ async fn a_closed_drained_event_is_deleted_and_its_partition_serves_the_next_one
     // An event created again under a deleted one's id starts from nothing: the fan who
     // held a place in the old one joins anew (their place goes in the background).
     client.put_event("fill-3", json!({"state": "closed"})).await;
-    assert_eq!(delete(&stack, "fill-3").await.0, 204);
+    let (status, body) = delete(&stack, "fill-3").await;
+    assert_eq!(status, 409, "joins in flight may still land: {body}");
+    assert_eq!(body["error"]["code"], "event_closing");
+    testkit::wait::until_true("fill-3 settles and is deleted", PATIENCE, || async {
+        delete(&stack, "fill-3").await.0 == 204
+    })
+    .await;
     let (status, again) = create(&stack, "old", json!({})).await;
     assert_eq!(status, 201, "{again}");
     assert_eq!(again["joined"], 0);
@@ -148,7 +163,7 @@ async fn a_closed_drained_event_is_deleted_and_its_partition_serves_the_next_one
 
 #[tokio::test]
 async fn an_event_with_reservations_is_kept_as_the_sales_record() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_with(settling).await;
     let client = stack.client();
     client
         .put_event(
@@ -191,7 +206,7 @@ async fn wait_for_state(stack: &Stack, token: &str, wanted: &str) {
 
 #[tokio::test]
 async fn closed_drained_events_give_their_partitions_to_new_ones() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_with(settling).await;
     let client = stack.client();
     // A sale that ran: its one fan was let in, and their second of activity ran out.
     let past = client
@@ -217,9 +232,15 @@ async fn closed_drained_events_give_their_partitions_to_new_ones() {
     client.put_event("past", json!({"state": "closed"})).await;
     wait_for_state(&stack, token, "expired").await;
 
-    // Only the drained partition is taken back.
-    let (status, next) = create(&stack, "next", json!({})).await;
-    assert_eq!(status, 201, "{next}");
+    // Only the drained partition is taken back, once its event has settled.
+    let next = testkit::wait::until("a partition for the next event", PATIENCE, || async {
+        let (status, body) = create(&stack, "next", json!({})).await;
+        if status == 409 {
+            assert_eq!(body["error"]["code"], "no_free_partition", "{body}");
+        }
+        (status == 201).then_some(body)
+    })
+    .await;
     assert_eq!(next["partition"], past["partition"]);
     assert_eq!(
         next["activation"]["batch_size"], 100,

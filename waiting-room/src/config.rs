@@ -94,6 +94,13 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "PRODUCE_TIMEOUT_MS", default_value_t = 2_000)]
     pub produce_timeout_ms: u64,
 
+    /// Seconds an event must have been closed before its partition is released or it is
+    /// deleted: joins that passed the open check on any instance just before the close
+    /// may still be producing their tickets (at least a few produce timeouts).
+    #[arg(long, env = "EVENT_SETTLE_SECONDS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub event_settle_seconds: u64,
+
     /// Producer batching delay: joins arriving within it share one broker round trip. An
     /// upper bound: a batch leaves as soon as `PRODUCER_BATCH_MESSAGES` joins wait.
     #[arg(long, env = "PRODUCER_LINGER_MS", default_value_t = 5)]

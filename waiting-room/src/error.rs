@@ -48,6 +48,11 @@ pub enum WaitingRoomError {
         waiting: i64,
         active: i64,
     },
+    #[error("event '{event_id}' closed moments ago: joins in flight may still land, retry in {retry_after_seconds} s")]
+    EventClosing {
+        event_id: String,
+        retry_after_seconds: u64,
+    },
     #[error("event '{event_id}' has {reservations} reservations: they are the sale's record, so the event stays")]
     EventHasReservations { event_id: String, reservations: i64 },
     #[error("no free partition: all {partitions} partitions of the tickets topic have events; name a partition to share one")]
@@ -100,6 +105,7 @@ impl ApiError for WaitingRoomError {
             | Self::NoFreePartition { .. }
             | Self::EventNotClosed(_)
             | Self::EventHasLiveTickets { .. }
+            | Self::EventClosing { .. }
             | Self::EventHasReservations { .. }
             | Self::AlreadyInLine(_) => StatusCode::CONFLICT,
             Self::RateLimited { .. } | Self::TicketStreamsInUse { .. } => {
@@ -129,6 +135,7 @@ impl ApiError for WaitingRoomError {
             Self::NoFreePartition { .. } => "no_free_partition",
             Self::EventNotClosed(_) => "event_not_closed",
             Self::EventHasLiveTickets { .. } => "event_has_live_tickets",
+            Self::EventClosing { .. } => "event_closing",
             Self::EventHasReservations { .. } => "event_has_reservations",
             Self::RateLimited { .. } => "rate_limited",
             Self::QueueUnavailable { .. } => "queue_unavailable",
@@ -158,6 +165,10 @@ impl ApiError for WaitingRoomError {
             }
             | Self::CatalogNotLoaded {
                 retry_after_seconds,
+            }
+            | Self::EventClosing {
+                retry_after_seconds,
+                ..
             } => Some(*retry_after_seconds),
             _ => None,
         }

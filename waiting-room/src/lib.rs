@@ -132,6 +132,7 @@ pub async fn build(
         ticket_ttl_seconds: i64::try_from(config.ticket_ttl_seconds)
             .context("TICKET_TTL_SECONDS is too large")?,
         produce_timeout: Duration::from_millis(config.produce_timeout_ms),
+        event_settle: Duration::from_secs(config.event_settle_seconds),
         retry_after_seconds: config.queue_retry_after_seconds,
         trusted_proxies: config.trusted_proxies.clone(),
         serving_feed,

@@ -49,6 +49,8 @@ pub struct AppState {
     pub partition_mode: PartitionMode,
     pub ticket_ttl_seconds: i64,
     pub produce_timeout: Duration,
+    /// How long a closed event settles before its partition can go (see the setting).
+    pub event_settle: Duration,
     pub retry_after_seconds: u64,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub serving_feed: ServingFeed,

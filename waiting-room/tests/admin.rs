@@ -296,6 +296,56 @@ async fn per_event_partitions_until_none_is_free_and_remapping_affects_new_ticke
 }
 
 #[tokio::test]
+async fn a_partition_left_with_waiting_tickets_is_not_handed_out_and_preset_policies_stay() {
+    let env = TestEnv::with_partitions(3).await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
+    let client = WaitingRoomClient::new(&service, &env);
+    let put_partition = |partition: i64, body: Value| {
+        client
+            .http
+            .put(service.url(&format!("/admin/partitions/{partition}")))
+            .bearer_auth(&env.admin_token)
+            .json(&body)
+            .send()
+    };
+    // An operator prepares partition 2 before any event uses it.
+    let prepared = put_partition(2, json!({"activation": {"batch_size": 7}}))
+        .await
+        .expect("PUT partition");
+    assert_eq!(prepared.status(), 200);
+    let moved = client.put_event("moved", json!({"state": "paused"})).await;
+    let stays = client.put_event("stays", json!({})).await;
+    assert_eq!(
+        (moved["partition"].as_i64(), stays["partition"].as_i64()),
+        (Some(0), Some(1))
+    );
+    // A fan waits on partition 0; its event moves to partition 1, the ticket stays.
+    client.join_ok("moved", None).await;
+    let remapped = put_partition(1, json!({"events": ["moved"]}))
+        .await
+        .expect("PUT partition");
+    assert_eq!(remapped.status(), 200);
+
+    // Partition 0 has no event but a fan in line: the next event gets partition 2, with
+    // the policy prepared for it.
+    let next = client.put_event("next", json!({})).await;
+    assert_eq!(next["partition"], 2, "{next}");
+    assert_eq!(next["activation"]["batch_size"], 7, "{next}");
+    let refused = client
+        .http
+        .put(service.url("/admin/events/another"))
+        .bearer_auth(&env.admin_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "no_free_partition");
+    service.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
 async fn global_mode_puts_every_event_on_one_queue_with_one_policy() {
     let env = TestEnv::new().await;
     let mut config = support::waiting_room_config(&env);

@@ -1,6 +1,7 @@
 //! The SQL behind the admin API: one [`CatalogChange`] per request, a transaction over
 //! the `events`, `queues` and `seats` tables that commits all of the change or none.
 
+use chrono::{DateTime, Utc};
 use contract::catalog::{
     ActivationPolicy, EntryPolicy, EventColumns, EventState, PolicyColumns, QueueMode, SeatLayout,
 };
@@ -14,6 +15,8 @@ use crate::error::WaitingRoomError;
 #[derive(Debug, Clone)]
 pub struct ExistingEvent {
     pub state: EventState,
+    /// When it last closed (while closed).
+    pub closed_at: Option<DateTime<Utc>>,
     /// `None`: released (closed, drained, its partition given back).
     pub partition: Option<i32>,
     pub layout: Option<SeatLayout>,
@@ -34,6 +37,7 @@ pub struct EventRecord<'a> {
 #[derive(sqlx::FromRow)]
 struct ExistingRow {
     state: EventState,
+    closed_at: Option<DateTime<Utc>>,
     partition: Option<i32>,
     #[sqlx(flatten)]
     columns: EventColumns,
@@ -76,7 +80,7 @@ impl CatalogChange {
         event_id: &str,
     ) -> Result<Option<ExistingEvent>, WaitingRoomError> {
         let row: Option<ExistingRow> = sqlx::query_as(
-            "SELECT state, partition, seat_rows, seats_per_row, entry_identity, entry_issuer,
+            "SELECT state, closed_at, partition, seat_rows, seats_per_row, entry_identity, entry_issuer,
                     entry_challenge, entry_challenge_difficulty
              FROM events WHERE event_id = $1 FOR UPDATE",
         )
@@ -86,38 +90,67 @@ impl CatalogChange {
         .map_err(internal)?;
         Ok(row.map(|row| ExistingEvent {
             state: row.state,
+            closed_at: row.closed_at,
             partition: row.partition,
             layout: row.columns.layout(),
             entry: row.columns.entry(),
         }))
     }
 
-    /// The lowest partition of `0..partitions` no event uses.
-    pub async fn free_partition(
-        &mut self,
-        partitions: i32,
-    ) -> Result<Option<i32>, WaitingRoomError> {
+    /// The partitions of `0..partitions` no event uses, lowest first.
+    pub async fn free_partitions(&mut self, partitions: i32) -> Result<Vec<i32>, WaitingRoomError> {
         sqlx::query_scalar(
             "SELECT p FROM generate_series(0, $1 - 1) AS p
              WHERE NOT EXISTS (SELECT 1 FROM events WHERE events.partition = p)
-             ORDER BY p LIMIT 1",
+             ORDER BY p",
         )
         .bind(partitions)
-        .fetch_optional(&mut *self.transaction)
+        .fetch_all(&mut *self.transaction)
         .await
         .map_err(internal)
     }
 
-    /// Partitions whose events are all closed, lowest first: the candidates for
-    /// release when no partition is free.
-    pub async fn closed_partitions(&mut self) -> Result<Vec<i32>, WaitingRoomError> {
+    /// Partitions whose events have all been closed for at least `settle`, lowest
+    /// first: the candidates for release when no partition is free.
+    pub async fn settled_partitions(
+        &mut self,
+        settle: std::time::Duration,
+    ) -> Result<Vec<i32>, WaitingRoomError> {
         sqlx::query_scalar(
             "SELECT partition FROM events WHERE partition IS NOT NULL
-             GROUP BY partition HAVING bool_and(state = 'closed') ORDER BY partition",
+             GROUP BY partition
+             HAVING bool_and(state = 'closed'
+                             AND closed_at <= now() - make_interval(secs => $1))
+             ORDER BY partition",
         )
+        .bind(settle.as_secs_f64())
         .fetch_all(&mut *self.transaction)
         .await
         .map_err(internal)
+    }
+
+    /// Stamps when the event closed (kept while it stays closed, cleared when it
+    /// reopens).
+    pub async fn stamp_closing(&mut self, event_id: &str) -> Result<(), WaitingRoomError> {
+        sqlx::query(
+            "UPDATE events SET closed_at = CASE WHEN state = 'closed'
+                                                THEN COALESCE(closed_at, now()) END
+             WHERE event_id = $1",
+        )
+        .bind(event_id)
+        .execute(&mut *self.transaction)
+        .await
+        .map(drop)
+        .map_err(internal)
+    }
+
+    /// Whether any event is mapped to `partition`.
+    pub async fn partition_in_use(&mut self, partition: i32) -> Result<bool, WaitingRoomError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE partition = $1)")
+            .bind(partition)
+            .fetch_one(&mut *self.transaction)
+            .await
+            .map_err(internal)
     }
 
     /// Takes `partition` back from its (closed) events; they keep everything else.

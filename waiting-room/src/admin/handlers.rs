@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::Utc;
 use contract::catalog::{Catalog, EventState, QueueConfig};
 use platform::error::Json as JsonBody;
 use serde_json::{json, Value};
@@ -84,6 +85,7 @@ pub async fn put_event(
             entry: &entry,
         })
         .await?;
+    change.stamp_closing(event_id.as_str()).await?;
     if let Some(layout) = layout {
         if existing.as_ref().and_then(|existing| existing.layout) != Some(layout) {
             change.replace_layout(event_id.as_str(), layout).await?;
@@ -118,9 +120,10 @@ pub async fn list_events(
     Ok(Json(json!({ "events": events })))
 }
 
-/// `DELETE /admin/events/{id}`: removes a closed event whose queue has no live ticket
-/// left (none waiting, none active) and that has no reservations (they are the sale's
-/// record); its seats go with it and its partition is free for the next new event.
+/// `DELETE /admin/events/{id}`: removes an event closed for at least the settling time
+/// whose queue has no live ticket left (none waiting, none active) and that has no
+/// reservations (they are the sale's record); its seats, counters and fans' places go
+/// with it and its partition is free for the next new event.
 pub async fn delete_event(
     State(state): State<SharedState>,
     Path(raw_event_id): Path<String>,
@@ -152,49 +155,58 @@ pub async fn delete_event(
                 active: load.active,
             });
         }
+        let settled_at = existing
+            .closed_at
+            .map(|closed_at| closed_at + state.event_settle)
+            .unwrap_or_default();
+        let left = (settled_at - Utc::now()).num_seconds();
+        if left >= 0 {
+            return Err(WaitingRoomError::EventClosing {
+                event_id: event_id.to_owned(),
+                retry_after_seconds: left.unsigned_abs() + 1,
+            });
+        }
     }
     change.delete_event(event_id).await?;
+    if let Some(partition) = existing.partition {
+        if !change.partition_in_use(partition).await? {
+            change.reset_queue(partition).await?;
+        }
+    }
+    // Before the commit, under the lock: an event created again under this id (which
+    // waits for the lock) starts from nothing, without this one's counters or fans'
+    // old tickets standing in their places.
+    forget_event(&state, event_id).await?;
     change.commit(&state.catalog).await?;
     tracing::info!(event_id, partition = ?existing.partition, "event deleted");
-    // An event created later under the same id starts from nothing: no counters, and
-    // no fan's old (expired, used) ticket standing in their place.
-    tokio::spawn(forget_event(state.clone(), event_id.to_owned()));
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Removes a deleted event's counters and its fans' places from Redis, scanning in
-/// steps (the instance may hold millions of keys).
-async fn forget_event(state: SharedState, event_id: String) {
+/// Removes an event's counters and its fans' places from Redis, scanning in steps (the
+/// instance may hold millions of keys).
+async fn forget_event(state: &SharedState, event_id: &str) -> Result<(), WaitingRoomError> {
     let keys = state.tickets.keys();
     let mut redis = state.redis.clone();
-    let mut forgotten = vec![keys.event_stats(&event_id)];
-    for pattern in keys.event_place_patterns(&event_id) {
+    let mut forgotten = vec![keys.event_stats(event_id)];
+    for pattern in keys.event_place_patterns(event_id) {
         let mut cursor = 0u64;
         loop {
-            let step: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(1_000)
                 .query_async(&mut redis)
-                .await;
-            let (next, found) = match step {
-                Ok(step) => step,
-                Err(error) => {
-                    tracing::warn!(%error, event_id, "cannot scan a deleted event's places; they expire with their tokens");
-                    break;
-                }
-            };
+                .await
+                .map_err(|error| state.store_unavailable(error))?;
             forgotten.extend(found);
             if !forgotten.is_empty() {
-                let unlinked: redis::RedisResult<i64> = redis::cmd("UNLINK")
+                redis::cmd("UNLINK")
                     .arg(std::mem::take(&mut forgotten))
-                    .query_async(&mut redis)
-                    .await;
-                if let Err(error) = unlinked {
-                    tracing::warn!(%error, event_id, "cannot remove a deleted event's keys; they expire with their tokens");
-                }
+                    .query_async::<i64>(&mut redis)
+                    .await
+                    .map_err(|error| state.store_unavailable(error))?;
             }
             if next == 0 {
                 break;
@@ -202,6 +214,7 @@ async fn forget_event(state: SharedState, event_id: String) {
             cursor = next;
         }
     }
+    Ok(())
 }
 
 pub async fn get_event(
@@ -252,9 +265,10 @@ async fn event_view(
     Ok(view)
 }
 
-/// Where a new event goes when the admin names no partition: the shared one, or a
-/// free one (when none is, one that closed events have drained), which starts from the
-/// default mode and policy whatever an earlier event left there.
+/// Where a new event goes when the admin names no partition: the shared one; or the
+/// lowest one no event uses whose queue has drained (events moved away leave their
+/// issued tickets behind); or, when there is none, one that closed events have drained
+/// and give back, which starts again from the default mode and policy.
 async fn default_partition(
     state: &SharedState,
     change: &mut CatalogChange,
@@ -262,36 +276,25 @@ async fn default_partition(
     if state.partition_mode == PartitionMode::Global {
         return Ok(0);
     }
-    let partition = match change.free_partition(state.partitions).await? {
-        Some(partition) => partition,
-        None => release_drained_partition(state, change).await?.ok_or(
-            WaitingRoomError::NoFreePartition {
-                partitions: state.partitions,
-            },
-        )?,
-    };
-    change.reset_queue(partition).await?;
-    Ok(partition)
-}
-
-/// The lowest partition whose events are all closed and whose queue has drained (nobody
-/// waiting, nobody active), taken back from those events. Its queue numbers continue
-/// from its offset; positions are relative, so nobody notices.
-async fn release_drained_partition(
-    state: &SharedState,
-    change: &mut CatalogChange,
-) -> Result<Option<i32>, WaitingRoomError> {
-    for partition in change.closed_partitions().await? {
+    for partition in change.free_partitions(state.partitions).await? {
+        if stats::queue_load(state, partition).await?.drained() {
+            return Ok(partition);
+        }
+    }
+    for partition in change.settled_partitions(state.event_settle).await? {
         if stats::queue_load(state, partition).await?.drained() {
             change.release_partition(partition).await?;
+            change.reset_queue(partition).await?;
             tracing::info!(
                 partition,
                 "closed events drained: their partition is released"
             );
-            return Ok(Some(partition));
+            return Ok(partition);
         }
     }
-    Ok(None)
+    Err(WaitingRoomError::NoFreePartition {
+        partitions: state.partitions,
+    })
 }
 
 fn partition_view(catalog: &Catalog, queue: &QueueConfig) -> Value {

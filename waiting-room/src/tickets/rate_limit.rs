@@ -29,6 +29,8 @@ use redis::{Cmd, RedisResult};
 
 use super::redis_batch::{replies, RedisBatcher};
 
+const MAX_WINDOW_MS: u64 = 86_400_000;
+
 /// One limit: `burst` joins per window of `burst / per_second` seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limit {
@@ -45,11 +47,12 @@ impl Limit {
         })
     }
 
-    /// The window's length in milliseconds: `burst` joins at the sustained rate.
+    /// The window's length in milliseconds: `burst` joins at the sustained rate, at most
+    /// a day (a tiny rate would otherwise ask Redis for an expiry it refuses).
     fn window_ms(self) -> u64 {
         (f64::from(self.burst) * 1_000.0 / self.per_second)
             .ceil()
-            .clamp(1.0, u64::MAX as f64) as u64
+            .clamp(1.0, MAX_WINDOW_MS as f64) as u64
     }
 }
 
@@ -142,8 +145,8 @@ impl RateLimiter {
         }
     }
 
-    /// Counts one join in each window, in one batched request; the first window over
-    /// its limit refuses.
+    /// Counts one join in each window, in one batched request; a window over its limit
+    /// refuses, and the join may retry when every such window has closed.
     async fn charge(&self, limits: &[Charge]) -> RedisResult<Result<(), Refusal>> {
         if limits.is_empty() {
             return Ok(Ok(()));
@@ -155,6 +158,7 @@ impl RateLimiter {
             commands.extend([Cmd::incr(key, 1), open, Cmd::pttl(key)]);
         }
         let replies = replies(self.batcher.send(commands).await?)?;
+        let mut refusal: Option<Refusal> = None;
         for ((scope, limit, _), window) in limits.iter().zip(replies.chunks(3)) {
             let [counted, _, remaining_ms] = window else {
                 continue;
@@ -162,13 +166,17 @@ impl RateLimiter {
             let counted: u64 = redis::from_redis_value(counted.clone())?;
             if counted > u64::from(limit.burst) {
                 let remaining_ms: i64 = redis::from_redis_value(remaining_ms.clone())?;
-                return Ok(Err(Refusal {
-                    scope: *scope,
-                    retry_after_seconds: remaining_ms.max(0).unsigned_abs().div_ceil(1_000).max(1),
-                }));
+                let retry_after_seconds = remaining_ms.max(0).unsigned_abs().div_ceil(1_000).max(1);
+                // The first refusing limit names the scope; the longest wait is the answer.
+                let scope = refusal.map_or(*scope, |first| first.scope);
+                let longest = refusal.map_or(0, |first| first.retry_after_seconds);
+                refusal = Some(Refusal {
+                    scope,
+                    retry_after_seconds: retry_after_seconds.max(longest),
+                });
             }
         }
-        Ok(Ok(()))
+        Ok(refusal.map_or(Ok(()), Err))
     }
 }
 
@@ -322,5 +330,9 @@ mod tests {
         // Ten at once, one a second on average: a ten-second window.
         assert_eq!(Limit::new(1.0, 10).expect("on").window_ms(), 10_000);
         assert_eq!(Limit::new(3.0, 1).expect("on").window_ms(), 334);
+        assert_eq!(
+            Limit::new(1e-12, 10).expect("on").window_ms(),
+            MAX_WINDOW_MS
+        );
     }
 }
