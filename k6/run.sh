@@ -282,6 +282,11 @@ bench_fan_journey() {
     -e RES_URL="http://$RESERVATION_LISTEN" -e EVENT_ID="$event" -e FANS="$fans" -e VUS="$vus" \
     -e RUN_ID="$event" k6/fan-journey.js >/dev/null 2>&1 || true
   local elapsed=$((SECONDS - started))
+  # Each run's event is new: closed, it gives its partition back once its fans' active
+  # time has run out (the reservations stay as its record).
+  say "closing $event"
+  curl -fsS -X PUT -H "$admin" -H 'Content-Type: application/json' \
+    "http://$WAITING_ROOM_LISTEN/admin/events/$event" -d '{"state":"closed"}' >/dev/null
   local summary
   summary=$(python3 - "$tmp/journey.json" "$elapsed" <<'PY'
 import json, sys

@@ -168,7 +168,13 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let drain_seconds = drain_started.elapsed().as_secs_f64();
-    eprintln!("drained in {drain_seconds:.1} s");
+    eprintln!("drained in {drain_seconds:.1} s; closing the event (its partition comes back once its fans' active time runs out)");
+    http.put(&event_url)
+        .bearer_auth(&admin_token)
+        .json(&event("closed"))
+        .send()
+        .await?
+        .error_for_status()?;
 
     let ticks = ticks.lock().expect("tick times").clone();
     let outcomes: Vec<StreamOutcome> = results.into_iter().filter_map(Result::ok).collect();
