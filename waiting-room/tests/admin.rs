@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use testkit::client::WaitingRoomClient;
+use testkit::redis_server::PrivateRedis;
 use testkit::TestEnv;
 use waiting_room::PartitionMode;
 
@@ -132,6 +133,14 @@ async fn invalid_configuration_is_refused_naming_the_field() {
             .await
             .expect("PUT");
         assert_eq!(bad_id.status(), 422, "{bad}");
+        let bad_delete = client
+            .http
+            .delete(service.url(&format!("/admin/events/{bad}")))
+            .bearer_auth(&env.admin_token)
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(bad_delete.status(), 422, "DELETE {bad}");
     }
     for dots in [".", ".."] {
         let status = raw_put_status(
@@ -221,17 +230,7 @@ async fn per_event_partitions_until_none_is_free_and_remapping_affects_new_ticke
         "each event gets its own queue"
     );
 
-    let refused = client
-        .http
-        .put(service.url("/admin/events/third"))
-        .bearer_auth(&env.admin_token)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(refused.status(), 409);
-    let body: Value = refused.json().await.expect("JSON");
-    assert_eq!(body["error"]["code"], "no_free_partition");
+    assert_no_free_partition(&client, "third").await;
     // Naming a partition shares it.
     let third = client
         .put_event("third", json!({"partition": first["partition"]}))
@@ -331,17 +330,50 @@ async fn a_partition_left_with_waiting_tickets_is_not_handed_out_and_preset_poli
     let next = client.put_event("next", json!({})).await;
     assert_eq!(next["partition"], 2, "{next}");
     assert_eq!(next["activation"]["batch_size"], 7, "{next}");
-    let refused = client
+    assert_no_free_partition(&client, "another").await;
+    service.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_delete_while_redis_is_down_answers_503_and_keeps_the_event() {
+    let env = TestEnv::new().await;
+    let redis = PrivateRedis::start().await;
+    let mut config = support::waiting_room_config(&env);
+    config.common.redis_url = redis.url();
+    config.event_settle_seconds = 1;
+    let service = support::start_waiting_room(config).await;
+    let client = WaitingRoomClient::new(&service, &env);
+    client.put_event("ended", json!({"state": "closed"})).await;
+    let delete = || {
+        client
+            .http
+            .delete(service.url("/admin/events/ended"))
+            .bearer_auth(&env.admin_token)
+            .send()
+    };
+
+    // Whether the queue drained is Redis's to say: without it, nothing is deleted.
+    redis.pause();
+    let refused = delete().await.expect("DELETE");
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    redis.resume();
+    assert_eq!(client.get_event("ended").await["state"], "closed");
+    testkit::wait::until_true(
+        "the settled event is deleted once Redis answers",
+        Duration::from_secs(30),
+        || async { delete().await.expect("DELETE").status() == 204 },
+    )
+    .await;
+    let gone = client
         .http
-        .put(service.url("/admin/events/another"))
+        .get(service.url("/admin/events/ended"))
         .bearer_auth(&env.admin_token)
-        .json(&json!({}))
         .send()
         .await
-        .expect("PUT");
-    assert_eq!(refused.status(), 409);
-    let body: Value = refused.json().await.expect("JSON");
-    assert_eq!(body["error"]["code"], "no_free_partition");
+        .expect("GET");
+    assert_eq!(gone.status(), 404);
     service.stop().await.expect("clean shutdown");
 }
 
@@ -408,6 +440,21 @@ async fn a_second_instance_sees_configuration_changes_within_a_second() {
 
 /// `PUT path` with an empty JSON body, sent as raw HTTP/1.1 so the path reaches the
 /// server exactly as written; the response's status code.
+/// Creating `event_id` is refused: no partition is left for it.
+async fn assert_no_free_partition(client: &WaitingRoomClient<'_>, event_id: &str) {
+    let refused = client
+        .http
+        .put(client.service.url(&format!("/admin/events/{event_id}")))
+        .bearer_auth(client.admin_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "no_free_partition");
+}
+
 async fn raw_put_status(base_url: &str, path: &str, admin_token: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = base_url.trim_start_matches("http://");
