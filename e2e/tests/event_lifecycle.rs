@@ -20,39 +20,42 @@ fn settling(config: &mut waiting_room::WaitingRoomConfig) {
     config.event_settle_seconds = 3;
 }
 
-async fn delete(stack: &Stack, event_id: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .delete(stack.waiting_room.url(&format!("/admin/events/{event_id}")))
-        .bearer_auth(&stack.env.admin_token)
-        .send()
-        .await
-        .expect("DELETE /admin/events");
+/// An admin call: its status and JSON body (`null` when it has none).
+async fn admin(
+    stack: &Stack,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, stack.waiting_room.url(path))
+        .bearer_auth(&stack.env.admin_token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("admin request");
     let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn delete(stack: &Stack, event_id: &str) -> (u16, Value) {
+    let path = format!("/admin/events/{event_id}");
+    admin(stack, reqwest::Method::DELETE, &path, None).await
 }
 
 async fn admin_get(stack: &Stack, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .get(stack.waiting_room.url(path))
-        .bearer_auth(&stack.env.admin_token)
-        .send()
-        .await
-        .expect("GET admin");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON"))
+    admin(stack, reqwest::Method::GET, path, None).await
 }
 
 async fn create(stack: &Stack, event_id: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .put(stack.waiting_room.url(&format!("/admin/events/{event_id}")))
-        .bearer_auth(&stack.env.admin_token)
-        .json(&body)
-        .send()
-        .await
-        .expect("PUT /admin/events");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON"))
+    let path = format!("/admin/events/{event_id}");
+    admin(stack, reqwest::Method::PUT, &path, Some(body)).await
+}
+
+/// An event whose fans are let in quickly and stay active one second.
+fn one_second_sessions(state: &str, batch_size: u32) -> Value {
+    json!({"state": state, "activation": {"batch_size": batch_size, "interval_ms": 100,
+           "active_ttl_seconds": 1, "grace_seconds": 600}})
 }
 
 #[tokio::test]
@@ -60,11 +63,7 @@ async fn a_closed_drained_event_is_deleted_and_its_partition_serves_the_next_one
     let stack = Stack::start_with(settling).await;
     let client = stack.client();
     let old = client
-        .put_event(
-            "old",
-            json!({"state": "paused", "activation": {"batch_size": 7, "interval_ms": 100,
-                   "active_ttl_seconds": 1, "grace_seconds": 600}}),
-        )
+        .put_event("old", one_second_sessions("paused", 7))
         .await;
     // The test's topic has four partitions: three more events take the rest.
     for filler in ["fill-1", "fill-2", "fill-3"] {
@@ -210,11 +209,7 @@ async fn closed_drained_events_give_their_partitions_to_new_ones() {
     let client = stack.client();
     // A sale that ran: its one fan was let in, and their second of activity ran out.
     let past = client
-        .put_event(
-            "past",
-            json!({"state": "open", "activation": {"batch_size": 10, "interval_ms": 100,
-                   "active_ttl_seconds": 1, "grace_seconds": 600}}),
-        )
+        .put_event("past", one_second_sessions("open", 10))
         .await;
     let ticket = client.join_ok("past", None).await;
     let token = ticket["token"].as_str().unwrap();
