@@ -176,4 +176,17 @@ mod tests {
             .expect("1 is a valid batch size");
         assert_eq!(flags.config.producer_batch_messages, 1);
     }
+
+    #[test]
+    fn a_closed_event_settles_between_a_second_and_a_day() {
+        for refused in ["0", "86401", "-1", "soon"] {
+            assert!(
+                Flags::try_parse_from(["waiting-room", "--event-settle-seconds", refused]).is_err(),
+                "{refused}"
+            );
+        }
+        let flags = Flags::try_parse_from(["waiting-room", "--event-settle-seconds", "1"])
+            .expect("1 s is a valid settling time");
+        assert_eq!(flags.config.event_settle_seconds, 1);
+    }
 }
