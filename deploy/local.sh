@@ -326,6 +326,9 @@ cmd_logs() {
 
 # Headless Chromium and its WebDriver for the browser tests (Debian packages).
 ensure_browser() {
+  # Korean pages need CJK glyphs in the screenshots.
+  [ "$(fc-list 2>/dev/null | grep -ci 'Noto Sans CJK')" -gt 0 ] ||
+    apt_install fonts-noto-cjk fontconfig
   command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
   say "installing chromium and chromium-driver (browser tests)"
   local sudo=""

@@ -124,7 +124,8 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         -- ARGV: now, active_until, max_active (-1: none), batch_limit, grace_ms,
         --       ticket key prefix, ticket_ttl_s, event stats key before and after the id,
         --       deferred tickets to examine at most,
-        --       then per entry: queue_number, ticket_id ('' = dead letter), event_id, issued_ms
+        --       then per entry: queue_number, ticket_id ('' = dead letter), event_id,
+        --       issued_ms (no earlier than its sale's start)
         local now = tonumber(ARGV[1])
         local active_until = ARGV[2]
         local max_active = tonumber(ARGV[3])
@@ -207,6 +208,8 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
               local key = ticket_prefix .. ticket
               local fields = redis.call('HMGET', key, '{state}', '{seen}')
               local seen = tonumber(fields[2] or '')
+              -- Seen before a scheduled start counts as seen at it (issued is the start then).
+              if seen and seen < issued then seen = issued end
               if fields[1] then
                 -- Decided before (a replay): leave it exactly as it is.
                 serving = qn + 1

@@ -179,6 +179,7 @@ impl Dispatcher {
         let backlog = worker.backlog.send(incoming);
         if backlog > PAUSE_ABOVE
             && !worker.paused
+            && !worker.backlog.unbounded()
             && self
                 .consumer
                 .pause(&single(&self.context.topic, partition))
@@ -200,7 +201,7 @@ impl Dispatcher {
                 anyhow::bail!("the worker of queue {partition} stopped unexpectedly");
             }
             if worker.paused
-                && worker.backlog.len() < PAUSE_ABOVE / 2
+                && (worker.backlog.len() < PAUSE_ABOVE / 2 || worker.backlog.unbounded())
                 && self
                     .consumer
                     .resume(&single(&self.context.topic, *partition))

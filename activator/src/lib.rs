@@ -3,9 +3,10 @@
 //! health, readiness and metrics.
 //!
 //! The modules form a line: [`consumer`] owns the group membership ([`group`]) and hands
-//! each owned queue's records, through its [`backlog`], to a [`queue_worker`], which runs
-//! [`activation`] steps on the queue's schedule, measures its [`rate`] and sends poison
-//! records to the [`dead_letter`] topic.
+//! each owned queue's records, through its [`backlog`], to a [`queue_worker`], which holds
+//! the queue until its sales start and draws shuffled pre-queues ([`queue_schedule`]),
+//! runs [`activation`] steps on the queue's schedule, measures its [`rate`] and sends
+//! poison records to the [`dead_letter`] topic.
 
 // Public for its tests: the step is run against Redis directly.
 pub mod activation;
@@ -14,6 +15,7 @@ mod config;
 mod consumer;
 mod dead_letter;
 mod group;
+mod queue_schedule;
 mod queue_worker;
 mod rate;
 

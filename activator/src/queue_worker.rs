@@ -8,12 +8,20 @@
 //! before anyone read them), even with nothing buffered, so that a holder who reads one
 //! late is activated on the next tick. Each queue has its own task, so a slow queue
 //! never delays another.
+//!
+//! Scheduled sales (see [`QueueSchedule`]): the queue is held until the start and the
+//! worker wakes at it by itself. A shuffled pre-queue is drawn first: the worker records
+//! the pre-queue's offsets in PostgreSQL (once; a restarted worker finds them), then
+//! serves the pre-queue in drawn order, only once all of it is buffered, and commits no
+//! offset inside it until all of it is reached, so a crash neither skips nor repeats
+//! anyone.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use contract::catalog::{QueueConfig, QueueMode};
+use contract::draw::{self, Draw, DrawRange};
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::{QueueStats, RedisKeys};
 use contract::serving_announcement::ServingAnnouncement;
@@ -27,6 +35,7 @@ use crate::activation::{self, QueueEntry, StepLimits, StepOutcome};
 use crate::backlog::{Backlog, Incoming};
 use crate::dead_letter::DeadLetter;
 use crate::group::GroupConsumer;
+use crate::queue_schedule::QueueSchedule;
 use crate::rate::RateWindow;
 
 /// Entries passed to one script call; bigger batches take several calls per tick.
@@ -40,6 +49,8 @@ const REREAD_STALL: Duration = Duration::from_secs(2);
 /// An activated ticket's Redis state outlives its session by this long, so status
 /// reads still say "expired" or "used" after it ends.
 const TICKET_STATE_RETENTION_SECONDS: i64 = 86_400;
+/// After a failed attempt to fix a draw (PostgreSQL, Redis or the broker down).
+const DRAW_RETRY: Duration = Duration::from_secs(1);
 
 /// What every queue worker of an activator shares.
 pub struct WorkerContext {
@@ -62,6 +73,11 @@ pub struct QueueWorker {
     /// Whether the queue's deferred set held tickets after the last step (assumed at
     /// start: a previous owner may have left some).
     deferred_waiting: bool,
+    /// The draw the buffer is ordered by, once one is fixed for this queue.
+    draw: Option<Draw>,
+    /// The highest offset received since the buffer was last emptied by a re-read: a
+    /// drawn pre-queue is served only once all of it is buffered.
+    max_received: i64,
     stop: CancellationToken,
 }
 
@@ -80,6 +96,8 @@ impl QueueWorker {
             reread: Reread::default(),
             next_tick: Instant::now(),
             deferred_waiting: true,
+            draw: None,
+            max_received: -1,
             stop,
         }
     }
@@ -88,12 +106,39 @@ impl QueueWorker {
         let partition = self.partition;
         let mut catalog_changes = self.context.catalog.subscribe();
         loop {
-            let queue = self.context.catalog.current().queue(partition);
-            let can_tick = queue.mode != QueueMode::Paused
+            let catalog = self.context.catalog.current();
+            let queue = catalog.queue(partition);
+            let schedule = QueueSchedule::of(&catalog, partition, Utc::now());
+            // A fixed draw never changes; a catalog read that lacks it (a reload that
+            // started before the draw was recorded) must not undo it.
+            if let Some(draw) = schedule.draw.filter(|draw| Some(*draw) != self.draw) {
+                self.follow_draw(draw);
+            }
+            if let Some(event_id) = &schedule.undrawn {
+                if !self.fix_draw(event_id).await {
+                    tokio::select! {
+                        () = self.stop.cancelled() => break,
+                        () = tokio::time::sleep(DRAW_RETRY) => {}
+                    }
+                }
+                continue;
+            }
+            let draw_incomplete = self.draw_incomplete();
+            self.backlog.set_unbounded(draw_incomplete);
+            // Without the catalog, neither the schedules nor the draws are known.
+            let can_tick = catalog.loaded
+                && queue.mode != QueueMode::Paused
+                && schedule.serving_allowed()
+                && !draw_incomplete
                 && (!self.backlog.is_empty() || self.deferred_waiting);
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
+                () = sleep_until_start(schedule.next_change()), if schedule.next_change().is_some() => {
+                    // A pre-queue opens (the queue is held from now) or a sale starts (the
+                    // next pass opens the queue, or draws first).
+                    self.next_tick = Instant::now();
+                }
                 received = self.backlog.receive() => {
                     let Some(first) = received else { break };
                     self.admit(first);
@@ -108,7 +153,7 @@ impl QueueWorker {
                 () = tokio::time::sleep_until(self.next_tick.into()), if can_tick => {
                     let lateness = Instant::now().saturating_duration_since(self.next_tick);
                     let span = tracing::info_span!("activation_tick", partition, mode = ?queue.mode);
-                    self.tick(&queue, lateness).instrument(span).await;
+                    self.tick(&queue, &schedule, lateness).instrument(span).await;
                     self.next_tick = (self.next_tick + tick_interval(&queue)).max(Instant::now());
                 }
                 () = sleep_until_stalled(self.reread.stalled_at()), if self.reread.pending.is_some() => {
@@ -131,17 +176,128 @@ impl QueueWorker {
     /// the gap: it is still in flight from before the seek (or the broker skipped the
     /// hole again) and comes back with the re-read.
     fn admit(&mut self, incoming: Incoming) {
+        let offset = incoming.offset();
         if let Some((gap_at, _)) = self.reread.pending {
-            if incoming.offset() > gap_at {
+            if offset > gap_at {
                 self.backlog.discard(incoming);
                 return;
             }
             self.reread.pending = None;
         }
-        self.backlog.push(incoming);
+        self.max_received = self.max_received.max(offset);
+        let number = self.place(offset);
+        self.backlog.push(number, incoming);
     }
 
-    async fn tick(&mut self, queue: &QueueConfig, lateness: Duration) {
+    /// The place in line of the record at `offset`.
+    fn place(&self, offset: i64) -> i64 {
+        self.draw.map_or(offset, |draw| draw.queue_number(offset))
+    }
+
+    /// Orders the buffer by a newly fixed draw.
+    fn follow_draw(&mut self, draw: Draw) {
+        tracing::info!(
+            partition = self.partition,
+            first = draw.range.first,
+            end = draw.range.end,
+            "serving the pre-queue in drawn order"
+        );
+        self.backlog.renumber(|offset| draw.queue_number(offset));
+        self.draw = Some(draw);
+    }
+
+    /// Whether part of a drawn pre-queue is buffered but not all of it yet: serving it
+    /// now would skip the places still in flight. Meanwhile the partition is never
+    /// paused (the whole pre-queue is held in memory, about 200 bytes a ticket).
+    fn draw_incomplete(&self) -> bool {
+        self.draw.is_some_and(|draw| {
+            self.max_received < draw.range.end - 1
+                && self
+                    .backlog
+                    .first_number()
+                    .is_some_and(|first| first < draw.range.end)
+        })
+    }
+
+    /// Fixes the pre-queue of `event_id` as the offsets from the queue's serving counter
+    /// (nothing was served since the pre-queue opened) to the partition's end now, unless
+    /// an earlier attempt fixed it already; then reloads the catalog. False on failure.
+    async fn fix_draw(&mut self, event_id: &str) -> bool {
+        let partition = self.partition;
+        let context = self.context.clone();
+        let serving: redis::RedisResult<Option<i64>> = redis::cmd("GET")
+            .arg(context.keys.serving(partition))
+            .query_async(&mut context.redis.clone())
+            .await;
+        let serving = match serving {
+            Ok(serving) => serving,
+            Err(error) => {
+                tracing::warn!(partition, %error, "cannot read the serving counter to draw");
+                return false;
+            }
+        };
+        let consumer = context.consumer.clone();
+        let topic = context.topic.clone();
+        // The partition's ends, and where the group stands in it (Redis lost the counter:
+        // the records before the committed offset were reached before the pre-queue).
+        let positions = tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(5);
+            let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+            let mut wanted = TopicPartitionList::new();
+            wanted.add_partition(&topic, partition);
+            let committed = consumer
+                .committed_offsets(wanted, timeout)?
+                .find_partition(&topic, partition)
+                .and_then(|entry| match entry.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                });
+            Ok::<_, rdkafka::error::KafkaError>((committed.unwrap_or(low), high))
+        })
+        .await;
+        let (reached, high) = match positions {
+            Ok(Ok(positions)) => positions,
+            Ok(Err(error)) => {
+                tracing::warn!(partition, %error, "cannot read the partition's end to draw");
+                return false;
+            }
+            Err(error) => {
+                tracing::warn!(partition, %error, "watermark task failed");
+                return false;
+            }
+        };
+        let first = serving.unwrap_or(reached);
+        let proposed = DrawRange {
+            partition,
+            first,
+            end: high.max(first),
+        };
+        let pool = context.catalog.pool();
+        match draw::fix_range(pool, event_id, proposed).await {
+            Ok(range) => {
+                tracing::info!(
+                    partition,
+                    event_id,
+                    first = range.first,
+                    end = range.end,
+                    "pre-queue drawn"
+                );
+                metrics::counter!("activator_draws_total", "partition" => partition.to_string())
+                    .increment(1);
+            }
+            Err(error) => {
+                tracing::warn!(partition, %error, "cannot record the draw");
+                return false;
+            }
+        }
+        if let Err(error) = context.catalog.reload().await {
+            tracing::warn!(partition, %error, "cannot reload the catalog after the draw");
+            return false;
+        }
+        true
+    }
+
+    async fn tick(&mut self, queue: &QueueConfig, schedule: &QueueSchedule, lateness: Duration) {
         let partition = self.partition;
         let label = partition.to_string();
         let started = Instant::now();
@@ -166,7 +322,7 @@ impl QueueWorker {
         // The steps of this tick, merged; None while no step has run.
         let mut total: Option<StepOutcome> = None;
         loop {
-            let entries = self.front_entries().await;
+            let entries = self.front_entries(schedule).await;
             // One step runs even with nothing buffered: it settles deferred tickets.
             if entries.is_empty() && total.is_some() {
                 break;
@@ -238,7 +394,10 @@ impl QueueWorker {
             self.announce(&total, limits.active_until_ms, rate).await;
         }
         if total.serving > total.reached_from {
-            self.commit(total.serving);
+            self.commit(
+                self.draw
+                    .map_or(total.serving, |draw| draw.committable_offset(total.serving)),
+            );
         }
         metrics::histogram!("activator_tick_duration_seconds", "partition" => label)
             .record(started.elapsed().as_secs_f64());
@@ -253,10 +412,13 @@ impl QueueWorker {
     /// The next entries in offset order, dead-lettering poison records on the way. Stops
     /// before a poison record whose dead letter was not acknowledged: it is never skipped
     /// unless it is safely in the dead-letter topic.
-    async fn front_entries(&mut self) -> Vec<QueueEntry> {
+    ///
+    /// A ticket of a scheduled sale issued before the start counts as issued at the
+    /// start (see [`QueueSchedule::starts_ms`]).
+    async fn front_entries(&mut self, schedule: &QueueSchedule) -> Vec<QueueEntry> {
         let (partition, context) = (self.partition, self.context.clone());
         let mut entries = Vec::new();
-        for incoming in self.backlog.front_mut().take(ENTRIES_PER_STEP) {
+        for (number, incoming) in self.backlog.front_mut().take(ENTRIES_PER_STEP) {
             if let Incoming::Poison(raw) = incoming {
                 if let Err(error) = context.dead_letters.send(&context.topic, raw).await {
                     tracing::warn!(partition, offset = raw.offset, %error, "cannot dead-letter a record yet");
@@ -264,11 +426,22 @@ impl QueueWorker {
                 }
                 metrics::counter!("activator_dead_letters_total", "partition" => partition.to_string()).increment(1);
                 *incoming = Incoming::Entry(QueueEntry::DeadLettered {
-                    queue_number: raw.offset,
+                    queue_number: number,
                 });
             }
             if let Incoming::Entry(entry) = incoming {
-                entries.push(entry.clone());
+                let mut entry = entry.clone();
+                if let QueueEntry::Ticket {
+                    event_id,
+                    issued_ms,
+                    ..
+                } = &mut entry
+                {
+                    if let Some(start) = schedule.starts_ms.get(event_id.as_str()) {
+                        *issued_ms = (*issued_ms).max(*start);
+                    }
+                }
+                entries.push(entry);
             }
         }
         entries
@@ -278,11 +451,21 @@ impl QueueWorker {
     /// returned a later batch than asked for). Drop the buffer and read the partition
     /// again from before the counter; each further gap reaches further back, down to the
     /// first offset, so the missing records are always found.
+    ///
+    /// Inside a drawn pre-queue the counter is a place, not an offset: the re-read starts
+    /// before the pre-queue and takes any of its records.
     async fn read_again(&mut self, serving: i64) {
         let partition = self.partition;
-        let target = (serving - self.reread.lookback).max(0);
+        let (floor, gap_at) = self.draw.map_or((serving, serving), |draw| {
+            (
+                draw.committable_offset(serving),
+                draw.last_offset_for(serving),
+            )
+        });
+        let target = (floor - self.reread.lookback).max(0);
         self.reread.lookback = self.reread.lookback.saturating_mul(2);
         self.backlog.clear();
+        self.max_received = target - 1;
         let consumer = self.context.consumer.clone();
         let topic = self.context.topic.clone();
         let seek = tokio::task::spawn_blocking(move || {
@@ -296,7 +479,7 @@ impl QueueWorker {
         .await;
         match seek {
             Ok(Ok(())) => {
-                self.reread.pending = Some((serving, Instant::now()));
+                self.reread.pending = Some((gap_at, Instant::now()));
                 metrics::counter!("activator_rereads_total", "partition" => partition.to_string())
                     .increment(1);
                 tracing::warn!(
@@ -387,6 +570,14 @@ impl Reread {
         self.pending
             .map(|(gap_at, since)| (gap_at, since + REREAD_STALL))
     }
+}
+
+async fn sleep_until_start(start: Option<chrono::DateTime<Utc>>) {
+    let Some(start) = start else {
+        return std::future::pending().await;
+    };
+    let wait = (start - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    tokio::time::sleep(wait).await;
 }
 
 async fn sleep_until_stalled(stalled: Option<(i64, Instant)>) {

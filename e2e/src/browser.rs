@@ -21,6 +21,12 @@ impl Browser {
     /// A fresh headless browser with a phone-sized window; screenshots go to
     /// `test-output/<test>/` at the workspace root (git-ignored).
     pub async fn start(test: &str) -> Self {
+        Self::start_in(test, "en-US").await
+    }
+
+    /// [`Browser::start`] for a fan whose browser asks for `language` first
+    /// (`Accept-Language` and the JavaScript locale).
+    pub async fn start_in(test: &str, language: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("free port")
@@ -46,7 +52,10 @@ impl Browser {
                     "--disable-gpu",
                     "--disable-dev-shm-usage",
                     "--window-size=412,915",
+                    format!("--lang={language}"),
+                    format!("--accept-lang={language}"),
                 ],
+                "prefs": {"intl.accept_languages": language},
             }),
         );
         let url = format!("http://127.0.0.1:{port}");

@@ -245,3 +245,93 @@ async fn the_page_solves_the_events_challenge_before_joining() {
     browser.close().await;
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_korean_fan_counts_down_in_the_pre_queue_and_follows_the_line_after_the_start() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let mut event = event_body("open", 10, 200, 600);
+    event["name"] = "서울 콘서트".into();
+    let now = chrono::Utc::now();
+    let starts = now + chrono::Duration::seconds(20);
+    event["schedule"] = json!({
+        "prequeue_opens_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+        "sale_starts_at": starts.to_rfc3339(),
+        "order": "shuffle_prequeue",
+    });
+    client.put_event("page-ko", event).await;
+
+    let browser = Browser::start_in("waiting_page_korean", "ko-KR").await;
+    let page = &browser.client;
+    page.goto(&stack.waiting_room.url("/events/page-ko"))
+        .await
+        .unwrap();
+    wait_displayed(page, "#join-form").await;
+    let lang = page
+        .execute("return document.documentElement.lang", vec![])
+        .await
+        .unwrap();
+    assert_eq!(lang, "ko", "chosen from Accept-Language");
+    assert_eq!(text(page, "#join-button").await, "줄 서기");
+    assert!(
+        text(page, "#schedule").await.contains("무작위 추첨"),
+        "the page says the pre-queue is drawn"
+    );
+    click(page, "#join-button").await;
+    wait_displayed(page, "#prequeue").await;
+    assert_eq!(
+        text(page, "#prequeue-title").await,
+        "사전 대기열에 있습니다"
+    );
+    let countdown = text(page, "#prequeue-countdown").await;
+    assert!(
+        countdown.contains(':'),
+        "a countdown to the start, got {countdown:?}"
+    );
+    browser.screenshot("01-prequeue-countdown").await;
+
+    // After the start the page follows the line by itself (within the spread).
+    let started = Instant::now();
+    while !(displayed(page, "#waiting").await || displayed(page, "#active").await) {
+        assert!(
+            started.elapsed() < PATIENCE + Duration::from_secs(20),
+            "the page did not follow the line after the start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.screenshot("02-after-the-start").await;
+    assert!(chrono::Utc::now() >= starts, "followed before the start");
+
+    // The switch turns the page to English, and the choice sticks.
+    page.find(Locator::Css("#language"))
+        .await
+        .unwrap()
+        .select_by_value("en")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while text(page, "#event-name").await != "서울 콘서트"
+        || page
+            .execute("return document.documentElement.lang", vec![])
+            .await
+            .unwrap()
+            != "en"
+    {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the switch did not change the language"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    while text(page, "a[href='/']").await != "All events" {
+        assert!(started.elapsed() < PATIENCE, "the English words never came");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.screenshot("03-switched-to-english").await;
+    client
+        .put_event("page-ko", json!({"state": "closed"}))
+        .await;
+    browser.close().await;
+    stack.stop().await;
+}

@@ -4,7 +4,11 @@
 // An event that admits only fans the ticket site vouches for is joined with the
 // enqueue token the site put in the link (/events/{id}?enqueue_token=...). An event that
 // asks for a proof of work gets one solved in a Web Worker (assets/pow-worker.js) before
-// each join.
+// each join. A scheduled sale shows when its line opens; a ticket in its pre-queue
+// shows a countdown to the start and follows the line once it has started, each page
+// at a random moment of a few seconds after the start (a hundred thousand pages
+// reconnecting in the same millisecond would be a thundering herd). Every word comes
+// from i18n.js.
 "use strict";
 
 const eventId = decodeURIComponent(location.pathname.split("/")[2] || "");
@@ -16,12 +20,19 @@ if (enqueueToken) {
 const storageKey = `waiting-room.ticket.${eventId}`;
 const POLL_MS = 2000;
 const TERMINAL = ["active", "expired", "abandoned", "used"];
+// Pages reconnect at a random moment this long after the start.
+const OPENING_SPREAD_MS = 10000;
+// While the draw is being made, each page looks again after 2 to 5 s.
+const DRAWING_RETRY_MS = [2000, 5000];
+const { t } = i18n;
 
 const $ = (id) => document.getElementById(id);
-const sections = ["join", "needs-link", "waiting", "active", "ended"];
+const sections = ["join", "needs-link", "prequeue", "waiting", "active", "ended"];
 let source = null;
 let pollTimer = null;
 let countdownTimer = null;
+let prequeueTimer = null;
+let reconnectTimer = null;
 let lastAnnounced = null;
 let eventInfo = null;
 
@@ -54,26 +65,55 @@ function stopFollowing() {
   source = null;
   clearTimeout(pollTimer);
   pollTimer = null;
+  clearTimeout(reconnectTimer);
+  reconnectTimer = null;
+  clearInterval(prequeueTimer);
+  prequeueTimer = null;
 }
 
 function formatWait(seconds) {
-  if (seconds === null || seconds === undefined) return "Unknown: the sale is paused";
-  if (seconds < 60) return "Less than a minute";
+  if (seconds === null || seconds === undefined) return t("wait.paused");
+  if (seconds < 60) return t("wait.under_minute");
   const minutes = Math.round(seconds / 60);
-  if (minutes < 60) return `About ${minutes} minute${minutes === 1 ? "" : "s"}`;
-  const hours = Math.floor(minutes / 60);
-  return `About ${hours} h ${minutes % 60} min`;
+  if (minutes < 60) return t("wait.minutes", { minutes });
+  return t("wait.hours", { hours: Math.floor(minutes / 60), minutes: minutes % 60 });
+}
+
+const randomBetween = (low, high) => low + Math.random() * (high - low);
+
+// A ticket waiting for the start: count down, then follow the line from a random moment
+// of the spread after the start (or, while the draw is being made, a little later).
+function prequeued(status, token) {
+  stopFollowing();
+  show("prequeue");
+  const starts = Date.parse(status.sale_starts_at);
+  $("prequeue-starts").textContent = t("prequeue.starts", { time: i18n.formatTime(status.sale_starts_at) });
+  $("prequeue-order").textContent =
+    status.queue_number === null || status.queue_number === undefined
+      ? t("prequeue.drawn")
+      : t("prequeue.fifo", { number: i18n.formatNumber(status.queue_number) });
+  const tick = () => {
+    const left = starts - Date.now();
+    $("prequeue-countdown").textContent = left > 0 ? i18n.formatCountdown(left) : t("prequeue.drawing");
+  };
+  tick();
+  prequeueTimer = setInterval(tick, 1000);
+  const wait = Date.now() < starts
+    ? starts - Date.now() + randomBetween(0, OPENING_SPREAD_MS)
+    : randomBetween(...DRAWING_RETRY_MS);
+  reconnectTimer = setTimeout(() => follow(token), wait);
 }
 
 function render(status) {
   if (TERMINAL.includes(status.state)) return finish(status);
+  if (status.state === "prequeued") return prequeued(status, (saved() || {}).token);
   const ticket = saved() || {};
   // Progress is measured from the largest position this device has seen.
   const start = Math.max(ticket.start_position || 0, status.position);
   if (start !== ticket.start_position) save({ ...ticket, start_position: start });
   show("waiting");
-  $("queue-number").textContent = status.queue_number;
-  $("position").textContent = status.position.toLocaleString();
+  $("queue-number").textContent = i18n.formatNumber(status.queue_number);
+  $("position").textContent = i18n.formatNumber(status.position);
   $("wait").textContent = formatWait(status.estimated_wait_seconds);
   const done = start > 0 ? Math.round((100 * (start - status.position)) / start) : 100;
   $("progress").value = done;
@@ -82,8 +122,8 @@ function render(status) {
     lastAnnounced = status.position;
     $("announcer").textContent =
       status.position === 0
-        ? "You are next in line."
-        : `${status.position.toLocaleString()} people ahead of you.`;
+        ? t("announce.next")
+        : t("announce.ahead", { count: i18n.formatNumber(status.position) });
   }
 }
 
@@ -92,7 +132,7 @@ function finish(status) {
   if (status.state === "active") {
     show("active");
     $("reserve").href = status.reservation_url || "#";
-    $("announcer").textContent = "It is your turn. Choose your seats now.";
+    $("announcer").textContent = t("announce.turn");
     const until = Date.parse(status.active_until);
     const tick = () => {
       const left = Math.max(0, Math.round((until - Date.now()) / 1000));
@@ -108,14 +148,9 @@ function finish(status) {
     return;
   }
   clearInterval(countdownTimer);
-  const messages = {
-    expired: "Your time to reserve has run out.",
-    abandoned:
-      "Your place was given up because this page was closed when your turn came.",
-    used: "This ticket has already been used for a reservation.",
-  };
+  const known = ["expired", "abandoned", "used"];
   show("ended");
-  $("ended-message").textContent = messages[status.state] || "Your ticket is no longer valid.";
+  $("ended-message").textContent = t(known.includes(status.state) ? `ended.${status.state}` : "ended.invalid");
   $("announcer").textContent = $("ended-message").textContent;
 }
 
@@ -127,9 +162,11 @@ function follow(token) {
   source = new EventSource(`/v1/tickets/${encodeURIComponent(token)}/events`);
   source.addEventListener("open", () => {
     opened = true;
-    $("connection").textContent = "Live updates on.";
+    $("connection").textContent = t("waiting.live");
   });
   source.addEventListener("position", (event) => render(JSON.parse(event.data)));
+  // Sent once, then the stream ends: the page reconnects after the start by itself.
+  source.addEventListener("prequeued", (event) => prequeued(JSON.parse(event.data), token));
   for (const name of TERMINAL) {
     source.addEventListener(name, (event) => finish(JSON.parse(event.data)));
   }
@@ -138,7 +175,7 @@ function follow(token) {
     // that was open reconnects by itself (the server sends a retry hint).
     if (!source) return;
     if (!opened || source.readyState === EventSource.CLOSED) {
-      $("connection").textContent = "Updating every few seconds.";
+      $("connection").textContent = t("waiting.polling");
       poll(token);
     }
   });
@@ -150,19 +187,19 @@ async function poll(token) {
     const response = await fetch(`/v1/tickets/${encodeURIComponent(token)}`);
     if (response.status === 401) {
       forget();
-      say("Your ticket is no longer valid. Please join the line again.");
+      say(t("message.ticket_invalid"));
       return start();
     }
     if (response.ok) {
       const status = await response.json();
       render(status);
-      if (TERMINAL.includes(status.state)) return;
+      if (TERMINAL.includes(status.state) || status.state === "prequeued") return;
       say("");
     } else {
-      say("We could not refresh your place just now; retrying…");
+      say(t("message.refresh_failed"));
     }
   } catch {
-    say("You seem to be offline; retrying…");
+    say(t("message.offline_retrying"));
   }
   pollTimer = setTimeout(() => poll(token), POLL_MS);
 }
@@ -216,7 +253,8 @@ async function join(event) {
     });
     const answer = await response.json();
     if (response.ok) {
-      save({ token: answer.token, start_position: answer.position });
+      save({ token: answer.token, start_position: answer.position || 0 });
+      if (answer.state === "prequeued") return prequeued(answer, answer.token);
       render(answer);
       follow(answer.token);
       return;
@@ -226,18 +264,21 @@ async function join(event) {
       show("needs-link");
       return;
     }
-    const retry = response.headers.get("retry-after");
-    const refusals = {
-      event_closed: "This sale is closed: no new places are handed out.",
-      event_not_found: "This sale does not exist.",
-      rate_limited: `Too many attempts from your connection. Try again in ${retry || "a few"} seconds.`,
-      queue_unavailable: `The line is busy. Try again in ${retry || "a few"} seconds.`,
-      challenge_failed: "The browser check did not pass. Please press the button again.",
-      challenge_required: "The browser check did not run. Please reload the page.",
+    const params = {
+      seconds: response.headers.get("retry-after") || "…",
+      time: answer.error && answer.error.prequeue_opens_at
+        ? i18n.formatTime(answer.error.prequeue_opens_at)
+        : "",
     };
-    say(refusals[code] || (answer.error && answer.error.message) || "Joining failed.");
+    const known = [
+      "event_closed", "event_not_found", "rate_limited", "queue_unavailable",
+      "challenge_failed", "challenge_required", "not_open_yet",
+    ];
+    say(known.includes(code)
+      ? t(`refusal.${code}`, params)
+      : (answer.error && answer.error.message) || t("message.join_failed"));
   } catch {
-    say("You seem to be offline. Please try again.");
+    say(t("message.offline"));
   } finally {
     button.disabled = false;
   }
@@ -252,19 +293,49 @@ async function start() {
     const response = await fetch(`/v1/events/${encodeURIComponent(eventId)}`);
     if (response.status === 404) {
       $("join").hidden = true;
-      return say("This sale does not exist.");
+      return say(t("refusal.event_not_found"));
     }
     const info = await response.json();
     eventInfo = info;
-    if (info.state === "closed") {
+    if (info.state === "closed" || info.phase === "ended") {
       $("join").hidden = true;
-      say("This sale is closed: no new places are handed out.");
-    } else if (info.entry && info.entry.identity === "enqueue_token" && !enqueueToken) {
+      say(t("refusal.event_closed"));
+    } else if (info.schedule) {
+      showSchedule(info.schedule);
+    }
+    if (info.state !== "closed" && info.phase !== "ended" && info.entry && info.entry.identity === "enqueue_token" && !enqueueToken) {
       show("needs-link");
     }
   } catch {
     // Joining still works or explains itself.
   }
+}
+
+// A scheduled sale: when it starts and in what order; before the line opens, a
+// countdown, with the button enabled at the opening.
+function showSchedule(schedule) {
+  $("schedule").hidden = false;
+  $("schedule").textContent = t("join.sale_starts_at", {
+    time: i18n.formatTime(schedule.sale_starts_at),
+    order: t(`join.order.${schedule.order}`),
+  });
+  const opens = Date.parse(schedule.prequeue_opens_at);
+  if (Date.now() >= opens) return;
+  $("join-button").disabled = true;
+  $("opens").hidden = false;
+  const tick = () => {
+    const left = opens - Date.now();
+    if (left <= 0) {
+      clearInterval(countdownTimer);
+      $("opens").hidden = true;
+      $("join-button").disabled = false;
+      return;
+    }
+    $("opens-countdown").textContent = `${t("join.opens_at", { time: i18n.formatTime(schedule.prequeue_opens_at) })} ${t("join.opens_in", { countdown: i18n.formatCountdown(left) })}`;
+  };
+  tick();
+  clearInterval(countdownTimer);
+  countdownTimer = setInterval(tick, 1000);
 }
 
 async function loadName() {
@@ -273,7 +344,7 @@ async function loadName() {
     if (response.ok) {
       const info = await response.json();
       $("event-name").textContent = info.name || eventId;
-      document.title = `${info.name || eventId}: waiting room`;
+      document.title = t("page.title", { name: info.name || eventId });
     }
   } catch {
     // The page works without the name.
@@ -286,5 +357,7 @@ $("rejoin").addEventListener("click", () => {
   lastAnnounced = null;
   start();
 });
-loadName();
-start();
+i18n.ready.then(() => {
+  loadName();
+  start();
+});

@@ -142,6 +142,12 @@ pub struct WaitingRoomConfig {
     )]
     pub reservation_base_url: String,
 
+    /// A folder of page message catalogs (`{language}.json`, e.g. `ja.json`): each adds
+    /// a language to the fan pages, or rewords an embedded one (English, Korean) key by
+    /// key. Read at start (see docs/operations.md).
+    #[arg(long, env = "PAGE_MESSAGES_DIR")]
+    pub page_messages_dir: Option<PathBuf>,
+
     /// `Retry-After` sent with 503 `queue_unavailable`, in seconds.
     #[arg(long, env = "QUEUE_RETRY_AFTER_SECONDS", default_value_t = 2)]
     pub queue_retry_after_seconds: u64,

@@ -3,11 +3,12 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use contract::ticket_state::TicketState;
 use contract::token::TokenError;
 use platform::error::{respond, ApiError, RequestError};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::entry::challenge::ChallengeFailure;
 use crate::tickets::status::TicketStatus;
@@ -38,6 +39,18 @@ pub enum WaitingRoomError {
     EventNotFound(String),
     #[error("event '{0}' is closed to new joins")]
     EventClosed(String),
+    #[error("the line opens at {prequeue_opens_at} (the sale starts at {sale_starts_at})")]
+    NotOpenYet {
+        prequeue_opens_at: DateTime<Utc>,
+        sale_starts_at: DateTime<Utc>,
+        retry_after_seconds: u64,
+    },
+    #[error("event '{0}' shuffles its pre-queue: it needs a queue of its own, shared with no other event")]
+    DrawNeedsOwnQueue(String),
+    #[error("the sale of '{0}' has started and its pre-queue was drawn: its start and order can no longer change")]
+    DrawAlreadyMade(String),
+    #[error("event '{0}' keeps its queue from its pre-queue's opening on (a shuffled one for good): its fans wait there")]
+    QueueFixedBySchedule(String),
     #[error("the seat layout cannot change: {in_use} seats are held or sold")]
     SeatLayoutInUse { in_use: i64 },
     #[error("event '{0}' is not closed: close it (state \"closed\") and let its queue drain before deleting it")]
@@ -101,6 +114,10 @@ impl ApiError for WaitingRoomError {
             }
             Self::EventNotFound(_) => StatusCode::NOT_FOUND,
             Self::EventClosed(_)
+            | Self::NotOpenYet { .. }
+            | Self::DrawNeedsOwnQueue(_)
+            | Self::DrawAlreadyMade(_)
+            | Self::QueueFixedBySchedule(_)
             | Self::SeatLayoutInUse { .. }
             | Self::NoFreePartition { .. }
             | Self::EventNotClosed(_)
@@ -131,6 +148,10 @@ impl ApiError for WaitingRoomError {
             Self::AlreadyInLine(_) => "already_in_line",
             Self::EventNotFound(_) => "event_not_found",
             Self::EventClosed(_) => "event_closed",
+            Self::NotOpenYet { .. } => "not_open_yet",
+            Self::DrawNeedsOwnQueue(_) => "draw_needs_own_queue",
+            Self::DrawAlreadyMade(_) => "draw_already_made",
+            Self::QueueFixedBySchedule(_) => "queue_fixed_by_schedule",
             Self::SeatLayoutInUse { .. } => "conflict",
             Self::NoFreePartition { .. } => "no_free_partition",
             Self::EventNotClosed(_) => "event_not_closed",
@@ -169,6 +190,10 @@ impl ApiError for WaitingRoomError {
             | Self::EventClosing {
                 retry_after_seconds,
                 ..
+            }
+            | Self::NotOpenYet {
+                retry_after_seconds,
+                ..
             } => Some(*retry_after_seconds),
             _ => None,
         }
@@ -190,6 +215,15 @@ impl ApiError for WaitingRoomError {
             Self::EventHasReservations { reservations, .. } => {
                 error.insert("reservations".into(), (*reservations).into());
             }
+            Self::NotOpenYet {
+                prequeue_opens_at,
+                sale_starts_at,
+                ..
+            } => {
+                // As every other instant of the API is written (RFC 3339, UTC, `Z`).
+                error.insert("prequeue_opens_at".into(), json!(prequeue_opens_at));
+                error.insert("sale_starts_at".into(), json!(sale_starts_at));
+            }
             _ => {}
         }
     }
@@ -200,8 +234,8 @@ impl ApiError for WaitingRoomError {
 #[derive(Debug, Serialize)]
 pub struct PlaceInLine {
     pub state: TicketState,
-    pub queue_number: i64,
-    pub position: i64,
+    pub queue_number: Option<i64>,
+    pub position: Option<i64>,
     pub estimated_wait_seconds: Option<u64>,
 }
 

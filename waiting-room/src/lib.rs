@@ -1,7 +1,8 @@
 //! The waiting-room service: the fans' entry API (join, position by polling and over
 //! SSE, the pages) and the operators' admin API.
 //!
-//! [`tickets`] holds the fans' side, [`admin`] the operators'; [`build`] wires
+//! [`tickets`] holds the fans' side, [`admin`] the operators', [`draw_audit`] the
+//! public side of a shuffled pre-queue's draw; [`build`] wires
 //! configuration to real connections and a router. `main.rs` and the integration tests
 //! both start the service through it, so tests run exactly what production runs (on a
 //! port-0 listener).
@@ -10,8 +11,10 @@
 
 mod admin;
 mod config;
+pub mod draw_audit;
 mod entry;
 mod error;
+mod page_messages;
 mod pages;
 mod state;
 pub mod tickets;
@@ -34,6 +37,7 @@ pub use config::{PartitionMode, WaitingRoomConfig};
 pub use entry::challenge::ChallengeKeys;
 
 use self::entry::issuers::TrustedIssuers;
+use self::page_messages::PageMessages;
 use self::state::{AppState, Keys, SharedState};
 use self::tickets::join_store::JoinStore;
 use self::tickets::presence::PresenceRegistry;
@@ -87,6 +91,7 @@ pub async fn build(
         &supervisor,
     )?;
     let issuers = TrustedIssuers::load(config.trusted_issuers_file.as_deref()).await?;
+    let page_messages = PageMessages::load(config.page_messages_dir.as_deref())?;
     issuers.start_refresh(
         Duration::from_secs(config.issuer_keys_refresh_seconds),
         &supervisor,
@@ -144,6 +149,7 @@ pub async fn build(
         stream_keepalive: Duration::from_secs(config.stream_keepalive_seconds.max(1)),
         stream_retry: Duration::from_millis(config.stream_retry_ms),
         reservation_base_url: config.reservation_base_url.clone(),
+        page_messages,
         shutdown: supervisor.shutdown().clone(),
     });
     HttpServer::bind(server, routes(state), readiness, supervisor).await
@@ -154,6 +160,7 @@ fn routes(state: SharedState) -> Router {
         .route("/", get(pages::index))
         .route("/events/{event_id}", get(pages::event_page))
         .route("/assets/{file}", get(pages::asset))
+        .route("/assets/messages/{file}", get(pages::messages))
         .route("/v1/events", get(pages::list_events))
         .route("/v1/events/{event_id}", get(pages::get_event))
         .route("/v1/events/{event_id}/tickets", post(tickets::join::join))

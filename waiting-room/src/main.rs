@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use contract::{db, kafka};
 use platform::{observability, shutdown};
+use waiting_room::draw_audit::VerifyDraw;
 use waiting_room::WaitingRoomConfig;
 
 // Every request allocates (bodies, JSON, tokens); mimalloc's thread-local free lists
@@ -33,6 +34,9 @@ enum Command {
     Migrate,
     /// Create the tickets, dead-letter and reservation-events topics if missing, then exit.
     CreateTopics,
+    /// Recompute a shuffled pre-queue's ranks from the Kafka records and the published
+    /// seed, checking the seed against its commitment (one JSON line per ticket, by rank).
+    VerifyDraw(VerifyDraw),
 }
 
 #[tokio::main]
@@ -46,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
             waiting_room::build(cli.config, shutdown).await?.run().await
         }
         Command::Migrate => db::migrate(&common.database_url).await,
+        Command::VerifyDraw(verify) => verify.run(common).await,
         Command::CreateTopics => {
             let partitions = common.tickets_partitions;
             kafka::ensure_topics(

@@ -2,35 +2,99 @@
 //! step, no external resources), and the public event listing they read.
 //!
 //! `GET /` lists the events on sale; `GET /events/{event_id}` is the waiting page (join,
-//! then the live place in line; see `assets/waiting.js`).
+//! then the live place in line; see `assets/waiting.js`). Both are served in the fan's
+//! language (see [`crate::page_messages`]): the page names it in `<html lang>` and
+//! loads its words from `/assets/messages/{language}.json`.
 
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::Utc;
 use serde::Serialize;
 
 use contract::catalog::{EntryChallenge, EntryIdentity, EventConfig, EventState};
 use platform::assets::{self, Asset, JAVASCRIPT, STYLE_CSS};
 use platform::error::RequestError;
 
+use crate::draw_audit::SaleView;
 use crate::error::WaitingRoomError;
 use crate::state::SharedState;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const EVENT_HTML: &str = include_str!("../assets/event.html");
 
-pub async fn index() -> Response {
-    assets::page(INDEX_HTML)
+pub async fn index(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    localized_page(&state, &headers, INDEX_HTML)
 }
 
 /// The same page for every event: the script reads the event id from the path, so an
 /// unknown event still gets a page that says so.
-pub async fn event_page(Path(_event_id): Path<String>) -> Response {
-    assets::page(EVENT_HTML)
+pub async fn event_page(
+    State(state): State<SharedState>,
+    Path(_event_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    localized_page(&state, &headers, EVENT_HTML)
+}
+
+/// `html` in the fan's language: the `lang` cookie (the page's switch), else
+/// `Accept-Language`.
+fn localized_page(state: &SharedState, headers: &HeaderMap, html: &str) -> Response {
+    let chosen = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .find_map(|cookie| cookie.trim().strip_prefix("lang="));
+    let accept_language = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok());
+    let messages = &state.page_messages;
+    let language = messages.negotiate(chosen, accept_language);
+    let languages: Vec<&str> = messages.languages().collect();
+    let html = html.replacen(
+        r#"<html lang="en">"#,
+        &format!(
+            r#"<html lang="{language}" data-languages="{}">"#,
+            languages.join(",")
+        ),
+        1,
+    );
+    let mut response = assets::page(html);
+    response.headers_mut().insert(
+        header::VARY,
+        HeaderValue::from_static("Accept-Language, Cookie"),
+    );
+    response
+}
+
+/// `GET /assets/messages/{language}.json`: a language's words for the pages.
+pub async fn messages(
+    State(state): State<SharedState>,
+    Path(file): Path<String>,
+) -> Result<Response, RequestError> {
+    let catalog = file
+        .strip_suffix(".json")
+        .and_then(|language| state.page_messages.catalog(language))
+        .ok_or(RequestError::RouteNotFound)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        catalog.to_owned(),
+    )
+        .into_response())
 }
 
 const ASSETS: &[Asset] = &[
     STYLE_CSS,
+    Asset {
+        name: "i18n.js",
+        content_type: JAVASCRIPT,
+        body: include_str!("../assets/i18n.js"),
+    },
     Asset {
         name: "index.js",
         content_type: JAVASCRIPT,
@@ -59,6 +123,8 @@ pub struct PublicEvent {
     pub name: String,
     pub state: EventState,
     pub entry: PublicEntry,
+    #[serde(flatten)]
+    pub sale: SaleView,
 }
 
 /// How to get in: the waiting page tells a fan without the site's link what to do.
@@ -71,6 +137,7 @@ pub struct PublicEntry {
 impl From<&EventConfig> for PublicEvent {
     fn from(event: &EventConfig) -> Self {
         Self {
+            sale: SaleView::of(event, Utc::now()),
             event_id: event.event_id.as_str().to_owned(),
             name: event.name.clone(),
             state: event.state,

@@ -18,6 +18,7 @@ use crate::config::{PartitionMode, WaitingRoomConfig};
 use crate::entry::challenge::ChallengeKeys;
 use crate::entry::issuers::TrustedIssuers;
 use crate::error::WaitingRoomError;
+use crate::page_messages::PageMessages;
 use crate::tickets::join_store::JoinStore;
 use crate::tickets::presence::PresenceRegistry;
 use crate::tickets::rate_limit::RateLimiter;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub stream_keepalive: Duration,
     pub stream_retry: Duration,
     pub reservation_base_url: String,
+    /// The fan pages' words, per language.
+    pub page_messages: PageMessages,
     /// Ends live streams when the server shuts down.
     pub shutdown: CancellationToken,
 }

@@ -9,8 +9,12 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+
+use crate::draw::{DrawRange, DrawSeed};
+use crate::schedule::{self, DrawState, SalePhase, Schedule, Standing};
 
 /// An event id: 1–64 characters from `A-Z a-z 0-9 . _ -`, not only dots (safe in URLs,
 /// paths, Redis keys and Kafka keys: `.` and `..` would name a directory).
@@ -169,6 +173,30 @@ pub struct EventConfig {
     pub partition: Option<i32>,
     pub seats: Option<SeatLayout>,
     pub entry: EntryPolicy,
+    pub schedule: Option<Schedule>,
+    /// The draw of a `shuffle_prequeue` schedule (its seed is never serialized).
+    #[serde(skip)]
+    pub draw: Option<DrawState>,
+}
+
+impl EventConfig {
+    /// The phase of its schedule at `now`; an unscheduled event is on sale.
+    pub fn phase(&self, now: DateTime<Utc>) -> SalePhase {
+        self.schedule
+            .map_or(SalePhase::OnSale, |schedule| schedule.phase(now))
+    }
+
+    /// Where the ticket at `offset` of `partition` stands at `now` (see
+    /// [`schedule::standing`]).
+    pub fn standing(&self, partition: i32, offset: i64, now: DateTime<Utc>) -> Standing {
+        schedule::standing(
+            self.schedule.as_ref(),
+            self.draw.as_ref(),
+            partition,
+            offset,
+            now,
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -233,11 +261,10 @@ impl Catalog {
         )
         .fetch_all(pool)
         .await?;
-        let event_rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT event_id, name, state, partition, seat_rows, seats_per_row, entry_identity, entry_issuer,
-                    entry_challenge, entry_challenge_difficulty
-             FROM events",
-        )
+        let event_rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "SELECT event_id, name, state, partition, {} FROM events",
+            EventColumns::LIST
+        ))
         .fetch_all(pool)
         .await?;
         let queues = queue_rows
@@ -313,8 +340,8 @@ impl QueueRow {
     }
 }
 
-/// The seat-layout and entry columns of the `events` table, as stored (read by the
-/// catalog and by the admin API's changes).
+/// The seat-layout, entry and schedule columns of the `events` table, as stored (read
+/// by the catalog and by the admin API's changes).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventColumns {
     pub seat_rows: Option<i32>,
@@ -323,9 +350,50 @@ pub struct EventColumns {
     pub entry_issuer: Option<String>,
     pub entry_challenge: EntryChallenge,
     pub entry_challenge_difficulty: i32,
+    pub prequeue_opens_at: Option<DateTime<Utc>>,
+    pub sale_starts_at: Option<DateTime<Utc>>,
+    pub sale_ends_at: Option<DateTime<Utc>>,
+    pub queue_order: schedule::QueueOrder,
+    pub draw_seed: Option<Vec<u8>>,
+    pub draw_partition: Option<i32>,
+    pub draw_first_offset: Option<i64>,
+    pub draw_end_offset: Option<i64>,
 }
 
 impl EventColumns {
+    /// The columns, in a `SELECT` list.
+    pub const LIST: &'static str = "seat_rows, seats_per_row, entry_identity, entry_issuer, \
+        entry_challenge, entry_challenge_difficulty, prequeue_opens_at, sale_starts_at, \
+        sale_ends_at, queue_order, draw_seed, draw_partition, draw_first_offset, draw_end_offset";
+
+    /// The schedule, if the event has one (the table's CHECKs keep it complete).
+    pub fn schedule(&self) -> Option<Schedule> {
+        Some(Schedule {
+            prequeue_opens_at: self.prequeue_opens_at?,
+            sale_starts_at: self.sale_starts_at?,
+            sale_ends_at: self.sale_ends_at,
+            order: self.queue_order,
+        })
+    }
+
+    /// The draw of a shuffled pre-queue: its seed, and its range once fixed.
+    pub fn draw(&self) -> Option<DrawState> {
+        self.draw_record()
+            .filter(|_| self.queue_order == schedule::QueueOrder::ShufflePrequeue)
+    }
+
+    /// The draw's columns whatever the order: an event keeps its seed once it has one.
+    pub fn draw_record(&self) -> Option<DrawState> {
+        Some(DrawState {
+            seed: DrawSeed::from_slice(self.draw_seed.as_deref()?)?,
+            range: DrawRange::from_columns(
+                self.draw_partition,
+                self.draw_first_offset,
+                self.draw_end_offset,
+            ),
+        })
+    }
+
     /// The seat layout, if the event has one (the table's CHECKs keep both positive).
     pub fn layout(&self) -> Option<SeatLayout> {
         let (rows, per_row) = self.seat_rows.zip(self.seats_per_row)?;
@@ -364,6 +432,8 @@ impl EventRow {
             state: self.state,
             partition: self.partition,
             seats: self.columns.layout(),
+            schedule: self.columns.schedule(),
+            draw: self.columns.draw(),
             entry: self.columns.entry(),
         })
     }

@@ -8,6 +8,7 @@
 //! - [`ticket_state`]: where a ticket stands, read and changed in Redis.
 //! - [`queue`]: positions and wait estimates from one serving counter per queue.
 //! - [`catalog`], [`live_catalog`]: events and queues as operators configure them.
+//! - [`schedule`], [`draw`]: scheduled sales and the pre-queue's verifiable draw.
 //! - [`serving_announcement`]: what the activator publishes after each tick.
 //! - [`seats`]: seat naming and layout bounds.
 //! - [`db`]: the PostgreSQL schema (`migrations/`), embedded.
@@ -17,10 +18,12 @@ pub mod catalog;
 pub mod config;
 pub mod connections;
 pub mod db;
+pub mod draw;
 pub mod kafka;
 pub mod live_catalog;
 pub mod queue;
 pub mod redis_schema;
+pub mod schedule;
 pub mod seats;
 pub mod serving_announcement;
 pub mod ticket_record;

@@ -60,6 +60,11 @@ impl LiveCatalog {
         self.sender.subscribe()
     }
 
+    /// The database the catalog is read from (the activator records draws in it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Reloads now (e.g. right after this instance changed the configuration, so it
     /// reads its own writes).
     pub async fn reload(&self) -> Result<(), sqlx::Error> {

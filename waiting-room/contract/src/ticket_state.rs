@@ -25,8 +25,12 @@ pub fn seen_refresh_ms(grace_seconds: u32) -> i64 {
 /// Where a ticket stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TicketState {
+    /// Joined a scheduled sale that has not started (or whose draw is not fixed yet).
+    Prequeued,
     Waiting,
-    Active { active_until_ms: i64 },
+    Active {
+        active_until_ms: i64,
+    },
     Used,
     Expired,
     Abandoned,
@@ -42,6 +46,7 @@ impl Serialize for TicketState {
 impl TicketState {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Prequeued => "prequeued",
             Self::Waiting => "waiting",
             Self::Active { .. } => "active",
             Self::Used => "used",
@@ -168,6 +173,19 @@ impl TicketStore {
         now_ms: i64,
         seen_refresh_ms: Option<i64>,
     ) -> RedisResult<TicketView> {
+        self.status_in_line(claims, claims.queue_number, now_ms, seen_refresh_ms)
+            .await
+    }
+
+    /// [`TicketStore::status`] for a ticket whose place in line is `queue_number` (its
+    /// drawn place, when a pre-queue was shuffled).
+    pub async fn status_in_line(
+        &self,
+        claims: &TicketClaims,
+        queue_number: i64,
+        now_ms: i64,
+        seen_refresh_ms: Option<i64>,
+    ) -> RedisResult<TicketView> {
         let refresh = seen_refresh_ms.unwrap_or(0);
         let (serving, state, active_until, rate): (i64, String, String, String) = STATUS
             .key(self.keys.serving(claims.partition))
@@ -180,13 +198,8 @@ impl TicketStore {
             .await?;
         let stored_state = StoredState::parse(&state);
         let active_until_ms = active_until.parse().ok();
-        let state = TicketState::derive(
-            stored_state,
-            active_until_ms,
-            claims.queue_number,
-            serving,
-            now_ms,
-        );
+        let state =
+            TicketState::derive(stored_state, active_until_ms, queue_number, serving, now_ms);
         let observed_rate = rate.parse().ok().filter(|rate: &f64| *rate > 0.0);
         Ok(TicketView {
             serving,

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use contract::catalog::{
     ActivationPolicy, EntryPolicy, EventColumns, EventState, PolicyColumns, QueueMode, SeatLayout,
 };
+use contract::draw::DrawSeed;
 use contract::live_catalog::LiveCatalog;
+use contract::schedule::{DrawState, QueueOrder, Schedule};
 use contract::seats::{row_label, SeatState};
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -21,6 +23,21 @@ pub struct ExistingEvent {
     pub partition: Option<i32>,
     pub layout: Option<SeatLayout>,
     pub entry: EntryPolicy,
+    pub schedule: Option<Schedule>,
+    /// Its seed (whatever the order) and recorded range, if it ever shuffled.
+    pub draw: Option<DrawState>,
+}
+
+impl ExistingEvent {
+    /// Whether its schedule keeps it on its queue at `now`: its pre-queue's fans wait
+    /// there for the start, and a drawn pre-queue is a range of that partition.
+    pub fn queue_fixed(&self, now: DateTime<Utc>) -> bool {
+        self.schedule.is_some_and(|schedule| {
+            now >= schedule.prequeue_opens_at
+                && (schedule.order == QueueOrder::ShufflePrequeue
+                    || !schedule.started(now) && self.state != EventState::Closed)
+        })
+    }
 }
 
 /// An event as `PUT /admin/events/{id}` leaves it; `None` keeps the current value (or
@@ -32,6 +49,9 @@ pub struct EventRecord<'a> {
     pub partition: Option<i32>,
     pub layout: Option<SeatLayout>,
     pub entry: &'a EntryPolicy,
+    pub schedule: Option<Schedule>,
+    /// The draw's seed (`shuffle_prequeue` only).
+    pub draw_seed: Option<DrawSeed>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -79,11 +99,10 @@ impl CatalogChange {
         &mut self,
         event_id: &str,
     ) -> Result<Option<ExistingEvent>, WaitingRoomError> {
-        let row: Option<ExistingRow> = sqlx::query_as(
-            "SELECT state, closed_at, partition, seat_rows, seats_per_row, entry_identity, entry_issuer,
-                    entry_challenge, entry_challenge_difficulty
-             FROM events WHERE event_id = $1 FOR UPDATE",
-        )
+        let row: Option<ExistingRow> = sqlx::query_as(&format!(
+            "SELECT state, closed_at, partition, {} FROM events WHERE event_id = $1 FOR UPDATE",
+            EventColumns::LIST
+        ))
         .bind(event_id)
         .fetch_optional(&mut *self.transaction)
         .await
@@ -93,6 +112,8 @@ impl CatalogChange {
             closed_at: row.closed_at,
             partition: row.partition,
             layout: row.columns.layout(),
+            schedule: row.columns.schedule(),
+            draw: row.columns.draw_record(),
             entry: row.columns.entry(),
         }))
     }
@@ -273,11 +294,12 @@ impl CatalogChange {
         sqlx::query(
             "INSERT INTO events (event_id, name, state, partition, seat_rows, seats_per_row,
                                  entry_identity, entry_issuer, entry_challenge,
-                                 entry_challenge_difficulty)
+                                 entry_challenge_difficulty, prequeue_opens_at, sale_starts_at,
+                                 sale_ends_at, queue_order, draw_seed)
              VALUES ($1, COALESCE($2, $1),
                      -- Checked before the conflict is: a released event's row stays closed.
                      COALESCE($3, CASE WHEN $4::int IS NULL THEN 'closed' ELSE 'open' END),
-                     $4, $5, $6, $8, $9, $10, $11)
+                     $4, $5, $6, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              ON CONFLICT (event_id) DO UPDATE SET
                  name = COALESCE($2, events.name),
                  state = COALESCE($3, events.state),
@@ -288,6 +310,11 @@ impl CatalogChange {
                  entry_issuer = $9,
                  entry_challenge = $10,
                  entry_challenge_difficulty = $11,
+                 prequeue_opens_at = $12,
+                 sale_starts_at = $13,
+                 sale_ends_at = $14,
+                 queue_order = $15,
+                 draw_seed = $16,
                  updated_at = now()",
         )
         .bind(event.event_id)
@@ -301,9 +328,36 @@ impl CatalogChange {
         .bind(event.entry.issuer.as_deref())
         .bind(event.entry.challenge)
         .bind(i32::try_from(event.entry.challenge_difficulty).unwrap_or(i32::MAX))
+        .bind(event.schedule.map(|schedule| schedule.prequeue_opens_at))
+        .bind(event.schedule.map(|schedule| schedule.sale_starts_at))
+        .bind(event.schedule.and_then(|schedule| schedule.sale_ends_at))
+        .bind(
+            event
+                .schedule
+                .map_or(QueueOrder::Fifo, |schedule| schedule.order),
+        )
+        .bind(event.draw_seed.map(|seed| seed.as_bytes().to_vec()))
         .execute(&mut *self.transaction)
         .await
         .map(drop)
+        .map_err(internal)
+    }
+
+    /// A shuffling event on `partition` that shares it with another event: its draw
+    /// needs the queue to itself (the pre-queue is a range of the partition's offsets).
+    pub async fn shared_shuffle(
+        &mut self,
+        partition: i32,
+    ) -> Result<Option<String>, WaitingRoomError> {
+        sqlx::query_scalar(
+            "SELECT event_id FROM events
+             WHERE partition = $1 AND queue_order = 'shuffle_prequeue'
+               AND (SELECT count(*) FROM events WHERE partition = $1) > 1
+             LIMIT 1",
+        )
+        .bind(partition)
+        .fetch_optional(&mut *self.transaction)
+        .await
         .map_err(internal)
     }
 

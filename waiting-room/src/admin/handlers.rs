@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use contract::catalog::{Catalog, EventState, QueueConfig};
+use contract::draw::DrawSeed;
 use platform::error::Json as JsonBody;
 use serde_json::{json, Value};
 
@@ -14,6 +15,7 @@ use super::catalog_store::{CatalogChange, EventRecord};
 use super::requests::{self, EventUpdate, PartitionUpdate};
 use super::stats;
 use crate::config::PartitionMode;
+use crate::draw_audit::SaleView;
 use crate::error::WaitingRoomError;
 use crate::state::SharedState;
 
@@ -49,6 +51,11 @@ pub async fn put_event(
         || update
             .state
             .is_some_and(|state| state != EventState::Closed);
+    if let (Some(requested), Some(existing)) = (requested_partition, &existing) {
+        if existing.partition != Some(requested) && existing.queue_fixed(Utc::now()) {
+            return Err(WaitingRoomError::QueueFixedBySchedule(event_id.to_string()));
+        }
+    }
     let partition = match (requested_partition, existing.as_ref().map(|e| e.partition)) {
         (Some(partition), _) => Some(partition),
         (None, Some(Some(partition))) => Some(partition),
@@ -63,6 +70,14 @@ pub async fn put_event(
         Some(entry) => entry.apply(current_entry, &trusted_issuers)?,
         None => current_entry,
     };
+    let schedule = requests::change_schedule(
+        event_id.as_str(),
+        existing.as_ref().and_then(|existing| existing.schedule),
+        existing.as_ref().and_then(|existing| existing.draw),
+        update.schedule.as_ref().map(Option::as_ref),
+        Utc::now(),
+        || DrawSeed::from_bytes(rand::random()),
+    )?;
     if let Some(partition) = partition {
         change.ensure_queue(partition).await?;
         if let Some(activation) = &update.activation {
@@ -83,9 +98,16 @@ pub async fn put_event(
             partition,
             layout,
             entry: &entry,
+            schedule: schedule.schedule,
+            draw_seed: schedule.draw_seed,
         })
         .await?;
     change.stamp_closing(event_id.as_str()).await?;
+    if let Some(partition) = partition {
+        if let Some(shuffling) = change.shared_shuffle(partition).await? {
+            return Err(WaitingRoomError::DrawNeedsOwnQueue(shuffling));
+        }
+    }
     if let Some(layout) = layout {
         if existing.as_ref().and_then(|existing| existing.layout) != Some(layout) {
             change.replace_layout(event_id.as_str(), layout).await?;
@@ -256,11 +278,14 @@ async fn event_view(
         "entry": event.entry,
         "shared_queue_with": shared_with,
     });
-    if let (Some(view), Value::Object(stats)) = (
-        view.as_object_mut(),
+    let sale = SaleView::of(event, Utc::now());
+    for extra in [
+        serde_json::to_value(sale).map_err(WaitingRoomError::internal)?,
         serde_json::to_value(stats).map_err(WaitingRoomError::internal)?,
-    ) {
-        view.extend(stats);
+    ] {
+        if let (Some(view), Value::Object(extra)) = (view.as_object_mut(), extra) {
+            view.extend(extra);
+        }
     }
     Ok(view)
 }
@@ -339,9 +364,17 @@ pub async fn put_partition(
     change.ensure_queue(partition).await?;
     for raw_event_id in &update.events {
         let event_id = requests::parse_event_id(raw_event_id)?;
+        if let Some(existing) = change.existing_event(event_id.as_str()).await? {
+            if existing.partition != Some(partition) && existing.queue_fixed(Utc::now()) {
+                return Err(WaitingRoomError::QueueFixedBySchedule(event_id.to_string()));
+            }
+        }
         if !change.move_event(event_id.as_str(), partition).await? {
             return Err(WaitingRoomError::EventNotFound(event_id.to_string()));
         }
+    }
+    if let Some(shuffling) = change.shared_shuffle(partition).await? {
+        return Err(WaitingRoomError::DrawNeedsOwnQueue(shuffling));
     }
     if let Some(activation) = &update.activation {
         let current = change.policy(partition).await?;

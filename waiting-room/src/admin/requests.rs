@@ -1,9 +1,12 @@
 //! The admin API's request bodies and their validation: every error names the field.
 
+use chrono::{DateTime, SubsecRound, Utc};
 use contract::catalog::{
     ActivationPolicy, EntryChallenge, EntryIdentity, EntryPolicy, EventId, EventState, QueueMode,
     SeatLayout,
 };
+use contract::draw::DrawSeed;
+use contract::schedule::{DrawState, QueueOrder, Schedule};
 use contract::seats::{MAX_ROWS, MAX_SEATS_PER_ROW};
 use serde::Deserialize;
 
@@ -19,6 +22,112 @@ pub struct EventUpdate {
     pub activation: Option<ActivationUpdate>,
     pub seats: Option<SeatsUpdate>,
     pub entry: Option<EntryUpdate>,
+    /// A whole schedule, or `null` to remove it.
+    #[serde(default, deserialize_with = "present_or_null")]
+    pub schedule: Option<Option<ScheduleUpdate>>,
+}
+
+/// A scheduled on-sale (RFC 3339 instants).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleUpdate {
+    pub prequeue_opens_at: DateTime<Utc>,
+    pub sale_starts_at: DateTime<Utc>,
+    #[serde(default)]
+    pub sale_ends_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub order: QueueOrder,
+}
+
+/// An event's schedule and draw seed after a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleChange {
+    pub schedule: Option<Schedule>,
+    pub draw_seed: Option<DrawSeed>,
+}
+
+impl ScheduleUpdate {
+    fn schedule(&self) -> Result<Schedule, WaitingRoomError> {
+        if self.prequeue_opens_at > self.sale_starts_at {
+            return Err(WaitingRoomError::invalid(
+                "schedule.prequeue_opens_at must not be after schedule.sale_starts_at",
+            ));
+        }
+        if self
+            .sale_ends_at
+            .is_some_and(|end| end <= self.sale_starts_at)
+        {
+            return Err(WaitingRoomError::invalid(
+                "schedule.sale_ends_at must be after schedule.sale_starts_at",
+            ));
+        }
+        // To the microsecond, as PostgreSQL keeps them: the same instants sent again
+        // compare equal to the stored ones.
+        let stored = |instant: DateTime<Utc>| instant.trunc_subsecs(6);
+        Ok(Schedule {
+            prequeue_opens_at: stored(self.prequeue_opens_at),
+            sale_starts_at: stored(self.sale_starts_at),
+            sale_ends_at: self.sale_ends_at.map(stored),
+            order: self.order,
+        })
+    }
+}
+
+/// What `update` (absent: no change; `None`: remove) makes of the event's schedule at
+/// `now`. An event keeps its seed once it has one (its commitment may be public, even
+/// if the order went back to `fifo` for a while) and gets one from `new_seed` when it
+/// first shuffles, which must be before its start. Once a shuffled sale has started
+/// (or its draw is recorded), its draw is made: only its end may change.
+pub fn change_schedule(
+    event_id: &str,
+    current: Option<Schedule>,
+    current_draw: Option<DrawState>,
+    update: Option<Option<&ScheduleUpdate>>,
+    now: DateTime<Utc>,
+    new_seed: impl FnOnce() -> DrawSeed,
+) -> Result<ScheduleChange, WaitingRoomError> {
+    let current_seed = current_draw.map(|draw| draw.seed);
+    let Some(update) = update else {
+        return Ok(ScheduleChange {
+            schedule: current,
+            draw_seed: current_seed,
+        });
+    };
+    let schedule = update.map(ScheduleUpdate::schedule).transpose()?;
+    let shuffling = |schedule: &Option<Schedule>| {
+        schedule.is_some_and(|schedule| schedule.order == QueueOrder::ShufflePrequeue)
+    };
+    let drawn = current_draw.is_some_and(|draw| draw.range.is_some())
+        || shuffling(&current) && current.is_some_and(|current| current.started(now));
+    if drawn {
+        let keeps_the_draw = |next: &Schedule| {
+            current.is_some_and(|current| {
+                next.order == current.order
+                    && next.sale_starts_at == current.sale_starts_at
+                    && next.prequeue_opens_at == current.prequeue_opens_at
+            })
+        };
+        if !schedule.as_ref().is_some_and(keeps_the_draw) {
+            return Err(WaitingRoomError::DrawAlreadyMade(event_id.to_owned()));
+        }
+    }
+    if shuffling(&schedule)
+        && !shuffling(&current)
+        && schedule.is_some_and(|schedule| schedule.started(now))
+    {
+        return Err(WaitingRoomError::invalid(
+            "schedule.sale_starts_at must be in the future for a shuffle_prequeue order: its seed's commitment is published before the start",
+        ));
+    }
+    let draw_seed = match current_seed {
+        Some(seed) => Some(seed),
+        None if shuffling(&schedule) => Some(new_seed()),
+        None => None,
+    };
+    Ok(ScheduleChange {
+        schedule,
+        draw_seed,
+    })
 }
 
 /// Who may join; absent fields keep their value. `issuer: null` takes any trusted issuer.
@@ -281,6 +390,130 @@ mod tests {
         assert_eq!(
             (entry.challenge, entry.challenge_difficulty),
             (EntryChallenge::ProofOfWork, 1_000)
+        );
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("an instant")
+    }
+
+    fn update(order: QueueOrder, starts: i64) -> ScheduleUpdate {
+        ScheduleUpdate {
+            prequeue_opens_at: at(starts - 600),
+            sale_starts_at: at(starts),
+            sale_ends_at: None,
+            order,
+        }
+    }
+
+    #[test]
+    fn schedules_are_in_order() {
+        let mut backwards = update(QueueOrder::Fifo, 0);
+        backwards.prequeue_opens_at = at(1);
+        let ends_first = ScheduleUpdate {
+            sale_ends_at: Some(at(0)),
+            ..update(QueueOrder::Fifo, 0)
+        };
+        for bad in [backwards, ends_first] {
+            let error = change_schedule("e", None, None, Some(Some(&bad)), at(-900), || {
+                DrawSeed::from_bytes([1; 32])
+            })
+            .expect_err("out of order");
+            assert!(error.to_string().contains("schedule."), "{error}");
+        }
+        let started = update(QueueOrder::ShufflePrequeue, 0);
+        let error = change_schedule("e", None, None, Some(Some(&started)), at(10), || {
+            DrawSeed::from_bytes([1; 32])
+        })
+        .expect_err("a shuffle must be committed to before its start");
+        assert!(
+            error.to_string().contains("schedule.sale_starts_at"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_shuffle_keeps_its_seed_until_and_its_draw_after_the_start() {
+        let seed = || DrawSeed::from_bytes([1; 32]);
+        let shuffle = update(QueueOrder::ShufflePrequeue, 0);
+        let first = change_schedule("e", None, None, Some(Some(&shuffle)), at(-900), seed)
+            .expect("scheduled");
+        assert_eq!(first.draw_seed, Some(seed()));
+        let draw = first.draw_seed.map(|seed| DrawState { seed, range: None });
+
+        // Moved before the start: the committed seed stays.
+        let later = update(QueueOrder::ShufflePrequeue, 60);
+        let moved = change_schedule(
+            "e",
+            first.schedule,
+            draw,
+            Some(Some(&later)),
+            at(-10),
+            || DrawSeed::from_bytes([2; 32]),
+        )
+        .expect("before the start");
+        assert_eq!(moved.draw_seed, Some(seed()));
+
+        // After the start: only the end may change.
+        for refused in [Some(&later), Some(&update(QueueOrder::Fifo, 0)), None] {
+            let error = change_schedule("e", first.schedule, draw, Some(refused), at(5), seed)
+                .expect_err("drawn");
+            assert!(matches!(error, WaitingRoomError::DrawAlreadyMade(_)));
+        }
+        let ends = ScheduleUpdate {
+            sale_ends_at: Some(at(3600)),
+            ..shuffle.clone()
+        };
+        let ended = change_schedule("e", first.schedule, draw, Some(Some(&ends)), at(5), seed)
+            .expect("the end may change");
+        assert_eq!(ended.schedule.and_then(|s| s.sale_ends_at), Some(at(3600)));
+
+        // A recorded draw is made whatever the clock says (one instance's may lag).
+        let recorded = first.draw_seed.map(|seed| DrawState {
+            seed,
+            range: Some(contract::draw::DrawRange {
+                partition: 0,
+                first: 0,
+                end: 10,
+            }),
+        });
+        let error = change_schedule(
+            "e",
+            first.schedule,
+            recorded,
+            Some(Some(&later)),
+            at(-10),
+            seed,
+        )
+        .expect_err("recorded");
+        assert!(matches!(error, WaitingRoomError::DrawAlreadyMade(_)));
+
+        // Back to arrival order and to shuffling again: the committed seed stays.
+        let fifo_again = change_schedule(
+            "e",
+            first.schedule,
+            draw,
+            Some(Some(&update(QueueOrder::Fifo, 60))),
+            at(-10),
+            || DrawSeed::from_bytes([3; 32]),
+        )
+        .expect("before the start");
+        assert_eq!(fifo_again.draw_seed, Some(seed()));
+
+        // Arrival order has no seed; no change keeps everything.
+        let fifo = change_schedule(
+            "e",
+            None,
+            None,
+            Some(Some(&update(QueueOrder::Fifo, 0))),
+            at(-900),
+            seed,
+        )
+        .expect("fifo");
+        assert_eq!(fifo.draw_seed, None);
+        assert_eq!(
+            change_schedule("e", first.schedule, draw, None, at(5), seed).expect("kept"),
+            first
         );
     }
 

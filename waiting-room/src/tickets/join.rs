@@ -18,6 +18,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use contract::catalog::{EventConfig, EventState};
+use contract::schedule::SalePhase;
 use contract::ticket_record::TicketRecord;
 use contract::ticket_state::TicketState;
 use contract::token::TicketClaims;
@@ -52,6 +53,7 @@ pub async fn join(
     if event.state == EventState::Closed {
         return Err(WaitingRoomError::EventClosed(event_id));
     }
+    refuse_outside_schedule(event)?;
     let client = client_address(&headers, peer, &state.trusted_proxies);
     match state
         .rate_limiter
@@ -77,6 +79,26 @@ pub async fn join(
         Some(place) => join_once(&state, event, &entrant, &place).await?,
     };
     Ok((status, Json(ticket)).into_response())
+}
+
+/// A scheduled sale takes joins from the pre-queue's opening until its end.
+fn refuse_outside_schedule(event: &EventConfig) -> Result<(), WaitingRoomError> {
+    let now = Utc::now();
+    let Some(schedule) = event.schedule else {
+        return Ok(());
+    };
+    match schedule.phase(now) {
+        SalePhase::BeforePrequeue => Err(WaitingRoomError::NotOpenYet {
+            prequeue_opens_at: schedule.prequeue_opens_at,
+            sale_starts_at: schedule.sale_starts_at,
+            retry_after_seconds: u64::try_from(
+                (schedule.prequeue_opens_at - now).num_seconds() + 1,
+            )
+            .unwrap_or(1),
+        }),
+        SalePhase::Ended => Err(WaitingRoomError::EventClosed(event.event_id.to_string())),
+        SalePhase::Prequeue | SalePhase::OnSale => Ok(()),
+    }
 }
 
 /// Joins `entrant` at most once: its place holds one live ticket at a time.

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use contract::queue;
+use contract::schedule::Standing;
 use contract::ticket_state::{seen_refresh_ms, TicketState};
 use contract::token::TicketClaims;
 use platform::bearer::BearerToken;
@@ -24,10 +25,16 @@ pub struct TicketStatus {
     pub event_id: String,
     pub partition: i32,
     pub state: TicketState,
-    pub queue_number: i64,
+    /// The place in line: the Kafka offset, or the drawn place once a pre-queue's draw
+    /// is made; `null` while a draw is pending.
+    pub queue_number: Option<i64>,
     pub serving_number: i64,
-    pub position: i64,
+    /// Tickets ahead; `null` while a draw is pending.
+    pub position: Option<i64>,
     pub estimated_wait_seconds: Option<u64>,
+    /// While prequeued: when the sale starts (the page counts down to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sale_starts_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active_until: Option<DateTime<Utc>>,
     /// The seat page to go to while active (the token travels in the fragment, which
@@ -58,26 +65,48 @@ impl TicketLinks {
 }
 
 impl TicketStatus {
+    /// The status of a ticket at `standing`, in state `ticket_state` as Redis has it: a
+    /// waiting ticket of a sale that has not started (or not drawn yet) is prequeued.
     pub(super) fn new(
         state: &SharedState,
         claims: &TicketClaims,
         token: &str,
+        standing: Standing,
         serving: i64,
         ticket_state: TicketState,
         observed_rate: Option<f64>,
     ) -> Self {
-        let waiting = ticket_state == TicketState::Waiting;
-        let position = if waiting {
-            queue::tickets_ahead(claims.queue_number, serving)
-        } else {
-            0
+        let (ticket_state, queue_number) = match standing {
+            Standing::Prequeued { queue_number } if ticket_state == TicketState::Waiting => {
+                (TicketState::Prequeued, queue_number)
+            }
+            Standing::Prequeued { queue_number } => (ticket_state, queue_number),
+            Standing::InLine { queue_number } => (ticket_state, Some(queue_number)),
         };
-        let estimated_wait_seconds = if waiting {
-            let queue = state.catalog.current().queue(claims.partition);
-            queue::estimated_wait_seconds(position, queue.mode, &queue.activation, observed_rate)
-        } else {
-            Some(0)
+        let catalog = state.catalog.current();
+        let (position, estimated_wait_seconds) = match ticket_state {
+            TicketState::Waiting | TicketState::Prequeued => {
+                let position =
+                    queue_number.map(|queue_number| queue::tickets_ahead(queue_number, serving));
+                let queue = catalog.queue(claims.partition);
+                let estimate = position
+                    .filter(|_| ticket_state == TicketState::Waiting)
+                    .and_then(|position| {
+                        queue::estimated_wait_seconds(
+                            position,
+                            queue.mode,
+                            &queue.activation,
+                            observed_rate,
+                        )
+                    });
+                (position, estimate)
+            }
+            _ => (Some(0), Some(0)),
         };
+        let sale_starts_at = (ticket_state == TicketState::Prequeued)
+            .then(|| catalog.event(&claims.event_id)?.schedule)
+            .flatten()
+            .map(|schedule| schedule.sale_starts_at);
         let active_until = match ticket_state {
             TicketState::Active { active_until_ms } => {
                 DateTime::from_timestamp_millis(active_until_ms)
@@ -96,26 +125,48 @@ impl TicketStatus {
             event_id: claims.event_id.clone(),
             partition: claims.partition,
             state: ticket_state,
-            queue_number: claims.queue_number,
+            queue_number,
             serving_number: serving,
             position,
             estimated_wait_seconds,
+            sale_starts_at,
             active_until,
             reservation_url,
             links: None,
         }
     }
 
-    /// A ticket just issued: waiting, with its token.
+    /// A ticket just issued: waiting (or prequeued), with its token.
     pub fn waiting(
         state: &SharedState,
         claims: &TicketClaims,
         token: String,
         serving: i64,
     ) -> Self {
-        let mut status = Self::new(state, claims, &token, serving, TicketState::Waiting, None);
+        let standing = standing(state, claims);
+        let mut status = Self::new(
+            state,
+            claims,
+            &token,
+            standing,
+            serving,
+            TicketState::Waiting,
+            None,
+        );
         status.links = Some(TicketLinks::new(&token));
         status
+    }
+}
+
+/// Where the ticket stands now: its offset, or its drawn place, or prequeued (see
+/// [`contract::schedule::standing`]). A ticket whose event is gone keeps its offset.
+pub fn standing(state: &SharedState, claims: &TicketClaims) -> Standing {
+    let catalog = state.catalog.current();
+    match catalog.event(&claims.event_id) {
+        Some(event) => event.standing(claims.partition, claims.queue_number, Utc::now()),
+        None => Standing::InLine {
+            queue_number: claims.queue_number,
+        },
     }
 }
 
@@ -133,10 +184,21 @@ pub async fn ticket_status(
         .queue(claims.partition)
         .activation
         .grace_seconds;
+    let standing = standing(state, claims);
+    let queue_number = match standing {
+        Standing::InLine { queue_number }
+        | Standing::Prequeued {
+            queue_number: Some(queue_number),
+        } => queue_number,
+        // Not drawn yet on this instance: the counter may already count drawn places,
+        // so only a recorded outcome says more than "prequeued".
+        Standing::Prequeued { queue_number: None } => i64::MAX,
+    };
     let view = state
         .tickets
-        .status(
+        .status_in_line(
             claims,
+            queue_number,
             now_ms,
             touch.then(|| seen_refresh_ms(grace_seconds)),
         )
@@ -146,6 +208,7 @@ pub async fn ticket_status(
         state,
         claims,
         token,
+        standing,
         view.serving,
         view.state,
         view.observed_rate,

@@ -13,6 +13,11 @@
 //! an announcement names its outcome; as it cannot tell a skipped announcement from
 //! one that did not concern it, it reads its ticket on each one that does not.
 //!
+//! A ticket of a sale that has not started (or not drawn its pre-queue yet) gets one
+//! `prequeued` event, with the start, and the stream ends: the page counts down and
+//! connects again after the start, each fan at a random moment of a short spread, so
+//! the opening is not a thundering herd of reconnects.
+//!
 //! [`ServingFeed`]: super::serving_feed::ServingFeed
 
 use std::convert::Infallible;
@@ -26,6 +31,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::WatchStream;
 
 use contract::queue;
+use contract::schedule::Standing;
 use contract::serving_announcement::{ReachedOutcome, ServingAnnouncement};
 use contract::ticket_state::TicketState;
 use contract::token::TicketClaims;
@@ -79,6 +85,9 @@ async fn open(state: SharedState, token: String) -> Result<Response, WaitingRoom
         .map(WatchStream::from_changes)
         .ok_or(WaitingRoomError::UnknownQueue(claims.partition))?;
     let initial = status::ticket_status(&state, &claims, &token, true).await?;
+    // Prequeued tickets end the stream after the first event; the others stream on at
+    // their place in line, which no longer changes.
+    let queue_number = initial.queue_number.unwrap_or(claims.queue_number);
     let presence = (initial.state == TicketState::Waiting).then(|| {
         state.presence.register(
             claims.ticket_id,
@@ -91,6 +100,7 @@ async fn open(state: SharedState, token: String) -> Result<Response, WaitingRoom
     let watcher = TicketWatcher {
         last_serving: initial.serving_number,
         first: Some(initial),
+        queue_number,
         finished: false,
         state,
         claims,
@@ -104,6 +114,18 @@ async fn open(state: SharedState, token: String) -> Result<Response, WaitingRoom
         .into_response())
 }
 
+/// Reconnects after a sale's start are spread over this long.
+const OPENING_SPREAD_MS: u64 = 10_000;
+
+/// How long a prequeued ticket's client should wait before it connects again: until
+/// `starts`, plus a random part of the spread.
+fn opening_retry(starts: chrono::DateTime<chrono::Utc>) -> Duration {
+    let until_start = (starts - chrono::Utc::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    until_start + Duration::from_millis(rand::random::<u64>() % OPENING_SPREAD_MS)
+}
+
 /// One fan's stream: a few hundred bytes plus the socket.
 struct TicketWatcher {
     state: SharedState,
@@ -112,6 +134,8 @@ struct TicketWatcher {
     /// The queue's announcements after the one current at connect.
     serving: WatchStream<LatestAnnouncement>,
     first: Option<TicketStatus>,
+    /// The ticket's place in line (its offset, or its drawn place).
+    queue_number: i64,
     last_serving: i64,
     finished: bool,
     _slot: StreamSlot,
@@ -129,7 +153,13 @@ impl TicketWatcher {
     async fn next_event(&mut self) -> Option<Event> {
         if let Some(mut first) = self.first.take() {
             first.links = None;
-            return Some(self.event(&first).retry(self.state.stream_retry));
+            let retry = match first.sale_starts_at {
+                // A client that reconnects by itself (any EventSource) comes back after
+                // the start, at a random moment of the spread, not every few seconds.
+                Some(starts) => opening_retry(starts).max(self.state.stream_retry),
+                None => self.state.stream_retry,
+            };
+            return Some(self.event(&first).retry(retry));
         }
         if self.finished {
             return None;
@@ -156,7 +186,7 @@ impl TicketWatcher {
             }
             let moved = announcement.serving > self.last_serving;
             self.last_serving = announcement.serving;
-            if !queue::is_reached(self.claims.queue_number, announcement.serving) {
+            if !queue::is_reached(self.queue_number, announcement.serving) {
                 if !moved {
                     continue;
                 }
@@ -178,7 +208,7 @@ impl TicketWatcher {
     /// The ticket's state once the counter passed it: from the announcement that reached
     /// it, or read from Redis when this stream did not see that one.
     async fn outcome(&self, announcement: &Arc<ServingAnnouncement>) -> Option<TicketStatus> {
-        let reached = match announcement.outcome_for(self.claims.queue_number) {
+        let reached = match announcement.outcome_for(self.queue_number) {
             Some(ReachedOutcome::Activated { active_until_ms }) => {
                 TicketState::Active { active_until_ms }
             }
@@ -205,7 +235,18 @@ impl TicketWatcher {
     }
 
     fn status_now(&self, state: TicketState, serving: i64, rate: Option<f64>) -> TicketStatus {
-        TicketStatus::new(&self.state, &self.claims, &self.token, serving, state, rate)
+        let standing = Standing::InLine {
+            queue_number: self.queue_number,
+        };
+        TicketStatus::new(
+            &self.state,
+            &self.claims,
+            &self.token,
+            standing,
+            serving,
+            state,
+            rate,
+        )
     }
 
     /// The SSE event for a status; a terminal one ends the stream after it.
