@@ -135,7 +135,13 @@ impl Dispatcher {
             }
             RebalanceEvent::Assigned(partitions) => {
                 self.owned.extend(partitions.iter().copied());
-                if self.rejoin.after_assignment(partitions, self.partitions) {
+                // The topic's partitions now (more than at start once raised online).
+                let total = self
+                    .context
+                    .catalog
+                    .current()
+                    .partition_count(&self.context.topic, self.partitions);
+                if self.rejoin.after_assignment(partitions, total) {
                     tracing::info!(
                         "rebalance returned a stale partial assignment; rejoining the group"
                     );

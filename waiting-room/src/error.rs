@@ -51,6 +51,8 @@ pub enum WaitingRoomError {
     DrawAlreadyMade(String),
     #[error("event '{0}' keeps its queue from its pre-queue's opening on (a shuffled one for good): its fans wait there")]
     QueueFixedBySchedule(String),
+    #[error("the partitions were not raised: {0}")]
+    PartitionsNotRaised(String),
     #[error("the seat layout cannot change: {in_use} seats are held or sold")]
     SeatLayoutInUse { in_use: i64 },
     #[error("event '{0}' is not closed: close it (state \"closed\") and let its queue drain before deleting it")]
@@ -113,6 +115,7 @@ impl ApiError for WaitingRoomError {
                 StatusCode::FORBIDDEN
             }
             Self::EventNotFound(_) => StatusCode::NOT_FOUND,
+            Self::PartitionsNotRaised(_) => StatusCode::BAD_GATEWAY,
             Self::EventClosed(_)
             | Self::NotOpenYet { .. }
             | Self::DrawNeedsOwnQueue(_)
@@ -152,6 +155,7 @@ impl ApiError for WaitingRoomError {
             Self::DrawNeedsOwnQueue(_) => "draw_needs_own_queue",
             Self::DrawAlreadyMade(_) => "draw_already_made",
             Self::QueueFixedBySchedule(_) => "queue_fixed_by_schedule",
+            Self::PartitionsNotRaised(_) => "partitions_not_raised",
             Self::SeatLayoutInUse { .. } => "conflict",
             Self::NoFreePartition { .. } => "no_free_partition",
             Self::EventNotClosed(_) => "event_not_closed",

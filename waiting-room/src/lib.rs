@@ -132,7 +132,8 @@ pub async fn build(
         verifier,
         admin_token,
         tickets_topic: common.tickets_topic.clone(),
-        partitions: common.tickets_partitions,
+        configured_partitions: common.tickets_partitions,
+        kafka_brokers: common.kafka_brokers.clone(),
         partition_mode: config.partition_mode,
         ticket_ttl_seconds: i64::try_from(config.ticket_ttl_seconds)
             .context("TICKET_TTL_SECONDS is too large")?,

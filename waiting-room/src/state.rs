@@ -46,7 +46,10 @@ pub struct AppState {
     pub admin_token: String,
     pub rate_limiter: RateLimiter,
     pub tickets_topic: String,
-    pub partitions: i32,
+    /// The tickets topic's partition count at start (`TICKETS_PARTITIONS`); see
+    /// [`AppState::partition_count`].
+    pub configured_partitions: i32,
+    pub kafka_brokers: String,
     pub partition_mode: PartitionMode,
     pub ticket_ttl_seconds: i64,
     pub produce_timeout: Duration,
@@ -67,6 +70,13 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The tickets topic's partitions now: more than at start once raised online.
+    pub fn partition_count(&self) -> i32 {
+        self.catalog
+            .current()
+            .partition_count(&self.tickets_topic, self.configured_partitions)
+    }
+
     /// Redis did not answer: the fan should retry shortly; nothing was half-done that
     /// a retry cannot repeat.
     pub fn store_unavailable(&self, error: redis::RedisError) -> WaitingRoomError {

@@ -22,6 +22,7 @@ async fn every_admin_route_requires_the_admin_token() {
         ("PUT", "/admin/events/e1"),
         ("DELETE", "/admin/events/e1"),
         ("GET", "/admin/partitions"),
+        ("PUT", "/admin/partitions"),
         ("PUT", "/admin/partitions/0"),
         ("GET", "/admin/no-such-thing"),
     ];
@@ -473,4 +474,75 @@ async fn raw_put_status(base_url: &str, path: &str, admin_token: &str) -> u16 {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+#[tokio::test]
+async fn partitions_raised_online_are_taken_up_and_a_refusing_broker_changes_nothing() {
+    let env = TestEnv::new().await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
+    let client = WaitingRoomClient::new(&service, &env);
+    let raise = |body: Value| {
+        let request = client
+            .http
+            .put(service.url("/admin/partitions"))
+            .bearer_auth(&env.admin_token)
+            .json(&body);
+        async move { request.send().await.expect("PUT /admin/partitions") }
+    };
+    let count = || async {
+        let partitions: Value = client
+            .http
+            .get(service.url("/admin/partitions"))
+            .bearer_auth(&env.admin_token)
+            .send()
+            .await
+            .expect("GET /admin/partitions")
+            .json()
+            .await
+            .expect("JSON");
+        partitions["partition_count"].as_i64().expect("a count")
+    };
+    assert_eq!(count().await, 4);
+
+    // Kafka only adds partitions.
+    for body in [
+        json!({"partition_count": 4}),
+        json!({"partition_count": 2}),
+        json!({"partition_count": 10_001}),
+        json!({"partition_count": "six"}),
+        json!({"partitions": 6}),
+    ] {
+        let response = raise(body.clone()).await;
+        assert_eq!(response.status(), 422, "{body}");
+    }
+
+    // Tansu 0.6 cannot add partitions: the refusal says so and nothing is recorded.
+    let refused = raise(json!({"partition_count": 6})).await;
+    assert_eq!(refused.status(), 502);
+    let error: Value = refused.json().await.expect("JSON");
+    assert_eq!(error["error"]["code"], "partitions_not_raised");
+    assert_eq!(count().await, 4);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM topic_partitions")
+        .fetch_one(&env.postgres)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0);
+
+    // A raise recorded by another instance (on a broker that can): this one takes the new
+    // partitions up without a restart.
+    sqlx::query("INSERT INTO topic_partitions (topic, partitions) VALUES ($1, 6)")
+        .bind(&env.common.tickets_topic)
+        .execute(&env.postgres)
+        .await
+        .expect("record a raise");
+    let started = Instant::now();
+    while count().await != 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the raise was not taken up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let created = client.put_event("on-five", json!({"partition": 5})).await;
+    assert_eq!(created["partition"], 5);
 }

@@ -222,6 +222,8 @@ impl QueueConfig {
 pub struct Catalog {
     events: HashMap<String, EventConfig>,
     queues: HashMap<i32, QueueConfig>,
+    /// Partition counts raised online, by topic.
+    topic_partitions: HashMap<String, i32>,
     /// False until the first successful load: callers tell "unknown event" from
     /// "configuration not loaded yet".
     pub loaded: bool,
@@ -242,6 +244,14 @@ impl Catalog {
             .get(&partition)
             .cloned()
             .unwrap_or_else(|| QueueConfig::unconfigured(partition))
+    }
+
+    /// How many partitions `topic` has: the count raised online, or `configured` (the
+    /// count it was created with) before any raise.
+    pub fn partition_count(&self, topic: &str, configured: i32) -> i32 {
+        self.topic_partitions
+            .get(topic)
+            .map_or(configured, |raised| (*raised).max(configured))
     }
 
     /// Events mapped to `partition`, sorted by id.
@@ -267,6 +277,10 @@ impl Catalog {
         ))
         .fetch_all(pool)
         .await?;
+        let topic_partitions: Vec<(String, i32)> =
+            sqlx::query_as("SELECT topic, partitions FROM topic_partitions")
+                .fetch_all(pool)
+                .await?;
         let queues = queue_rows
             .into_iter()
             .map(|row| (row.partition, row.into_config()))
@@ -279,6 +293,7 @@ impl Catalog {
         Ok(Self {
             events,
             queues,
+            topic_partitions: topic_partitions.into_iter().collect(),
             loaded: true,
         })
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use platform::readiness::{Check, CHECK_TIMEOUT};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -30,6 +30,8 @@ pub fn producer_config(brokers: &str, linger_ms: u32, message_timeout: Duration)
             "message.timeout.ms",
             message_timeout.as_millis().to_string(),
         )
+        // A join may name a partition added online: learn of it within seconds.
+        .set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS)
         .set("socket.keepalive.enable", "true");
     config
 }
@@ -52,8 +54,32 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("session.timeout.ms", "6000")
         .set("max.poll.interval.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // Partitions added online are assigned within seconds, not librdkafka's 5 min.
+        .set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS)
         .set("socket.keepalive.enable", "true");
     config
+}
+
+/// How often clients look for partitions added to a topic online.
+const METADATA_REFRESH_MS: &str = "10000";
+
+/// Raises `topic` to `partitions` partitions (Kafka adds partitions, never removes
+/// them). A topic that already has that many is left alone.
+pub async fn raise_partitions(brokers: &str, topic: &str, partitions: usize) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let request = NewPartitions::new(topic, partitions);
+    for result in admin.create_partitions([&request], &options).await? {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, partitions, "raised the partition count"),
+            Err((name, code)) => anyhow::bail!(
+                "the broker refused to raise {name} to {partitions} partitions: {code:?}"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// A small client used only to ask the broker for topic metadata (readiness checks).

@@ -361,6 +361,25 @@ impl CatalogChange {
         .map_err(internal)
     }
 
+    /// Records that `topic` now has `partitions` partitions (raised online).
+    pub async fn store_partition_count(
+        &mut self,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<(), WaitingRoomError> {
+        sqlx::query(
+            "INSERT INTO topic_partitions (topic, partitions) VALUES ($1, $2)
+             ON CONFLICT (topic) DO UPDATE SET
+                 partitions = GREATEST(topic_partitions.partitions, $2), updated_at = now()",
+        )
+        .bind(topic)
+        .bind(partitions)
+        .execute(&mut *self.transaction)
+        .await
+        .map(drop)
+        .map_err(internal)
+    }
+
     /// Maps an event to `partition`; `false` when there is no such event.
     pub async fn move_event(
         &mut self,

@@ -8,11 +8,12 @@ use axum::Json;
 use chrono::Utc;
 use contract::catalog::{Catalog, EventState, QueueConfig};
 use contract::draw::DrawSeed;
+use contract::kafka;
 use platform::error::Json as JsonBody;
 use serde_json::{json, Value};
 
 use super::catalog_store::{CatalogChange, EventRecord};
-use super::requests::{self, EventUpdate, PartitionUpdate};
+use super::requests::{self, EventUpdate, PartitionCountUpdate, PartitionUpdate};
 use super::stats;
 use crate::config::PartitionMode;
 use crate::draw_audit::SaleView;
@@ -34,7 +35,7 @@ pub async fn put_event(
         .transpose()?;
     let requested_partition = update
         .partition
-        .map(|value| requests::partition("partition", value, state.partitions))
+        .map(|value| requests::partition("partition", value, state.partition_count()))
         .transpose()?;
     let layout = update
         .seats
@@ -301,7 +302,7 @@ async fn default_partition(
     if state.partition_mode == PartitionMode::Global {
         return Ok(0);
     }
-    for partition in change.free_partitions(state.partitions).await? {
+    for partition in change.free_partitions(state.partition_count()).await? {
         if stats::queue_load(state, partition).await?.drained() {
             return Ok(partition);
         }
@@ -318,7 +319,7 @@ async fn default_partition(
         }
     }
     Err(WaitingRoomError::NoFreePartition {
-        partitions: state.partitions,
+        partitions: state.partition_count(),
     })
 }
 
@@ -338,14 +339,36 @@ fn partition_view(catalog: &Catalog, queue: &QueueConfig) -> Value {
 
 pub async fn list_partitions(State(state): State<SharedState>) -> Json<Value> {
     let catalog = state.catalog.current();
-    let partitions: Vec<Value> = (0..state.partitions)
+    let partition_count = state.partition_count();
+    let partitions: Vec<Value> = (0..partition_count)
         .map(|partition| partition_view(&catalog, &catalog.queue(partition)))
         .collect();
     Json(json!({
         "default_mode": state.partition_mode,
-        "partition_count": state.partitions,
+        "partition_count": partition_count,
         "partitions": partitions,
     }))
+}
+
+/// `PUT /admin/partitions`: raises the tickets topic's partition count online. The
+/// broker adds the partitions first; then the count is recorded, and every instance
+/// (its catalog) and every activator (its group's metadata refresh) takes them up.
+pub async fn raise_partitions(
+    State(state): State<SharedState>,
+    JsonBody(update): JsonBody<PartitionCountUpdate>,
+) -> Result<Json<Value>, WaitingRoomError> {
+    let count = update.count(state.partition_count())?;
+    let wanted = usize::try_from(count).unwrap_or(0);
+    kafka::raise_partitions(&state.kafka_brokers, &state.tickets_topic, wanted)
+        .await
+        .map_err(|error| WaitingRoomError::PartitionsNotRaised(format!("{error:#}")))?;
+    let mut change = CatalogChange::begin(&state.postgres).await?;
+    change
+        .store_partition_count(&state.tickets_topic, count)
+        .await?;
+    change.commit(&state.catalog).await?;
+    tracing::info!(partitions = count, "tickets topic raised");
+    Ok(list_partitions(State(state)).await)
 }
 
 /// Maps the listed events to the partition (their new tickets go there; tickets already
@@ -358,7 +381,7 @@ pub async fn put_partition(
     let raw_partition: i64 = raw_partition.parse().map_err(|_| {
         WaitingRoomError::invalid(format!("partition must be a number, got {raw_partition:?}"))
     })?;
-    let partition = requests::partition("partition", raw_partition, state.partitions)?;
+    let partition = requests::partition("partition", raw_partition, state.partition_count())?;
     let mut change = CatalogChange::begin(&state.postgres).await?;
     change.lock_partition_assignment().await?;
     change.ensure_queue(partition).await?;

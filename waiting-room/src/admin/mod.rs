@@ -33,7 +33,10 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
                 .put(handlers::put_event)
                 .delete(handlers::delete_event),
         )
-        .route("/partitions", get(handlers::list_partitions))
+        .route(
+            "/partitions",
+            get(handlers::list_partitions).put(handlers::raise_partitions),
+        )
         .route("/partitions/{partition}", put(handlers::put_partition))
         .fallback(error::route_not_found)
         // A layer, not a route layer: unknown admin paths are refused without credentials too.

@@ -165,6 +165,31 @@ pub struct SeatsUpdate {
     seats_per_row: i64,
 }
 
+/// `PUT /admin/partitions` body: the tickets topic's new partition count.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionCountUpdate {
+    pub partition_count: i64,
+}
+
+/// The most partitions the tickets topic may be raised to.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+impl PartitionCountUpdate {
+    /// The new count: above `current` (Kafka only adds partitions), at most
+    /// [`MAX_PARTITIONS`].
+    pub fn count(&self, current: i32) -> Result<i32, WaitingRoomError> {
+        let above = u32::try_from(current).unwrap_or(0).saturating_add(1);
+        in_range(
+            "partition_count",
+            self.partition_count,
+            above,
+            MAX_PARTITIONS,
+        )
+        .map(|count| i32::try_from(count).unwrap_or(i32::MAX))
+    }
+}
+
 /// `PUT /admin/partitions/{partition}` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -515,6 +540,18 @@ mod tests {
             change_schedule("e", first.schedule, draw, None, at(5), seed).expect("kept"),
             first
         );
+    }
+
+    #[test]
+    fn partition_counts_only_grow() {
+        let raise = |count| PartitionCountUpdate {
+            partition_count: count,
+        };
+        assert_eq!(raise(6).count(4).ok(), Some(6));
+        for refused in [4, 3, -1, 10_001] {
+            let error = raise(refused).count(4).expect_err("refused");
+            assert!(error.to_string().contains("partition_count"), "{error}");
+        }
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! the latest value: a slow stream skips to it and never delays the others.
 //!
 //! When the subscription breaks, the feed reconnects and republishes each queue's
-//! current counter from Redis, so no stream stays behind on a message it missed.
+//! current counter from Redis, so no stream stays behind on a message it missed. The
+//! feed grows when the topic's partitions are raised online ([`ServingFeed::ensure`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use contract::redis_schema::RedisKeys;
@@ -24,9 +25,11 @@ use tokio_util::sync::CancellationToken;
 /// The latest announcement of one queue (`None` until this instance heard one).
 pub type LatestAnnouncement = Option<Arc<ServingAnnouncement>>;
 
+type Queue = Arc<watch::Sender<LatestAnnouncement>>;
+
 #[derive(Clone)]
 pub struct ServingFeed {
-    queues: Arc<Vec<watch::Sender<LatestAnnouncement>>>,
+    queues: Arc<RwLock<Vec<Queue>>>,
 }
 
 impl ServingFeed {
@@ -40,12 +43,10 @@ impl ServingFeed {
         supervisor: &Supervisor,
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(redis_url)?;
-        let queues = (0..partitions.max(0))
-            .map(|_| watch::Sender::new(None))
-            .collect::<Vec<_>>();
         let feed = Self {
-            queues: Arc::new(queues),
+            queues: Arc::default(),
         };
+        feed.ensure(partitions);
         let shutdown = supervisor.shutdown().clone();
         let following = feed.clone();
         supervisor.spawn("serving feed", async move {
@@ -55,11 +56,38 @@ impl ServingFeed {
         Ok(feed)
     }
 
+    /// Follows `partitions` queues from now on (more after a raise; never fewer).
+    pub fn ensure(&self, partitions: i32) {
+        let wanted = usize::try_from(partitions).unwrap_or(0);
+        if self.snapshot().len() >= wanted {
+            return;
+        }
+        let mut queues = self.queues.write().unwrap_or_else(PoisonError::into_inner);
+        while queues.len() < wanted {
+            queues.push(Arc::new(watch::Sender::new(None)));
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Queue> {
+        self.queues
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn queue(&self, partition: i32) -> Option<Queue> {
+        let index = usize::try_from(partition).ok()?;
+        self.queues
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(index)
+            .cloned()
+    }
+
     /// A receiver of the queue's announcements; the current value counts as seen, so
     /// `changed()` wakes on the next one. `None` for a partition outside the topic.
     pub fn subscribe(&self, partition: i32) -> Option<watch::Receiver<LatestAnnouncement>> {
-        let index = usize::try_from(partition).ok()?;
-        self.queues.get(index).map(watch::Sender::subscribe)
+        self.queue(partition).map(|queue| queue.subscribe())
     }
 
     /// The last serving counter announced for `partition` (0 before any).
@@ -70,10 +98,7 @@ impl ServingFeed {
     }
 
     fn publish(&self, announcement: ServingAnnouncement) {
-        let Some(queue) = usize::try_from(announcement.partition)
-            .ok()
-            .and_then(|index| self.queues.get(index))
-        else {
+        let Some(queue) = self.queue(announcement.partition) else {
             return;
         };
         // Never move a queue backwards: a delayed message must not undo a newer one. One
@@ -139,7 +164,8 @@ impl ServingFeed {
     /// an empty reached range: streams the counter passed, deferred ones included, look
     /// their outcome up).
     async fn resync(&self, redis: &ConnectionManager, keys: &RedisKeys) {
-        let partitions = (0..self.queues.len()).filter_map(|index| i32::try_from(index).ok());
+        let queues = self.snapshot();
+        let partitions = (0..queues.len()).filter_map(|index| i32::try_from(index).ok());
         let serving_keys: Vec<String> = partitions.clone().map(|p| keys.serving(p)).collect();
         if serving_keys.is_empty() {
             return;
@@ -155,7 +181,7 @@ impl ServingFeed {
                 return;
             }
         };
-        for ((partition, serving), queue) in partitions.zip(counters).zip(self.queues.iter()) {
+        for ((partition, serving), queue) in partitions.zip(counters).zip(queues.iter()) {
             let Some(serving) = serving else { continue };
             let rate_per_second = queue
                 .borrow()

@@ -79,6 +79,7 @@ async fn open(state: SharedState, token: String) -> Result<Response, WaitingRoom
                 },
             })?;
     // Subscribe before reading the status, so no announcement falls in between.
+    state.serving_feed.ensure(state.partition_count());
     let serving = state
         .serving_feed
         .subscribe(claims.partition)
