@@ -87,7 +87,10 @@ pub async fn build(
         &common.redis_url,
         redis.clone(),
         keys.clone(),
-        common.tickets_partitions,
+        // Raised online since the topic was created, if the catalog says so.
+        catalog
+            .current()
+            .partition_count(&common.tickets_topic, common.tickets_partitions),
         &supervisor,
     )?;
     let issuers = TrustedIssuers::load(config.trusted_issuers_file.as_deref()).await?;

@@ -546,3 +546,32 @@ async fn partitions_raised_online_are_taken_up_and_a_refusing_broker_changes_not
     let created = client.put_event("on-five", json!({"partition": 5})).await;
     assert_eq!(created["partition"], 5);
 }
+
+#[tokio::test]
+async fn a_raise_the_broker_already_made_is_recorded_when_asked_again() {
+    // The topic has 4 partitions; this instance was started believing in 2 (as after a
+    // raise whose recording failed): asking for 4 records it without a second raise.
+    let env = TestEnv::new().await;
+    let mut config = support::waiting_room_config(&env);
+    config.common.tickets_partitions = 2;
+    let service = support::start_waiting_room(config).await;
+    let http = reqwest::Client::new();
+    let response = http
+        .put(service.url("/admin/partitions"))
+        .bearer_auth(&env.admin_token)
+        .json(&json!({"partition_count": 4}))
+        .send()
+        .await
+        .expect("PUT /admin/partitions");
+    assert_eq!(response.status(), 200);
+    let partitions: Value = response.json().await.expect("JSON");
+    assert_eq!(partitions["partition_count"], 4);
+    assert_eq!(partitions["partitions"].as_array().map(Vec::len), Some(4));
+    let recorded: i32 =
+        sqlx::query_scalar("SELECT partitions FROM topic_partitions WHERE topic = $1")
+            .bind(&env.common.tickets_topic)
+            .fetch_one(&env.postgres)
+            .await
+            .expect("recorded");
+    assert_eq!(recorded, 4);
+}

@@ -63,23 +63,56 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
 /// How often clients look for partitions added to a topic online.
 const METADATA_REFRESH_MS: &str = "10000";
 
-/// Raises `topic` to `partitions` partitions (Kafka adds partitions, never removes
-/// them). A topic that already has that many is left alone.
-pub async fn raise_partitions(brokers: &str, topic: &str, partitions: usize) -> anyhow::Result<()> {
+/// Raises `topic` to at least `partitions` partitions (Kafka adds partitions, never
+/// removes them) and returns how many it has. A topic that already has that many is
+/// left alone, so a raise the broker made but whose recording failed (or a concurrent
+/// one) is simply asked for again.
+pub async fn raise_partitions(
+    brokers: &str,
+    topic: &str,
+    partitions: usize,
+) -> anyhow::Result<usize> {
+    let current = partition_count_now(brokers, topic).await?;
+    if current >= partitions {
+        tracing::info!(
+            topic,
+            current,
+            "the topic already has the partitions asked for"
+        );
+        return Ok(current);
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
     let request = NewPartitions::new(topic, partitions);
     for result in admin.create_partitions([&request], &options).await? {
-        match result {
-            Ok(name) => tracing::info!(topic = %name, partitions, "raised the partition count"),
-            Err((name, code)) => anyhow::bail!(
+        if let Err((name, code)) = result {
+            // Raised meanwhile by someone else: what counts is the count now.
+            let now = partition_count_now(brokers, topic).await.unwrap_or(0);
+            if now >= partitions {
+                return Ok(now);
+            }
+            anyhow::bail!(
                 "the broker refused to raise {name} to {partitions} partitions: {code:?}"
-            ),
+            );
         }
     }
-    Ok(())
+    tracing::info!(topic, partitions, "raised the partition count");
+    Ok(partitions)
+}
+
+/// `topic`'s partition count as the broker says now.
+async fn partition_count_now(brokers: &str, topic: &str) -> anyhow::Result<usize> {
+    let client = metadata_client(brokers)?;
+    let name = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        topic_partition_count(&client, &name, Duration::from_secs(5))
+    })
+    .await?
+    .map_err(anyhow::Error::msg)
 }
 
 /// A small client used only to ask the broker for topic metadata (readiness checks).

@@ -361,6 +361,15 @@ impl CatalogChange {
         .map_err(internal)
     }
 
+    /// The partition count recorded for `topic` (raised online), if any.
+    pub async fn partition_count(&mut self, topic: &str) -> Result<Option<i32>, WaitingRoomError> {
+        sqlx::query_scalar("SELECT partitions FROM topic_partitions WHERE topic = $1")
+            .bind(topic)
+            .fetch_optional(&mut *self.transaction)
+            .await
+            .map_err(internal)
+    }
+
     /// Records that `topic` now has `partitions` partitions (raised online).
     pub async fn store_partition_count(
         &mut self,

@@ -350,25 +350,39 @@ pub async fn list_partitions(State(state): State<SharedState>) -> Json<Value> {
     }))
 }
 
-/// `PUT /admin/partitions`: raises the tickets topic's partition count online. The
-/// broker adds the partitions first; then the count is recorded, and every instance
-/// (its catalog) and every activator (its group's metadata refresh) takes them up.
+/// `PUT /admin/partitions`: raises the tickets topic's partition count online. Under the
+/// partition lock (one raise at a time, PostgreSQL reachable before the broker is
+/// touched) the broker adds the partitions, then the count it has is recorded, and
+/// every instance (its catalog) and every activator (its group's metadata refresh)
+/// takes them up. Runs as its own task: a client that hangs up cannot leave a raise
+/// unrecorded.
 pub async fn raise_partitions(
     State(state): State<SharedState>,
     JsonBody(update): JsonBody<PartitionCountUpdate>,
 ) -> Result<Json<Value>, WaitingRoomError> {
-    let count = update.count(state.partition_count())?;
-    let wanted = usize::try_from(count).unwrap_or(0);
-    kafka::raise_partitions(&state.kafka_brokers, &state.tickets_topic, wanted)
-        .await
-        .map_err(|error| WaitingRoomError::PartitionsNotRaised(format!("{error:#}")))?;
-    let mut change = CatalogChange::begin(&state.postgres).await?;
-    change
-        .store_partition_count(&state.tickets_topic, count)
-        .await?;
-    change.commit(&state.catalog).await?;
-    tracing::info!(partitions = count, "tickets topic raised");
-    Ok(list_partitions(State(state)).await)
+    if !state.catalog.current().loaded {
+        return Err(WaitingRoomError::CatalogNotLoaded {
+            retry_after_seconds: state.retry_after_seconds,
+        });
+    }
+    let raising = tokio::spawn(async move {
+        let mut change = CatalogChange::begin(&state.postgres).await?;
+        change.lock_partition_assignment().await?;
+        let recorded = change.partition_count(&state.tickets_topic).await?;
+        let count = update.count(recorded.unwrap_or(0).max(state.configured_partitions))?;
+        let wanted = usize::try_from(count).unwrap_or(0);
+        let raised = kafka::raise_partitions(&state.kafka_brokers, &state.tickets_topic, wanted)
+            .await
+            .map_err(|error| WaitingRoomError::PartitionsNotRaised(format!("{error:#}")))?;
+        let raised = i32::try_from(raised).unwrap_or(count);
+        change
+            .store_partition_count(&state.tickets_topic, raised)
+            .await?;
+        change.commit(&state.catalog).await?;
+        tracing::info!(partitions = raised, "tickets topic raised");
+        Ok::<_, WaitingRoomError>(list_partitions(State(state)).await)
+    });
+    raising.await.map_err(WaitingRoomError::internal)?
 }
 
 /// Maps the listed events to the partition (their new tickets go there; tickets already

@@ -27,6 +27,9 @@ pub type LatestAnnouncement = Option<Arc<ServingAnnouncement>>;
 
 type Queue = Arc<watch::Sender<LatestAnnouncement>>;
 
+/// The most queues a feed follows (the most partitions the admin API raises to).
+const MAX_QUEUES: usize = 10_000;
+
 #[derive(Clone)]
 pub struct ServingFeed {
     queues: Arc<RwLock<Vec<Queue>>>,
@@ -56,10 +59,17 @@ impl ServingFeed {
         Ok(feed)
     }
 
-    /// Follows `partitions` queues from now on (more after a raise; never fewer).
+    /// Follows `partitions` queues from now on (more after a raise; never fewer, never
+    /// more than the most a topic may be raised to).
     pub fn ensure(&self, partitions: i32) {
-        let wanted = usize::try_from(partitions).unwrap_or(0);
-        if self.snapshot().len() >= wanted {
+        let wanted = usize::try_from(partitions).unwrap_or(0).min(MAX_QUEUES);
+        if self
+            .queues
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            >= wanted
+        {
             return;
         }
         let mut queues = self.queues.write().unwrap_or_else(PoisonError::into_inner);
@@ -98,6 +108,8 @@ impl ServingFeed {
     }
 
     fn publish(&self, announcement: ServingAnnouncement) {
+        // A partition raised online that no stream here follows yet.
+        self.ensure(announcement.partition.saturating_add(1));
         let Some(queue) = self.queue(announcement.partition) else {
             return;
         };

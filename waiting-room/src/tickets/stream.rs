@@ -79,7 +79,13 @@ async fn open(state: SharedState, token: String) -> Result<Response, WaitingRoom
                 },
             })?;
     // Subscribe before reading the status, so no announcement falls in between.
-    state.serving_feed.ensure(state.partition_count());
+    // The partition is signed by us: a ticket of a partition raised online may arrive
+    // before this instance's catalog has the raise.
+    state.serving_feed.ensure(
+        state
+            .partition_count()
+            .max(claims.partition.saturating_add(1)),
+    );
     let serving = state
         .serving_feed
         .subscribe(claims.partition)
