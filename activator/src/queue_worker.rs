@@ -134,7 +134,7 @@ impl QueueWorker {
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
-                () = sleep_until_start(schedule.next_change()), if schedule.next_change().is_some() => {
+                () = sleep_until_change(schedule.next_change()), if schedule.next_change().is_some() => {
                     // A pre-queue opens (the queue is held from now) or a sale starts (the
                     // next pass opens the queue, or draws first).
                     self.next_tick = Instant::now();
@@ -572,11 +572,13 @@ impl Reread {
     }
 }
 
-async fn sleep_until_start(start: Option<chrono::DateTime<Utc>>) {
-    let Some(start) = start else {
+/// Sleeps until the wall-clock instant when the queue's schedule next changes (a
+/// pre-queue opening or a sale's start); forever without one.
+async fn sleep_until_change(change: Option<chrono::DateTime<Utc>>) {
+    let Some(change) = change else {
         return std::future::pending().await;
     };
-    let wait = (start - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    let wait = (change - Utc::now()).to_std().unwrap_or(Duration::ZERO);
     tokio::time::sleep(wait).await;
 }
 
