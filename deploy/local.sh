@@ -368,6 +368,10 @@ cmd_test() {
   say "cargo machete (every dependency is used)"
   ensure_cargo_tool cargo-machete cargo-machete 0.9.2
   cargo machete
+  say "Prometheus configuration and alert rules (promtool check, promtool test rules)"
+  command -v promtool >/dev/null || apt_install prometheus
+  promtool check config deploy/prometheus/prometheus.yml
+  promtool test rules deploy/prometheus/alerts_test.yml
   say "the services' builds contain no test code"
   check_no_test_code_in_services
   say "cargo test (unit and integration, against the real services)"

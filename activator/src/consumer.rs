@@ -32,6 +32,8 @@ use crate::queue_worker::{QueueWorker, WorkerContext};
 
 /// Pause a partition with more records in its backlog than this; resume below half.
 const PAUSE_ABOVE: usize = 200_000;
+/// How often librdkafka reports the consumer lag (a gauge; scrapes come every 15 s).
+const STATISTICS_INTERVAL_MS: &str = "5000";
 
 /// What the consumer needs besides the broker and the group.
 pub struct Dependencies {
@@ -73,6 +75,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (events, mut rebalances) = mpsc::unbounded_channel();
     let consumer: GroupConsumer = kafka::consumer_config(&brokers, &group_id)
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
         .create_with_context(RebalanceContext { events })
         .context("cannot create the Kafka consumer")?;
     let consumer = Arc::new(consumer);

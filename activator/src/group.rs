@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::statistics::Statistics;
 use tokio::sync::mpsc;
 
 /// The group's consumer: one per activator, shared by its queue workers (to commit and
@@ -26,7 +27,21 @@ pub struct RebalanceContext {
     pub events: mpsc::UnboundedSender<RebalanceEvent>,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    /// librdkafka's statistics: each owned queue's consumer lag (records in the partition
+    /// past the committed offset), for the lag alert.
+    fn stats(&self, statistics: Statistics) {
+        for topic in statistics.topics.values() {
+            for partition in topic.partitions.values() {
+                // -1: librdkafka's internal partition; a negative lag: not known yet.
+                if partition.partition >= 0 && partition.consumer_lag >= 0 {
+                    metrics::gauge!("activator_consumer_lag", "partition" => partition.partition.to_string())
+                        .set(partition.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -51,6 +51,21 @@ const REREAD_STALL: Duration = Duration::from_secs(2);
 const TICKET_STATE_RETENTION_SECONDS: i64 = 86_400;
 /// After a failed attempt to fix a draw (PostgreSQL, Redis or the broker down).
 const DRAW_RETRY: Duration = Duration::from_secs(1);
+/// The per-queue counters of a queue's outcomes.
+const QUEUE_COUNTERS: &[&str] = &[
+    "activator_activations_total",
+    "activator_abandoned_total",
+    "activator_expirations_total",
+    "activator_dead_letters_total",
+];
+/// The per-queue gauges an instance reports only while it owns the queue.
+const QUEUE_GAUGES: &[&str] = &[
+    "activator_queue_serving",
+    "activator_waiting",
+    "activator_active",
+    "activator_deferred",
+    "activator_consumer_lag",
+];
 
 /// What every queue worker of an activator shares.
 pub struct WorkerContext {
@@ -104,6 +119,11 @@ impl QueueWorker {
 
     pub async fn run(mut self) {
         let partition = self.partition;
+        // The queue's outcome counters are series from the start, so their rates read
+        // zero rather than nothing.
+        for counter in QUEUE_COUNTERS {
+            metrics::counter!(*counter, "partition" => partition.to_string()).increment(0);
+        }
         let mut catalog_changes = self.context.catalog.subscribe();
         loop {
             let catalog = self.context.catalog.current();
@@ -126,11 +146,11 @@ impl QueueWorker {
             let draw_incomplete = self.draw_incomplete();
             self.backlog.set_unbounded(draw_incomplete);
             // Without the catalog, neither the schedules nor the draws are known.
-            let can_tick = catalog.loaded
-                && queue.mode != QueueMode::Paused
-                && schedule.serving_allowed()
-                && !draw_incomplete
-                && (!self.backlog.is_empty() || self.deferred_waiting);
+            let serving =
+                catalog.loaded && queue.mode != QueueMode::Paused && schedule.serving_allowed();
+            self.report_queue(serving);
+            let can_tick =
+                serving && !draw_incomplete && (!self.backlog.is_empty() || self.deferred_waiting);
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
@@ -169,7 +189,27 @@ impl QueueWorker {
                 }
             }
         }
+        self.forget_queue();
         tracing::debug!(partition, "queue worker stopped");
+    }
+
+    /// Whether the queue may serve now (an alert compares it with the ticks) and how many
+    /// records wait, refreshed on every pass so a worker that stopped ticking still shows
+    /// its line.
+    fn report_queue(&self, serving: bool) {
+        let label = self.partition.to_string();
+        metrics::gauge!("activator_queue_serving", "partition" => label.clone())
+            .set(f64::from(u8::from(serving)));
+        metrics::gauge!("activator_waiting", "partition" => label).set(self.backlog.len() as f64);
+    }
+
+    /// The queue's gauges read zero here once another instance owns it, so sums across
+    /// instances count each queue once.
+    fn forget_queue(&self) {
+        let label = self.partition.to_string();
+        for gauge in QUEUE_GAUGES {
+            metrics::gauge!(*gauge, "partition" => label.clone()).set(0.0);
+        }
     }
 
     /// Buffers a received record, unless a re-read is under way and the record is past
@@ -383,8 +423,6 @@ impl QueueWorker {
         metrics::counter!("activator_expirations_total", "partition" => label.clone())
             .increment(total.expired);
         metrics::gauge!("activator_active", "partition" => label.clone()).set(total.active as f64);
-        metrics::gauge!("activator_waiting", "partition" => label.clone())
-            .set(self.backlog.len() as f64);
         metrics::gauge!("activator_deferred", "partition" => label.clone())
             .set(total.deferred_waiting as f64);
         // Nothing to announce below zero: Redis lost the counter and nothing buffered

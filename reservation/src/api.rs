@@ -105,7 +105,7 @@ pub async fn reserve(
             HoldError::UnknownEvent => ReservationError::EventNotFound(event_id.clone()),
             HoldError::Database(error) => state.unavailable(error),
         })?;
-    metrics::counter!("reservations_held_total").increment(1);
+    ReservationStatus::Held.count(1);
     // The operators' `reserved` count; PostgreSQL stays the record of the hold.
     if let Err(error) = state.tickets.count_hold(&event_id).await {
         tracing::warn!(%error, "cannot count a hold in the event's statistics");
@@ -183,7 +183,7 @@ async fn finish(
         .finish(reservation_id, claims.ticket_id, status)
         .await
         .map_err(|error| transition_error(state, error))?;
-    metrics::counter!(format!("reservations_{}_total", status.as_str())).increment(1);
+    status.count(1);
     Ok((claims, reservation))
 }
 

@@ -36,7 +36,7 @@ pub use config::ReservationConfig;
 use self::changes::ChangeFeed;
 use self::outbox::OutboxRelay;
 use self::state::{AppState, SharedState};
-use self::store::ReservationStore;
+use self::store::{ReservationStatus, ReservationStore};
 use self::ticket_keys::TicketKeys;
 
 /// Connects to the dependencies and binds the listener; run the result to serve.
@@ -55,6 +55,10 @@ pub async fn build(
     let keys = TicketKeys::load(&config, &supervisor).await?;
     let changes = ChangeFeed::start(postgres.clone(), &supervisor);
     let store = ReservationStore::new(postgres.clone());
+    // Every outcome is a series from the start, so rates over it are never absent.
+    for status in ReservationStatus::ALL {
+        status.count(0);
+    }
     let produce_timeout = Duration::from_millis(config.outbox_produce_timeout_ms);
     OutboxRelay {
         postgres: postgres.clone(),

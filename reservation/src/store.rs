@@ -12,6 +12,9 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+/// Holds tried again after a serialization conflict.
+const HOLD_RETRIES: &str = "reservation_hold_retries_total";
+
 /// A reservation's lifecycle: `held` until confirmed, released or expired (the
 /// `reservations.status` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
@@ -25,6 +28,14 @@ pub enum ReservationStatus {
 }
 
 impl ReservationStatus {
+    pub const ALL: [Self; 4] = [Self::Held, Self::Confirmed, Self::Released, Self::Expired];
+
+    /// Counts reservations reaching this status (`reservations_{status}_total`, the
+    /// dashboard's reservation outcomes).
+    pub fn count(self, reservations: u64) {
+        metrics::counter!(format!("reservations_{}_total", self.as_str())).increment(reservations);
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Held => "held",
@@ -132,6 +143,7 @@ pub struct ReservationStore {
 
 impl ReservationStore {
     pub fn new(postgres: PgPool) -> Self {
+        metrics::counter!(HOLD_RETRIES).increment(0);
         Self { postgres }
     }
 
@@ -178,7 +190,7 @@ impl ReservationStore {
             {
                 Err(HoldError::Database(error)) if is_retryable(&error) && attempt < 5 => {
                     attempt += 1;
-                    metrics::counter!("reservation_hold_retries_total").increment(1);
+                    metrics::counter!(HOLD_RETRIES).increment(1);
                 }
                 result => return result,
             }

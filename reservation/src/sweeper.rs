@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use platform::supervisor::Supervisor;
 
-use crate::store::ReservationStore;
+use crate::store::{ReservationStatus, ReservationStore};
 
 const PER_ROUND: i64 = 500;
 
@@ -23,8 +23,7 @@ pub fn start(store: ReservationStore, every: Duration, supervisor: &Supervisor) 
             loop {
                 match store.expire_due(PER_ROUND).await {
                     Ok(expired) => {
-                        metrics::counter!("reservations_expired_total")
-                            .increment(expired.len() as u64);
+                        ReservationStatus::Expired.count(expired.len() as u64);
                         if (expired.len() as i64) < PER_ROUND {
                             break;
                         }

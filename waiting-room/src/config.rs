@@ -16,9 +16,20 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "WAITING_ROOM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Bearer token required on every /admin route. Required to serve.
+    /// Bearer token for every /admin route, labelled `admin` in the audit log. This or
+    /// ADMIN_TOKENS is required to serve.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Named operators' admin tokens, comma separated `label=token` (the label is who
+    /// the audit log says made a change; 1-64 of A-Z a-z 0-9 . _ -).
+    #[arg(
+        long,
+        env = "ADMIN_TOKENS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub admin_tokens: Vec<String>,
 
     /// Ed25519 private key (PKCS#8 PEM) that signs ticket tokens. Required to serve.
     #[arg(long, env = "SIGNING_KEY_FILE")]

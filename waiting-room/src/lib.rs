@@ -36,9 +36,11 @@ use tokio_util::sync::CancellationToken;
 pub use config::{PartitionMode, WaitingRoomConfig};
 pub use entry::challenge::ChallengeKeys;
 
+use self::admin::{AdminCredentials, LiveStats};
 use self::entry::issuers::TrustedIssuers;
 use self::page_messages::PageMessages;
 use self::state::{AppState, Keys, SharedState};
+use self::tickets::join;
 use self::tickets::join_store::JoinStore;
 use self::tickets::presence::PresenceRegistry;
 use self::tickets::rate_limit::{Limit, RateLimiter};
@@ -66,11 +68,9 @@ pub async fn build(
     } else {
         config.max_streams
     };
-    let admin_token = config
-        .admin_token
-        .clone()
-        .filter(|token| !token.is_empty())
-        .context("ADMIN_TOKEN (--admin-token) is required to serve")?;
+    join::register_metrics();
+    let admin_credentials =
+        AdminCredentials::new(config.admin_token.as_deref(), &config.admin_tokens)?;
     let Keys {
         signer,
         verifier,
@@ -133,7 +133,8 @@ pub async fn build(
         redis,
         signer,
         verifier,
-        admin_token,
+        admin_credentials,
+        live_stats: LiveStats::default(),
         tickets_topic: common.tickets_topic.clone(),
         configured_partitions: common.tickets_partitions,
         kafka_brokers: common.kafka_brokers.clone(),

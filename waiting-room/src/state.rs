@@ -14,6 +14,7 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminCredentials, LiveStats};
 use crate::config::{PartitionMode, WaitingRoomConfig};
 use crate::entry::challenge::ChallengeKeys;
 use crate::entry::issuers::TrustedIssuers;
@@ -43,7 +44,9 @@ pub struct AppState {
     pub producer: DurableProducer,
     pub signer: TicketSigner,
     pub verifier: TicketVerifier,
-    pub admin_token: String,
+    pub admin_credentials: AdminCredentials,
+    /// The admin stats streams' aggregators, one per watched event.
+    pub live_stats: LiveStats,
     pub rate_limiter: RateLimiter,
     pub tickets_topic: String,
     /// The tickets topic's partition count at start (`TICKETS_PARTITIONS`); see

@@ -24,6 +24,8 @@ async fn every_admin_route_requires_the_admin_token() {
         ("GET", "/admin/partitions"),
         ("PUT", "/admin/partitions"),
         ("PUT", "/admin/partitions/0"),
+        ("GET", "/admin/audit"),
+        ("GET", "/admin/events/e1/stats/events"),
         ("GET", "/admin/no-such-thing"),
     ];
     for (method, path) in routes {

@@ -133,8 +133,11 @@ impl CommonConfig {
         }
     }
 
-    /// The supervisor of a service's background tasks, stopping with `shutdown`.
+    /// The supervisor of a service's background tasks, stopping with `shutdown`: the
+    /// first thing a service builds, so the metrics recorder is installed here, before
+    /// anything records (a metric registered earlier would never reach `/metrics`).
     pub fn supervisor(&self, shutdown: CancellationToken) -> Supervisor {
+        platform::observability::prometheus();
         Supervisor::with_exit_delay(
             shutdown,
             Duration::from_millis(self.failed_task_exit_delay_ms),

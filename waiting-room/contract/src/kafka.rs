@@ -241,9 +241,13 @@ pub struct Acknowledged {
     pub offset: i64,
 }
 
+/// Producers replaced because they kept failing while the broker answered.
+const PRODUCER_REBUILDS: &str = "kafka_producer_rebuilds_total";
+
 impl DurableProducer {
     pub fn new(config: ClientConfig) -> Result<Self, KafkaError> {
         let producer = config.create()?;
+        metrics::counter!(PRODUCER_REBUILDS).increment(0);
         Ok(Self {
             config,
             current: ArcSwap::from_pointee(producer),
@@ -313,7 +317,7 @@ impl DurableProducer {
                 let previous = self.current.compare_and_swap(&failed, Arc::new(fresh));
                 if Arc::ptr_eq(&previous, &failed) {
                     tracing::warn!("producer kept failing while the broker answers; replaced it");
-                    metrics::counter!("kafka_producer_rebuilds_total").increment(1);
+                    metrics::counter!(PRODUCER_REBUILDS).increment(1);
                 }
                 *self.failing_since() = None;
             }

@@ -7,8 +7,8 @@
 //! impl, and [`respond`] turns any of them into the same envelope.
 
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -142,6 +142,18 @@ impl From<JsonRejection> for RequestError {
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(RequestError))]
 pub struct Json<T>(pub T);
+
+impl From<QueryRejection> for RequestError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::InvalidRequest(rejection.body_text())
+    }
+}
+
+/// Query parameters whose refusals (a missing or mistyped parameter) are
+/// [`RequestError`]s in the common envelope.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(RequestError))]
+pub struct Query<T>(pub T);
 
 /// An optional JSON body: an empty body is `None`, whatever the content type. Same
 /// refusals as [`Json`] for a body that is there.

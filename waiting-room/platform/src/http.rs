@@ -78,7 +78,15 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
     (status, Json(report.to_json()))
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(readiness): State<Readiness>) -> impl IntoResponse {
+    // Readiness as metrics, so an alert can name the failing check without probing
+    // `/readyz` itself.
+    let report = readiness.check().await;
+    for (check, result) in &report.checks {
+        metrics::gauge!("readiness_check_ok", "check" => *check)
+            .set(f64::from(u8::from(result.is_ok())));
+    }
+    metrics::gauge!("service_ready").set(f64::from(u8::from(report.is_ready())));
     let handle = observability::prometheus();
     handle.run_upkeep();
     (

@@ -27,6 +27,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+/// Connections refused at the cap (counted from zero, so its rate is never absent).
+const CONNECTIONS_REFUSED: &str = "http_connections_refused_total";
+
 /// Descriptors kept back from the connection cap for the process's own use (database
 /// pool, Redis, Kafka, files).
 const RESERVED_DESCRIPTORS: u64 = 512;
@@ -106,6 +109,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(policy.max_connections));
     let graceful = GracefulShutdown::new();
     metrics::gauge!("http_connections_limit").set(policy.max_connections as f64);
+    metrics::counter!(CONNECTIONS_REFUSED).increment(0);
     loop {
         let (stream, remote) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -120,7 +124,7 @@ pub async fn serve(
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("http_connections_refused_total").increment(1);
+            metrics::counter!(CONNECTIONS_REFUSED).increment(1);
             drop(stream);
             continue;
         };

@@ -51,6 +51,8 @@ impl Supervisor {
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
+        // Zero until the task fails, so the failure rate is a series from the start.
+        metrics::counter!("supervised_task_failures_total", "task" => name).increment(0);
         let running = tokio::spawn(task);
         let supervisor = self.clone();
         self.tracker.spawn(async move {

@@ -9,8 +9,10 @@ use contract::draw::DrawSeed;
 use contract::live_catalog::LiveCatalog;
 use contract::schedule::{DrawState, QueueOrder, Schedule};
 use contract::seats::{row_label, SeatState};
+use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::audit::{AuditAction, AuditEntry, Operator, Subject};
 use crate::error::WaitingRoomError;
 
 /// What an event looked like before the change.
@@ -82,6 +84,71 @@ impl CatalogChange {
     pub async fn commit(self, catalog: &LiveCatalog) -> Result<(), WaitingRoomError> {
         self.transaction.commit().await.map_err(internal)?;
         catalog.reload().await.map_err(internal)
+    }
+
+    /// What the audit log shows of `subject` now, within this change (`None`: it does
+    /// not exist). Timestamps of the last update are left out: they are the change.
+    pub async fn snapshot(
+        &mut self,
+        subject: Subject<'_>,
+    ) -> Result<Option<Value>, WaitingRoomError> {
+        let query = match subject {
+            Subject::Event(event_id) => sqlx::query_scalar(
+                "SELECT jsonb_build_object(
+                     'event', to_jsonb(e) - 'draw_seed' - 'updated_at',
+                     'queue', to_jsonb(q) - 'updated_at')
+                 FROM events e LEFT JOIN queues q ON q.partition = e.partition
+                 WHERE e.event_id = $1",
+            )
+            .bind(event_id),
+            Subject::Queue(partition) => sqlx::query_scalar(
+                "SELECT jsonb_build_object(
+                     'queue', to_jsonb(q) - 'updated_at',
+                     'events', (SELECT coalesce(jsonb_agg(event_id ORDER BY event_id), '[]')
+                                FROM events WHERE events.partition = q.partition))
+                 FROM queues q WHERE q.partition = $1",
+            )
+            .bind(partition),
+            Subject::Topic(topic) => sqlx::query_scalar(
+                "SELECT jsonb_build_object('topic', topic, 'partitions', partitions)
+                 FROM topic_partitions WHERE topic = $1",
+            )
+            .bind(topic),
+        };
+        query
+            .fetch_optional(&mut *self.transaction)
+            .await
+            .map_err(internal)
+    }
+
+    /// Records the change in the audit log; it lands with the change or not at all.
+    pub async fn record(
+        &mut self,
+        operator: &Operator,
+        action: AuditAction,
+        subject: Subject<'_>,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) -> Result<(), WaitingRoomError> {
+        let (event_id, partition) = match subject {
+            Subject::Event(event_id) => (Some(event_id), None),
+            Subject::Queue(partition) => (None, Some(partition)),
+            Subject::Topic(_) => (None, None),
+        };
+        sqlx::query(
+            "INSERT INTO admin_audit (actor, action, event_id, partition, before, after)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&*operator.0)
+        .bind(action)
+        .bind(event_id)
+        .bind(partition)
+        .bind(before)
+        .bind(after)
+        .execute(&mut *self.transaction)
+        .await
+        .map(drop)
+        .map_err(internal)
     }
 
     /// One writer at a time picks partitions, so two new events never take the same
@@ -445,4 +512,54 @@ impl CatalogChange {
         .map(drop)
         .map_err(internal)
     }
+}
+
+/// Audit entries, newest first: all, or one event's; older than `before` when given.
+pub async fn audit_entries(
+    postgres: &PgPool,
+    event_id: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, WaitingRoomError> {
+    sqlx::query_as(
+        "SELECT audit_id, at, actor, action, event_id, partition, before, after
+         FROM admin_audit
+         WHERE ($1::text IS NULL OR event_id = $1) AND ($2::bigint IS NULL OR audit_id < $2)
+         ORDER BY audit_id DESC LIMIT $3",
+    )
+    .bind(event_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(postgres)
+    .await
+    .map_err(internal)
+}
+
+/// The sale of an event as PostgreSQL records it: reservations by outcome and seats.
+#[derive(Debug, Default, serde::Serialize, sqlx::FromRow)]
+pub struct SaleFigures {
+    /// Reservations holding seats now.
+    pub reservations_held: i64,
+    pub reservations_confirmed: i64,
+    pub seats_held: i64,
+    pub seats_sold: i64,
+}
+
+pub async fn sale_figures(
+    postgres: &PgPool,
+    event_id: &str,
+) -> Result<SaleFigures, WaitingRoomError> {
+    sqlx::query_as(
+        "SELECT
+           (SELECT count(*) FROM reservations
+             WHERE event_id = $1 AND status = 'held' AND hold_expires_at > now()) AS reservations_held,
+           (SELECT count(*) FROM reservations
+             WHERE event_id = $1 AND status = 'confirmed') AS reservations_confirmed,
+           (SELECT count(*) FROM seats WHERE event_id = $1 AND state = 'held') AS seats_held,
+           (SELECT count(*) FROM seats WHERE event_id = $1 AND state = 'sold') AS seats_sold",
+    )
+    .bind(event_id)
+    .fetch_one(postgres)
+    .await
+    .map_err(internal)
 }

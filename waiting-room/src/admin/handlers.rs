@@ -4,6 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use chrono::Utc;
 use contract::catalog::{Catalog, EventState, QueueConfig};
@@ -12,6 +13,7 @@ use contract::kafka;
 use platform::error::Json as JsonBody;
 use serde_json::{json, Value};
 
+use super::audit::{AuditAction, Operator, Subject};
 use super::catalog_store::{CatalogChange, EventRecord};
 use super::requests::{self, EventUpdate, PartitionCountUpdate, PartitionUpdate};
 use super::stats;
@@ -24,6 +26,7 @@ use crate::state::SharedState;
 /// configuration of its queue.
 pub async fn put_event(
     State(state): State<SharedState>,
+    Extension(operator): Extension<Operator>,
     Path(raw_event_id): Path<String>,
     JsonBody(update): JsonBody<EventUpdate>,
 ) -> Result<Response, WaitingRoomError> {
@@ -47,6 +50,8 @@ pub async fn put_event(
     let mut change = CatalogChange::begin(&state.postgres).await?;
     change.lock_partition_assignment().await?;
     let existing = change.existing_event(event_id.as_str()).await?;
+    let subject = Subject::Event(event_id.as_str());
+    let before = change.snapshot(subject).await?;
     // A released event gets a queue again only when the change needs one.
     let needs_queue = update.activation.is_some()
         || update
@@ -114,6 +119,15 @@ pub async fn put_event(
             change.replace_layout(event_id.as_str(), layout).await?;
         }
     }
+    let after = change.snapshot(subject).await?;
+    let action = if existing.is_some() {
+        AuditAction::EventUpdated
+    } else {
+        AuditAction::EventCreated
+    };
+    change
+        .record(&operator, action, subject, before, after)
+        .await?;
     change.commit(&state.catalog).await?;
 
     let status = if existing.is_some() {
@@ -149,6 +163,7 @@ pub async fn list_events(
 /// with it and its partition is free for the next new event.
 pub async fn delete_event(
     State(state): State<SharedState>,
+    Extension(operator): Extension<Operator>,
     Path(raw_event_id): Path<String>,
 ) -> Result<StatusCode, WaitingRoomError> {
     let event_id = requests::parse_event_id(&raw_event_id)?;
@@ -190,7 +205,12 @@ pub async fn delete_event(
             });
         }
     }
+    let subject = Subject::Event(event_id);
+    let before = change.snapshot(subject).await?;
     change.delete_event(event_id).await?;
+    change
+        .record(&operator, AuditAction::EventDeleted, subject, before, None)
+        .await?;
     if let Some(partition) = existing.partition {
         if !change.partition_in_use(partition).await? {
             change.reset_queue(partition).await?;
@@ -250,7 +270,7 @@ pub async fn get_event(
 }
 
 /// Configuration plus live statistics of one event.
-async fn event_view(
+pub(super) async fn event_view(
     state: &SharedState,
     catalog: &Catalog,
     event_id: &str,
@@ -358,6 +378,7 @@ pub async fn list_partitions(State(state): State<SharedState>) -> Json<Value> {
 /// unrecorded.
 pub async fn raise_partitions(
     State(state): State<SharedState>,
+    Extension(operator): Extension<Operator>,
     JsonBody(update): JsonBody<PartitionCountUpdate>,
 ) -> Result<Json<Value>, WaitingRoomError> {
     if !state.catalog.current().loaded {
@@ -369,6 +390,8 @@ pub async fn raise_partitions(
         let mut change = CatalogChange::begin(&state.postgres).await?;
         change.lock_partition_assignment().await?;
         let recorded = change.partition_count(&state.tickets_topic).await?;
+        let subject = Subject::Topic(&state.tickets_topic);
+        let before = change.snapshot(subject).await?;
         let count = update.count(recorded.unwrap_or(0).max(state.configured_partitions))?;
         let wanted = usize::try_from(count).unwrap_or(0);
         let raised = kafka::raise_partitions(&state.kafka_brokers, &state.tickets_topic, wanted)
@@ -377,6 +400,16 @@ pub async fn raise_partitions(
         let raised = i32::try_from(raised).unwrap_or(count);
         change
             .store_partition_count(&state.tickets_topic, raised)
+            .await?;
+        let after = change.snapshot(subject).await?;
+        change
+            .record(
+                &operator,
+                AuditAction::PartitionsRaised,
+                subject,
+                before,
+                after,
+            )
             .await?;
         change.commit(&state.catalog).await?;
         tracing::info!(partitions = raised, "tickets topic raised");
@@ -389,6 +422,7 @@ pub async fn raise_partitions(
 /// issued stay in their old queue) and updates the queue's mode and policy.
 pub async fn put_partition(
     State(state): State<SharedState>,
+    Extension(operator): Extension<Operator>,
     Path(raw_partition): Path<String>,
     JsonBody(update): JsonBody<PartitionUpdate>,
 ) -> Result<Json<Value>, WaitingRoomError> {
@@ -398,6 +432,8 @@ pub async fn put_partition(
     let partition = requests::partition("partition", raw_partition, state.partition_count())?;
     let mut change = CatalogChange::begin(&state.postgres).await?;
     change.lock_partition_assignment().await?;
+    let subject = Subject::Queue(partition);
+    let before = change.snapshot(subject).await?;
     change.ensure_queue(partition).await?;
     for raw_event_id in &update.events {
         let event_id = requests::parse_event_id(raw_event_id)?;
@@ -422,6 +458,10 @@ pub async fn put_partition(
     if let Some(mode) = update.mode {
         change.store_mode(partition, mode).await?;
     }
+    let after = change.snapshot(subject).await?;
+    change
+        .record(&operator, AuditAction::QueueUpdated, subject, before, after)
+        .await?;
     change.commit(&state.catalog).await?;
     let catalog = state.catalog.current();
     Ok(Json(partition_view(&catalog, &catalog.queue(partition))))

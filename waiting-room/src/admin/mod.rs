@@ -7,13 +7,15 @@
 //! joins while its queue keeps draining. Every change reloads this instance's catalog at
 //! once and the others' through LISTEN/NOTIFY.
 //!
-//! [`auth`] checks the credentials, [`requests`] parses and validates bodies,
+//! [`auth`] checks the credentials and names the operator, [`audit`] logs every change, [`requests`] parses and validates bodies,
 //! [`handlers`] answers, [`catalog_store`] holds the SQL, [`stats`] reads the live
-//! counters from Redis.
+//! counters from Redis, [`live_stats`] streams them to the console.
 
+mod audit;
 mod auth;
 mod catalog_store;
 mod handlers;
+mod live_stats;
 mod requests;
 mod stats;
 
@@ -21,17 +23,24 @@ use axum::routing::{get, put};
 use axum::{middleware, Router};
 use platform::error;
 
+pub use self::auth::AdminCredentials;
+pub use self::live_stats::LiveStats;
 use crate::state::SharedState;
 
 /// The admin routes, every one of them (unknown paths included) behind the credentials.
 pub fn routes(state: SharedState) -> Router<SharedState> {
     Router::new()
         .route("/events", get(handlers::list_events))
+        .route("/audit", get(audit::list_audit))
         .route(
             "/events/{event_id}",
             get(handlers::get_event)
                 .put(handlers::put_event)
                 .delete(handlers::delete_event),
+        )
+        .route(
+            "/events/{event_id}/stats/events",
+            get(live_stats::stats_events),
         )
         .route(
             "/partitions",

@@ -15,13 +15,13 @@ use crate::state::SharedState;
 const RATE_FRESH_FOR_MS: i64 = 10_000;
 
 /// Serving counter, highest issued number, active tickets, deferred tickets, observed
-/// rate and when it was measured.
+/// rate, when it was measured and the dead-lettered records.
 type QueueReply = (
     Option<i64>,
     Option<f64>,
     i64,
     i64,
-    (Option<f64>, Option<i64>),
+    (Option<f64>, Option<i64>, Option<i64>),
 );
 
 /// Where a queue stands now.
@@ -35,6 +35,8 @@ pub struct QueueLoad {
     pub active: i64,
     /// Activations per second, 0 when none was measured lately.
     pub rate_per_second: f64,
+    /// Records of the queue set aside as unreadable (every event on it).
+    pub dead_lettered: i64,
 }
 
 impl QueueLoad {
@@ -58,6 +60,8 @@ pub struct EventStatsView {
     pub reserved: i64,
     pub rate_per_second: f64,
     pub estimated_drain_seconds: Option<u64>,
+    /// The queue's dead-lettered records (not attributable to one event: unreadable).
+    pub queue_dead_lettered: i64,
 }
 
 /// The queue's figures, read in one pipeline.
@@ -67,18 +71,20 @@ pub async fn queue_load(
 ) -> Result<QueueLoad, WaitingRoomError> {
     let keys = state.tickets.keys();
     let now_ms = Utc::now().timestamp_millis();
-    let (serving, issued, active, deferred, (rate, rate_at)): QueueReply = redis::pipe()
-        .get(keys.serving(partition))
-        .zscore(keys.issued_max(partition), ISSUED_MAX_MEMBER)
-        .zcount(keys.active_set(partition), format!("({now_ms}"), "+inf")
-        .zcard(keys.deferred(partition))
-        .cmd("HMGET")
-        .arg(keys.queue_stats(partition))
-        .arg(QueueStats::RATE)
-        .arg(QueueStats::RATE_AT)
-        .query_async(&mut state.redis.clone())
-        .await
-        .map_err(|error| state.store_unavailable(error))?;
+    let (serving, issued, active, deferred, (rate, rate_at, dead_lettered)): QueueReply =
+        redis::pipe()
+            .get(keys.serving(partition))
+            .zscore(keys.issued_max(partition), ISSUED_MAX_MEMBER)
+            .zcount(keys.active_set(partition), format!("({now_ms}"), "+inf")
+            .zcard(keys.deferred(partition))
+            .cmd("HMGET")
+            .arg(keys.queue_stats(partition))
+            .arg(QueueStats::RATE)
+            .arg(QueueStats::RATE_AT)
+            .arg(QueueStats::DEAD_LETTERED)
+            .query_async(&mut state.redis.clone())
+            .await
+            .map_err(|error| state.store_unavailable(error))?;
     let serving = serving.unwrap_or(0);
     // (A sorted-set score: exact for any offset below 2^53.)
     let waiting = issued.map_or(0, |issued| (issued as i64 + 1 - serving).max(0)) + deferred;
@@ -89,6 +95,7 @@ pub async fn queue_load(
         rate_per_second: rate
             .filter(|_| rate_at.is_some_and(|at| now_ms - at <= RATE_FRESH_FOR_MS))
             .unwrap_or(0.0),
+        dead_lettered: dead_lettered.unwrap_or(0),
     })
 }
 
@@ -139,5 +146,6 @@ pub async fn event_stats(
         reserved: counter(EventStats::RESERVED),
         rate_per_second: load.map_or(0.0, |load| load.rate_per_second),
         estimated_drain_seconds: drain,
+        queue_dead_lettered: load.map_or(0, |load| load.dead_lettered),
     })
 }

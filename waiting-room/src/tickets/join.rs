@@ -25,11 +25,29 @@ use contract::token::TicketClaims;
 use platform::error::OptionalJson;
 
 use super::join_store::{Place, PlaceClaim, Registration};
-use super::rate_limit::client_address;
+use super::rate_limit::{client_address, Scope};
 use super::status::{ticket_status, TicketStatus};
 use crate::entry::{Entrant, JoinRequest};
 use crate::error::{PlaceInLine, WaitingRoomError};
 use crate::state::SharedState;
+
+/// Tickets the broker acknowledged (the join rate).
+const TICKETS_ISSUED: &str = "waiting_room_tickets_issued_total";
+/// Joins refused because the broker did not acknowledge in time (produce errors).
+const JOINS_UNAVAILABLE: &str = "waiting_room_join_unavailable_total";
+const JOINS_RATE_LIMITED: &str = "waiting_room_joins_rate_limited_total";
+const JOINS_ALREADY_IN_LINE: &str = "waiting_room_joins_already_in_line_total";
+
+/// Makes the join's counters series from the start, so rates over them (the dashboard,
+/// the alerts) read zero rather than nothing before the first join.
+pub fn register_metrics() {
+    for counter in [TICKETS_ISSUED, JOINS_UNAVAILABLE, JOINS_ALREADY_IN_LINE] {
+        metrics::counter!(counter).increment(0);
+    }
+    for scope in Scope::ALL {
+        metrics::counter!(JOINS_RATE_LIMITED, "scope" => scope.as_str()).increment(0);
+    }
+}
 
 /// How often a request waiting for a racing duplicate checks whether it finished.
 const CLAIM_POLL: Duration = Duration::from_millis(20);
@@ -62,8 +80,7 @@ pub async fn join(
     {
         Ok(Ok(())) => {}
         Ok(Err(refusal)) => {
-            metrics::counter!("waiting_room_joins_rate_limited_total", "scope" => refusal.scope.as_str())
-                .increment(1);
+            metrics::counter!(JOINS_RATE_LIMITED, "scope" => refusal.scope.as_str()).increment(1);
             return Err(WaitingRoomError::RateLimited {
                 retry_after_seconds: refusal.retry_after_seconds,
             });
@@ -131,7 +148,7 @@ async fn join_once(
             PlaceClaim::Issued(token) => match existing_ticket(state, &token, verified).await? {
                 Some(ticket) if verified => return Ok((StatusCode::OK, ticket)),
                 Some(ticket) => {
-                    metrics::counter!("waiting_room_joins_already_in_line_total").increment(1);
+                    metrics::counter!(JOINS_ALREADY_IN_LINE).increment(1);
                     return Err(WaitingRoomError::AlreadyInLine(Box::new(PlaceInLine::of(
                         &ticket,
                     ))));
@@ -237,7 +254,7 @@ async fn issue_ticket(
     let delivery = match delivery {
         Ok(delivery) => delivery,
         Err(reason) => {
-            metrics::counter!("waiting_room_join_unavailable_total").increment(1);
+            metrics::counter!(JOINS_UNAVAILABLE).increment(1);
             tracing::warn!(%event_id, %reason, "broker did not acknowledge a ticket");
             return Err(WaitingRoomError::QueueUnavailable {
                 retry_after_seconds: state.retry_after_seconds,
@@ -270,7 +287,7 @@ async fn issue_ticket(
                 .latest_serving(registration.claims.partition)
         }
     };
-    metrics::counter!("waiting_room_tickets_issued_total").increment(1);
+    metrics::counter!(TICKETS_ISSUED).increment(1);
     let Registration { claims, token, .. } = registration;
     Ok(TicketStatus::waiting(&state, &claims, token, serving))
 }

@@ -68,6 +68,8 @@ pub enum Scope {
 }
 
 impl Scope {
+    pub const ALL: [Self; 3] = [Self::ClientEvent, Self::Client, Self::Event];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClientEvent => "client_event",

@@ -26,6 +26,7 @@ pub struct RegistrationRepair {
 impl RegistrationRepair {
     pub fn start(joins: JoinStore, supervisor: &Supervisor) -> Self {
         let (pending, queued) = mpsc::channel(CAPACITY);
+        metrics::gauge!("waiting_room_registrations_pending").increment(0.0);
         let shutdown = supervisor.shutdown().clone();
         supervisor.spawn("registration repair", async move {
             repair(joins, queued, shutdown).await;

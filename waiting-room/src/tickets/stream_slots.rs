@@ -34,6 +34,9 @@ pub struct StreamSlot {
 
 impl StreamSlots {
     pub fn new(limit: usize, per_ticket_limit: usize) -> Self {
+        // Open against the cap, for the streams-near-the-cap alert.
+        metrics::gauge!("waiting_room_streams_open").increment(0.0);
+        metrics::gauge!("waiting_room_streams_limit").set(limit as f64);
         Self {
             open: Arc::new(AtomicUsize::new(0)),
             limit,
