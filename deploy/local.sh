@@ -269,7 +269,7 @@ cmd_up() {
   cat <<EOF
 
 The waiting room is up.
-  waiting-room  http://$WAITING_ROOM_LISTEN    (fans, admin API)
+  waiting-room  http://$WAITING_ROOM_LISTEN    (fans, admin API; console at /admin)
   reservation   http://$RESERVATION_LISTEN    (seats, reservations)
   activator     http://$ACTIVATOR_LISTEN    (health and metrics)
   postgresql    $DATABASE_URL

@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 
 const INSTALL_HINT: &str =
     "install Debian's chromium and chromium-driver (deploy/local.sh test does it)";
@@ -27,6 +27,15 @@ impl Browser {
     /// [`Browser::start`] for a fan whose browser asks for `language` first
     /// (`Accept-Language` and the JavaScript locale).
     pub async fn start_in(test: &str, language: &str) -> Self {
+        Self::launch(test, language, "412,915").await
+    }
+
+    /// A fresh headless browser with a desktop-sized window (the operators' console).
+    pub async fn start_desktop(test: &str) -> Self {
+        Self::launch(test, "en-US", "1280,1600").await
+    }
+
+    async fn launch(test: &str, language: &str, window: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("free port")
@@ -51,7 +60,7 @@ impl Browser {
                     "--disable-background-networking",
                     "--disable-gpu",
                     "--disable-dev-shm-usage",
-                    "--window-size=412,915",
+                    format!("--window-size={window}"),
                     format!("--lang={language}"),
                     format!("--accept-lang={language}"),
                 ],
@@ -109,4 +118,59 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// How long the page helpers wait for something to appear.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The text of `css`; panics when it is not on the page.
+pub async fn text(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|error| panic!("{css} not on the page: {error}"))
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+/// Whether `css` is on the page and shown.
+pub async fn displayed(client: &Client, css: &str) -> bool {
+    match client.find(Locator::Css(css)).await {
+        Ok(element) => element.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Clicks `css`; panics when it is not on the page.
+pub async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|error| panic!("{css} not on the page: {error}"))
+        .click()
+        .await
+        .unwrap_or_else(|error| panic!("cannot click {css}: {error}"));
+}
+
+/// Polls until `css` is displayed.
+pub async fn wait_displayed(client: &Client, css: &str) {
+    let started = Instant::now();
+    while !displayed(client, css).await {
+        assert!(started.elapsed() < PATIENCE, "{css} never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Types `value` into the input `css` after clearing it.
+pub async fn fill(client: &Client, css: &str, value: &str) {
+    let input = client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|error| panic!("{css} not on the page: {error}"));
+    input.clear().await.expect("clear the input");
+    input
+        .send_keys(value)
+        .await
+        .unwrap_or_else(|error| panic!("cannot type into {css}: {error}"));
 }

@@ -7,49 +7,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use e2e::browser::Browser;
-use fantoccini::{Client, Locator};
+use e2e::browser::{click, displayed, text, wait_displayed, Browser, PATIENCE};
+use fantoccini::Locator;
 use serde_json::json;
 use support::{event_body, Stack};
 use testkit::issuer::{claims, TestIssuers, SITE};
-
-const PATIENCE: Duration = Duration::from_secs(30);
-
-async fn text(client: &Client, css: &str) -> String {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|error| panic!("{css} not on the page: {error}"))
-        .text()
-        .await
-        .unwrap_or_default()
-}
-
-async fn displayed(client: &Client, css: &str) -> bool {
-    match client.find(Locator::Css(css)).await {
-        Ok(element) => element.is_displayed().await.unwrap_or(false),
-        Err(_) => false,
-    }
-}
-
-async fn click(client: &Client, css: &str) {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|error| panic!("{css} not on the page: {error}"))
-        .click()
-        .await
-        .unwrap_or_else(|error| panic!("cannot click {css}: {error}"));
-}
-
-/// Polls until `css` is displayed.
-async fn wait_displayed(client: &Client, css: &str) {
-    let started = Instant::now();
-    while !displayed(client, css).await {
-        assert!(started.elapsed() < PATIENCE, "{css} never appeared");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_fan_joins_waits_and_reaches_the_seat_page_link() {

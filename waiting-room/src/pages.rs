@@ -17,6 +17,7 @@ use contract::catalog::{EntryChallenge, EntryIdentity, EventConfig, EventState};
 use platform::assets::{self, Asset, JAVASCRIPT, STYLE_CSS};
 use platform::error::RequestError;
 
+use crate::admin::console;
 use crate::draw_audit::SaleView;
 use crate::error::WaitingRoomError;
 use crate::state::SharedState;
@@ -90,6 +91,8 @@ pub async fn messages(
 
 const ASSETS: &[Asset] = &[
     STYLE_CSS,
+    console::CONSOLE_JS,
+    console::CONSOLE_CSS,
     Asset {
         name: "i18n.js",
         content_type: JAVASCRIPT,

@@ -14,6 +14,7 @@
 mod audit;
 mod auth;
 mod catalog_store;
+pub mod console;
 mod handlers;
 mod live_stats;
 mod requests;
@@ -27,7 +28,8 @@ pub use self::auth::AdminCredentials;
 pub use self::live_stats::LiveStats;
 use crate::state::SharedState;
 
-/// The admin routes, every one of them (unknown paths included) behind the credentials.
+/// The admin routes, every one of them (unknown paths included) behind the credentials,
+/// but the console's page.
 pub fn routes(state: SharedState) -> Router<SharedState> {
     Router::new()
         .route("/events", get(handlers::list_events))
@@ -50,4 +52,6 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
         .fallback(error::route_not_found)
         // A layer, not a route layer: unknown admin paths are refused without credentials too.
         .layer(middleware::from_fn_with_state(state, auth::require_admin))
+        // Added after the layer, so outside it: the console page is the sign-in.
+        .route("/", get(console::page))
 }
