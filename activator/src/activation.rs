@@ -23,6 +23,7 @@
 use std::sync::LazyLock;
 
 use contract::redis_schema::{EventStats, QueueStats, RedisKeys, StoredState, TicketHash};
+use contract::ticket_decision::Outcome;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 use uuid::Uuid;
@@ -120,7 +121,7 @@ impl StepOutcome {
 static STEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
-        -- KEYS: serving, active set, queue stats, deferred set
+        -- KEYS: serving, active set, queue stats, deferred set, decisions journal
         -- ARGV: now, active_until, max_active (-1: none), batch_limit, grace_ms,
         --       ticket key prefix, ticket_ttl_s, event stats key before and after the id,
         --       deferred tickets to examine at most,
@@ -146,6 +147,11 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         local activated, blocked, gap = 0, 0, 0
         local abandoned, dead, deferred, activated_deferred = {{}}, {{}}, {{}}, {{}}
         local per_event = {{}}
+        -- Every decision, journalled with the decision itself (published to Kafka next).
+        local journal = {{}}
+        local function decided(letter, ticket, event, qn)
+          table.insert(journal, letter .. '|' .. ticket .. '|' .. event .. '|' .. qn .. '|' .. now)
+        end
         local function count(event, field)
           per_event[event] = per_event[event] or {{activated = 0, abandoned = 0}}
           per_event[event][field] = per_event[event][field] + 1
@@ -153,7 +159,8 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         local function full()
           return activated >= limit or (max_active >= 0 and active >= max_active)
         end
-        local function activate(key, ticket, event)
+        local function activate(key, ticket, event, qn)
+          decided('{activated_letter}', ticket, event, qn)
           redis.call('HSET', key, '{state}', '{active}', '{active_until}', active_until)
           redis.call('EXPIRE', key, ticket_ttl)
           redis.call('ZADD', KEYS[2], active_until, ticket)
@@ -161,7 +168,8 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
           activated = activated + 1
           count(event, 'activated')
         end
-        local function abandon(key, qn, event)
+        local function abandon(key, ticket, qn, event)
+          decided('{abandoned_letter}', ticket, event, qn)
           redis.call('HSET', key, '{state}', '{abandoned}')
           redis.call('EXPIRE', key, ticket_ttl)
           table.insert(abandoned, qn)
@@ -182,10 +190,10 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
             local qn, event = tonumber(fields[4]), fields[3]
             if fields[2] and now - tonumber(fields[2]) > grace
                 or not fields[2] and now > deadline then
-              abandon(key, qn, event)
+              abandon(key, ticket, qn, event)
               redis.call('ZREM', KEYS[4], ticket)
             elseif fields[2] and not full() then
-              activate(key, ticket, event)
+              activate(key, ticket, event, qn)
               table.insert(activated_deferred, qn)
               redis.call('ZREM', KEYS[4], ticket)
             end
@@ -214,7 +222,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
                 -- Decided before (a replay): leave it exactly as it is.
                 serving = qn + 1
               elseif not seen and now - issued > grace or seen and now - seen > grace then
-                abandon(key, qn, event)
+                abandon(key, ticket, qn, event)
                 serving = qn + 1
               elseif not seen then
                 -- Nobody has read it yet: it takes no slot and does not hold up the line.
@@ -227,7 +235,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
                 blocked = 1
                 break
               else
-                activate(key, ticket, event)
+                activate(key, ticket, event, qn)
                 serving = qn + 1
               end
             end
@@ -235,6 +243,10 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         end
         if serving > from then
           redis.call('SET', KEYS[1], serving)
+        end
+        -- In slices: Lua's unpack has a bounded stack.
+        for first = 1, #journal, 1000 do
+          redis.call('RPUSH', KEYS[5], unpack(journal, first, math.min(first + 999, #journal)))
         end
         if activated + #abandoned + #dead > 0 then
           redis.call('HINCRBY', KEYS[3], '{queue_activated}', activated)
@@ -266,6 +278,8 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         queue_dead_lettered = QueueStats::DEAD_LETTERED,
         event_activated = EventStats::ACTIVATED,
         event_abandoned = EventStats::ABANDONED,
+        activated_letter = Outcome::Activated.letter(),
+        abandoned_letter = Outcome::Abandoned.letter(),
     ))
 });
 
@@ -283,6 +297,7 @@ pub async fn step(
         .key(keys.active_set(partition))
         .key(keys.queue_stats(partition))
         .key(keys.deferred(partition))
+        .key(keys.decisions(partition))
         .arg(limits.now_ms)
         .arg(limits.active_until_ms)
         .arg(limits.max_active.map_or(-1, i64::from))

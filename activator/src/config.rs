@@ -22,8 +22,8 @@ pub struct ActivatorConfig {
     )]
     pub group_id: String,
 
-    /// How long a dead letter may wait for the broker's acknowledgement before the
-    /// queue retries it on its next tick.
+    /// How long a dead letter or a batch of decisions may wait for the broker's
+    /// acknowledgement before the queue retries it on its next tick.
     #[arg(long, env = "DEAD_LETTER_TIMEOUT_MS", default_value_t = 5_000)]
     pub dead_letter_timeout_ms: u64,
 }

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::activation::QueueEntry;
 use crate::backlog::{self, BacklogSender, Incoming};
 use crate::dead_letter::{DeadLetter, RawRecord};
+use crate::decision_journal::DecisionJournal;
 use crate::group::{GroupConsumer, RebalanceContext, RebalanceEvent, Rejoin};
 use crate::queue_worker::{QueueWorker, WorkerContext};
 
@@ -41,6 +42,7 @@ pub struct Dependencies {
     pub redis: ConnectionManager,
     pub keys: RedisKeys,
     pub dead_letters: Arc<DeadLetter>,
+    pub decisions: Arc<DecisionJournal>,
     pub topic: String,
     pub partitions: i32,
 }
@@ -89,6 +91,7 @@ pub async fn run(
             keys: dependencies.keys,
             consumer: consumer.clone(),
             dead_letters: dependencies.dead_letters,
+            decisions: dependencies.decisions,
             topic: dependencies.topic,
         }),
         consumer,

@@ -14,6 +14,7 @@ mod backlog;
 mod config;
 mod consumer;
 mod dead_letter;
+mod decision_journal;
 mod group;
 mod queue_schedule;
 mod queue_worker;
@@ -29,6 +30,8 @@ use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::RedisKeys;
 use platform::http::HttpServer;
 use tokio_util::sync::CancellationToken;
+
+use self::decision_journal::DecisionJournal;
 
 pub use config::ActivatorConfig;
 
@@ -49,6 +52,8 @@ pub async fn build(
     let timeout = Duration::from_millis(config.dead_letter_timeout_ms);
     let dead_letter_producer =
         DurableProducer::new(kafka::producer_config(&common.kafka_brokers, 0, timeout))?;
+    let decisions_producer =
+        DurableProducer::new(kafka::producer_config(&common.kafka_brokers, 0, timeout))?;
     let dependencies = consumer::Dependencies {
         catalog: LiveCatalog::start(postgres, &supervisor).await,
         redis,
@@ -56,6 +61,11 @@ pub async fn build(
         dead_letters: Arc::new(dead_letter::DeadLetter::new(
             dead_letter_producer,
             common.tickets_dlq_topic.clone(),
+            timeout,
+        )),
+        decisions: Arc::new(DecisionJournal::new(
+            decisions_producer,
+            common.decisions_topic.clone(),
             timeout,
         )),
         topic: common.tickets_topic.clone(),

@@ -34,6 +34,7 @@ use tracing::Instrument;
 use crate::activation::{self, QueueEntry, StepLimits, StepOutcome};
 use crate::backlog::{Backlog, Incoming};
 use crate::dead_letter::DeadLetter;
+use crate::decision_journal::DecisionJournal;
 use crate::group::GroupConsumer;
 use crate::queue_schedule::QueueSchedule;
 use crate::rate::RateWindow;
@@ -51,6 +52,8 @@ const REREAD_STALL: Duration = Duration::from_secs(2);
 const TICKET_STATE_RETENTION_SECONDS: i64 = 86_400;
 /// After a failed attempt to fix a draw (PostgreSQL, Redis or the broker down).
 const DRAW_RETRY: Duration = Duration::from_secs(1);
+/// How soon an unpublished decision journal is tried again.
+const JOURNAL_RETRY: Duration = Duration::from_secs(1);
 /// The per-queue counters of a queue's outcomes.
 const QUEUE_COUNTERS: &[&str] = &[
     "activator_activations_total",
@@ -74,6 +77,7 @@ pub struct WorkerContext {
     pub keys: RedisKeys,
     pub consumer: Arc<GroupConsumer>,
     pub dead_letters: Arc<DeadLetter>,
+    pub decisions: Arc<DecisionJournal>,
     pub topic: String,
 }
 
@@ -93,6 +97,9 @@ pub struct QueueWorker {
     /// The highest offset received since the buffer was last emptied by a re-read: a
     /// drawn pre-queue is served only once all of it is buffered.
     max_received: i64,
+    /// Whether the queue's decision journal may hold lines not yet published (assumed
+    /// at start: a previous owner may have left some).
+    journal_pending: bool,
     stop: CancellationToken,
 }
 
@@ -113,6 +120,7 @@ impl QueueWorker {
             deferred_waiting: true,
             draw: None,
             max_received: -1,
+            journal_pending: true,
             stop,
         }
     }
@@ -176,6 +184,11 @@ impl QueueWorker {
                     self.tick(&queue, &schedule, lateness).instrument(span).await;
                     self.next_tick = (self.next_tick + tick_interval(&queue)).max(Instant::now());
                 }
+                // Leftovers of a previous owner, or of a publish the broker refused, even
+                // when the queue has nothing more to tick for.
+                () = tokio::time::sleep(JOURNAL_RETRY), if self.journal_pending => {
+                    self.publish_decisions().await;
+                }
                 () = sleep_until_stalled(self.reread.stalled_at()), if self.reread.pending.is_some() => {
                     if let Some((gap_at, _)) = self.reread.pending {
                         self.read_again(gap_at).await;
@@ -191,6 +204,24 @@ impl QueueWorker {
         }
         self.forget_queue();
         tracing::debug!(partition, "queue worker stopped");
+    }
+
+    /// Publishes the queue's journal of decisions to Kafka; on failure the lines stay in
+    /// Redis and the next tick tries again.
+    async fn publish_decisions(&mut self) {
+        let context = self.context.clone();
+        let mut redis = context.redis.clone();
+        match context
+            .decisions
+            .publish(&mut redis, &context.keys, self.partition)
+            .await
+        {
+            Ok(()) => self.journal_pending = false,
+            Err(error) => {
+                tracing::warn!(partition = self.partition, %error, "decisions not published; retrying next tick");
+                self.journal_pending = true;
+            }
+        }
     }
 
     /// Whether the queue may serve now (an alert compares it with the ticks) and how many
@@ -430,6 +461,9 @@ impl QueueWorker {
         if total.changed_the_line() && total.serving >= 0 {
             let rate = self.rate.per_second(Instant::now());
             self.announce(&total, limits.active_until_ms, rate).await;
+        }
+        if self.journal_pending || total.activated > 0 || !total.abandoned.is_empty() {
+            self.publish_decisions().await;
         }
         if total.serving > total.reached_from {
             self.commit(

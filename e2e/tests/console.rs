@@ -2,7 +2,8 @@
 //! a named admin token (a wrong one is refused), create an event through the form (the
 //! API's validation message shows on a bad value), watch the live figures move while
 //! fans join through the API, pause the event through the confirmation step, and find
-//! the change under the operator's name in the audit log. Screenshots land in
+//! the change under the operator's name in the audit log, and compute the post-sale
+//! report. Screenshots land in
 //! `test-output/console/`.
 
 mod support;
@@ -180,6 +181,26 @@ async fn an_operator_creates_watches_and_pauses_a_sale_and_the_audit_names_them(
         actions,
         [("ops-lead", "event_updated"), ("ops-lead", "event_created")]
     );
+
+    // The post-sale report, computed on demand from Kafka and PostgreSQL.
+    click(page, "#report-link").await;
+    wait_displayed(page, "#report-view").await;
+    wait_text(page, "#report-state", "no report yet", |shown| {
+        shown.contains("No report yet")
+    })
+    .await;
+    click(page, "#compute-report").await;
+    wait_text(page, "#report-joined", "the report's joins", |shown| {
+        shown == "5"
+    })
+    .await;
+    let activated: u32 = text(page, "#report-activated")
+        .await
+        .parse()
+        .expect("a number");
+    assert!(activated >= 2, "{activated} activated in the report");
+    assert!(text(page, "#report-wait-p50").await.ends_with(" s"));
+    browser.screenshot("06-report").await;
 
     // Signing out forgets the token.
     click(page, "#sign-out").await;

@@ -26,6 +26,13 @@ const CHARTS = [
   ["sold", "Seats sold", (f) => f.sale.seats_sold],
 ];
 
+const REPORT_CHARTS = [
+  ["report-joined", "Joins per minute", (m) => m.joined],
+  ["report-activated", "Activations per minute", (m) => m.activated],
+  ["report-abandoned", "Abandoned per minute", (m) => m.abandoned],
+  ["report-queue", "Queue length at the minute's end", (m) => m.queue_length],
+];
+
 const FIGURES = [
   ["joined", "Joined", (f) => f.event.joined],
   ["waiting", "Waiting", (f) => f.event.waiting],
@@ -86,7 +93,7 @@ function stopLive() {
 }
 
 function only(sectionId) {
-  for (const id of ["sign-in", "events-view", "event-view", "form-view", "audit-view"]) {
+  for (const id of ["sign-in", "events-view", "event-view", "form-view", "report-view", "audit-view"]) {
     $(id).hidden = id !== sectionId;
   }
   $("signed-in").hidden = sectionId === "sign-in";
@@ -100,13 +107,20 @@ function cell(row, text, className) {
   return td;
 }
 
-// The routes: #/ (events), #/events/{id}, #/events/{id}/edit, #/new, #/audit.
+// The route's parts: #/events/gig/edit is ["events", "gig", "edit"].
+function routeParts() {
+  return location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+}
+
+// The routes: #/ (events), #/events/{id}, #/events/{id}/edit, #/events/{id}/report,
+// #/new, #/audit.
 function route() {
   stopLive();
   show("");
   if (!token()) { only("sign-in"); $("token").focus(); return; }
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const parts = routeParts();
   if (parts[0] === "events" && parts[1] && parts[2] === "edit") return editEvent(parts[1]);
+  if (parts[0] === "events" && parts[1] && parts[2] === "report") return reportPage(parts[1]);
   if (parts[0] === "events" && parts[1]) return eventPage(parts[1]);
   if (parts[0] === "new") return editEvent(null);
   if (parts[0] === "audit") return auditPage();
@@ -147,9 +161,10 @@ async function eventPage(eventId) {
   history = [];
   $("event-title").textContent = eventId;
   $("edit-event").href = `#/events/${encodeURIComponent(eventId)}/edit`;
+  $("report-link").href = `#/events/${encodeURIComponent(eventId)}/report`;
   $("public-page").href = `/events/${encodeURIComponent(eventId)}`;
   buildFigures();
-  buildCharts();
+  buildCharts($("charts"), CHARTS);
   await loadEventAudit(eventId);
   follow(eventId);
 }
@@ -171,10 +186,9 @@ function buildFigures() {
 
 const SVG = "http://www.w3.org/2000/svg";
 
-function buildCharts() {
-  const charts = $("charts");
+function buildCharts(charts, definitions) {
   charts.replaceChildren();
-  for (const [key, label] of CHARTS) {
+  for (const [key, label] of definitions) {
     const chart = document.createElement("figure");
     chart.className = "chart";
     chart.id = `chart-${key}`;
@@ -197,10 +211,10 @@ function buildCharts() {
   }
 }
 
-function drawCharts() {
-  for (const [key, , value] of CHARTS) {
+function drawCharts(definitions, rows) {
+  for (const [key, , value] of definitions) {
     const chart = $(`chart-${key}`);
-    const values = history.map((frame) => Number(value(frame) ?? 0));
+    const values = rows.map((row) => Number(value(row) ?? 0));
     const top = Math.max(1, ...values);
     // The line grows from the left over the first minute, then the window scrolls.
     const width = Math.max(60, values.length);
@@ -233,7 +247,7 @@ function render(frame) {
   }
   history.push(frame);
   if (history.length > HISTORY) history.shift();
-  drawCharts();
+  drawCharts(CHARTS, history);
 }
 
 // Follows the admin stats stream, reconnecting after a break.
@@ -352,6 +366,58 @@ async function loadEventAudit(eventId) {
   if (result.status === 200) auditRows($("event-audit").querySelector("tbody"), result.data.entries, false);
 }
 
+async function reportPage(eventId) {
+  only("report-view");
+  $("report-title").textContent = `Post-sale report: ${eventId}`;
+  $("report-back").href = `#/events/${encodeURIComponent(eventId)}`;
+  $("report-totals").replaceChildren();
+  $("report-charts").replaceChildren();
+  const result = await api("GET", `/admin/events/${encodeURIComponent(eventId)}/report`);
+  if (result.status === 200) showReport(result.data);
+  else $("report-state").textContent = result.status === 404 ? "No report yet: compute one." : apiError(result);
+}
+
+function showReport(report) {
+  $("report-state").textContent = `Computed ${new Date(report.computed_at).toLocaleString()}.`;
+  const seconds = (value) => (value === null || value === undefined ? "–" : `${value.toFixed(1)} s`);
+  const share = (value) => (value === null || value === undefined ? "–" : `${Math.round(value * 100)}%`);
+  const t = report.totals;
+  const figures = [
+    ["joined", "Joined", t.joined], ["activated", "Activated", t.activated],
+    ["abandoned", "Abandoned", t.abandoned], ["used", "Bought (used)", t.used],
+    ["expired", "Expired", t.expired], ["still-active", "Still active", t.still_active],
+    ["still-waiting", "Still waiting", t.still_waiting], ["dead-lettered", "Dead-lettered", t.dead_lettered],
+    ["peak", "Peak queue length", report.peak_queue_length],
+    ["wait-p50", "Wait p50", seconds(report.wait_seconds.p50)],
+    ["wait-p95", "Wait p95", seconds(report.wait_seconds.p95)],
+    ["wait-max", "Longest wait", seconds(report.wait_seconds.max)],
+    ["seats-sold", "Seats sold", report.conversion.seats_sold],
+    ["bought-share", "Let in who bought", share(report.conversion.bought_share)],
+  ];
+  const totals = $("report-totals");
+  totals.replaceChildren();
+  for (const [key, label, value] of figures) {
+    const box = document.createElement("div");
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.id = `report-${key}`;
+    dd.textContent = String(value);
+    box.append(dt, dd);
+    totals.appendChild(box);
+  }
+  buildCharts($("report-charts"), REPORT_CHARTS);
+  drawCharts(REPORT_CHARTS, report.per_minute);
+}
+
+async function computeReport() {
+  const eventId = routeParts()[1];
+  $("report-state").textContent = "Computing…";
+  const result = await api("POST", `/admin/events/${encodeURIComponent(eventId)}/report`);
+  if (result.status === 200) showReport(result.data);
+  else $("report-state").textContent = apiError(result);
+}
+
 async function auditPage() {
   only("audit-view");
   const result = await api("GET", "/admin/audit?limit=100");
@@ -445,10 +511,10 @@ $("sign-out").addEventListener("click", () => signOut("Signed out."));
 $("event-form").addEventListener("submit", (submit) => saveEvent(submit).catch((error) => show(String(error))));
 for (const button of document.querySelectorAll("#event-view .actions button[data-state]")) {
   button.addEventListener("click", () => {
-    const parts = location.hash.replace(/^#\/?/, "").split("/");
-    askChange(decodeURIComponent(parts[1]), button.dataset.state);
+    askChange(routeParts()[1], button.dataset.state);
   });
 }
+$("compute-report").addEventListener("click", () => computeReport().catch((error) => show(String(error))));
 $("confirm-yes").addEventListener("click", () => applyChange().catch((error) => show(String(error))));
 $("confirm-no").addEventListener("click", () => { $("confirm").hidden = true; pendingChange = null; });
 window.addEventListener("hashchange", route);

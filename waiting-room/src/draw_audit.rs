@@ -5,19 +5,15 @@
 //! Before the start only the seed's SHA-256 (the commitment) is shown; from the start on
 //! the seed, and once the activator fixed it, the pre-queue's partition and offsets.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use contract::catalog::EventConfig;
 use contract::config::CommonConfig;
 use contract::draw::{self, DrawSeed};
-use contract::kafka;
 use contract::schedule::{SalePhase, Schedule};
 use contract::ticket_record::TicketRecord;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use contract::topic_reader::TopicReader;
 use serde::{Deserialize, Serialize};
 
 /// A shuffled pre-queue's draw as fans and auditors see it.
@@ -206,41 +202,15 @@ async fn read_records(
 ) -> anyhow::Result<Vec<(i64, Option<uuid::Uuid>)>> {
     let brokers = common.kafka_brokers.clone();
     let topic = common.tickets_topic.clone();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer =
-            kafka::consumer_config(&brokers, &format!("verify-draw-{}", uuid::Uuid::new_v4()))
-                .create()?;
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(&topic, partition, Offset::Offset(first))?;
-        consumer.assign(&assignment)?;
-        let mut records = Vec::new();
-        let mut next = first;
-        let mut idle = 0;
-        while next < end {
-            match consumer.poll(Duration::from_secs(1)) {
-                Some(message) => {
-                    let message = message?;
-                    let offset = message.offset();
-                    if offset < next || offset >= end {
-                        continue;
-                    }
-                    if offset > next {
-                        bail!("offsets {next}..{offset} are missing from partition {partition}");
-                    }
-                    let ticket = TicketRecord::parse(message.payload()).ok();
-                    records.push((offset, ticket.map(|ticket| ticket.ticket_id)));
-                    next = offset + 1;
-                    idle = 0;
-                }
-                None => {
-                    idle += 1;
-                    if idle > 30 {
-                        bail!("no records from partition {partition} after offset {next} for 30 s");
-                    }
-                }
-            }
-        }
-        Ok(records)
+    let records = tokio::task::spawn_blocking(move || {
+        TopicReader::new(&brokers, &topic)?.range(partition, first, end)
     })
-    .await?
+    .await??;
+    Ok(records
+        .into_iter()
+        .map(|record| {
+            let ticket = TicketRecord::parse(record.payload.as_deref()).ok();
+            (record.offset, ticket.map(|ticket| ticket.ticket_id))
+        })
+        .collect())
 }

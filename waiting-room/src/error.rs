@@ -53,6 +53,10 @@ pub enum WaitingRoomError {
     QueueFixedBySchedule(String),
     #[error("the partitions were not raised: {0}")]
     PartitionsNotRaised(String),
+    #[error("no report of event '{0}' yet: POST /admin/events/{0}/report computes one")]
+    ReportNotFound(String),
+    #[error("the report cannot be computed now (Kafka or PostgreSQL): {0}")]
+    ReportUnavailable(String),
     #[error("the seat layout cannot change: {in_use} seats are held or sold")]
     SeatLayoutInUse { in_use: i64 },
     #[error("event '{0}' is not closed: close it (state \"closed\") and let its queue drain before deleting it")]
@@ -114,8 +118,8 @@ impl ApiError for WaitingRoomError {
             Self::EnqueueTokenRequired | Self::ChallengeRequired(_) | Self::ChallengeFailed(_) => {
                 StatusCode::FORBIDDEN
             }
-            Self::EventNotFound(_) => StatusCode::NOT_FOUND,
-            Self::PartitionsNotRaised(_) => StatusCode::BAD_GATEWAY,
+            Self::EventNotFound(_) | Self::ReportNotFound(_) => StatusCode::NOT_FOUND,
+            Self::PartitionsNotRaised(_) | Self::ReportUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::EventClosed(_)
             | Self::NotOpenYet { .. }
             | Self::DrawNeedsOwnQueue(_)
@@ -156,6 +160,8 @@ impl ApiError for WaitingRoomError {
             Self::DrawAlreadyMade(_) => "draw_already_made",
             Self::QueueFixedBySchedule(_) => "queue_fixed_by_schedule",
             Self::PartitionsNotRaised(_) => "partitions_not_raised",
+            Self::ReportNotFound(_) => "report_not_found",
+            Self::ReportUnavailable(_) => "report_unavailable",
             Self::SeatLayoutInUse { .. } => "conflict",
             Self::NoFreePartition { .. } => "no_free_partition",
             Self::EventNotClosed(_) => "event_not_closed",

@@ -16,6 +16,7 @@ mod entry;
 mod error;
 mod page_messages;
 mod pages;
+pub mod report;
 mod state;
 pub mod tickets;
 
@@ -105,6 +106,7 @@ pub async fn build(
     let presence = PresenceRegistry::default();
     presence.start(redis.clone(), keys.clone(), catalog.clone(), &supervisor);
     let state = Arc::new(AppState {
+        common: common.clone(),
         catalog,
         tickets: TicketStore::new(redis.clone(), keys.clone()),
         joins,

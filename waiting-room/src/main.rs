@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use contract::{db, kafka};
 use platform::{observability, shutdown};
 use waiting_room::draw_audit::VerifyDraw;
+use waiting_room::report::ReportCommand;
 use waiting_room::WaitingRoomConfig;
 
 // Every request allocates (bodies, JSON, tokens); mimalloc's thread-local free lists
@@ -32,8 +33,12 @@ enum Command {
     Serve,
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
-    /// Create the tickets, dead-letter and reservation-events topics if missing, then exit.
+    /// Create the tickets, dead-letter, decisions and reservation-events topics if
+    /// missing, then exit.
     CreateTopics,
+    /// Compute an event's post-sale report from Kafka and PostgreSQL, store it and
+    /// print it (for a cron job).
+    Report(ReportCommand),
     /// Recompute a shuffled pre-queue's ranks from the Kafka records and the published
     /// seed, checking the seed against its commitment (one JSON line per ticket, by rank).
     VerifyDraw(VerifyDraw),
@@ -51,17 +56,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => db::migrate(&common.database_url).await,
         Command::VerifyDraw(verify) => verify.run(common).await,
+        Command::Report(report) => report.run(common).await,
         Command::CreateTopics => {
-            let partitions = common.tickets_partitions;
-            kafka::ensure_topics(
-                &common.kafka_brokers,
-                &[
-                    (common.tickets_topic.as_str(), partitions),
-                    (common.tickets_dlq_topic.as_str(), 1),
-                    (common.reservations_topic.as_str(), partitions),
-                ],
-            )
-            .await
+            kafka::ensure_topics(&common.kafka_brokers, &common.topics()).await
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use contract::config::CommonConfig;
 use contract::kafka::{self, DurableProducer};
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::RedisKeys;
@@ -30,6 +31,8 @@ use crate::tickets::stream_slots::StreamSlots;
 pub type SharedState = Arc<AppState>;
 
 pub struct AppState {
+    /// The shared settings (the post-sale report reads every topic they name).
+    pub common: CommonConfig,
     pub postgres: PgPool,
     pub redis: ConnectionManager,
     pub catalog: LiveCatalog,

@@ -3,7 +3,11 @@
 
 use std::process::{Child, Stdio};
 
+use std::collections::HashSet;
+
 use contract::redis_schema::QueueStats;
+use contract::ticket_decision::{DecisionRecord, Outcome};
+use contract::topic_reader::TopicReader;
 use testkit::TestEnv;
 
 /// The activator binary as a child process, for tests that SIGKILL it.
@@ -75,4 +79,40 @@ pub async fn assert_activated_once_in_order(
         tickets.len() as i64,
         "activations counted once each"
     );
+    assert_decisions_published(env, tickets).await;
+}
+
+/// Every ticket's activation reaches the decisions topic (at least once), across the
+/// kills: the journal is written with the decision and published by whoever owns the
+/// queue next.
+async fn assert_decisions_published(env: &TestEnv, tickets: &[(i64, uuid::Uuid)]) {
+    let wanted: HashSet<uuid::Uuid> = tickets.iter().map(|(_, ticket_id)| *ticket_id).collect();
+    let started = std::time::Instant::now();
+    loop {
+        let (brokers, topic) = (
+            env.common.kafka_brokers.clone(),
+            env.common.decisions_topic.clone(),
+        );
+        let records =
+            tokio::task::spawn_blocking(move || TopicReader::new(&brokers, &topic)?.all())
+                .await
+                .expect("read the decisions")
+                .expect("the decisions topic");
+        let activated: HashSet<uuid::Uuid> = records
+            .iter()
+            .filter_map(|record| DecisionRecord::parse(record.payload.as_deref()?))
+            .flat_map(|record| record.decisions)
+            .filter(|decision| decision.outcome == Outcome::Activated)
+            .map(|decision| decision.ticket_id)
+            .collect();
+        let missing = wanted.difference(&activated).count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{missing} activations never reached the decisions topic"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }

@@ -103,13 +103,10 @@ impl TestEnv {
 
         common.tickets_topic = format!("test.{unique}.tickets");
         common.tickets_dlq_topic = format!("test.{unique}.tickets.dlq");
+        common.decisions_topic = format!("test.{unique}.decisions");
         common.reservations_topic = format!("test.{unique}.reservations");
         common.tickets_partitions = partitions;
-        let topics = [
-            (common.tickets_topic.as_str(), partitions),
-            (common.tickets_dlq_topic.as_str(), 1),
-            (common.reservations_topic.as_str(), partitions),
-        ];
+        let topics = common.topics();
         tokio::time::timeout(
             Duration::from_secs(20),
             kafka::ensure_topics(&common.kafka_brokers, &topics),
@@ -184,6 +181,7 @@ impl TestEnv {
             .env("TICKETS_TOPIC", &common.tickets_topic)
             .env("TICKETS_PARTITIONS", common.tickets_partitions.to_string())
             .env("TICKETS_DLQ_TOPIC", &common.tickets_dlq_topic)
+            .env("DECISIONS_TOPIC", &common.decisions_topic)
             .env("RESERVATIONS_TOPIC", &common.reservations_topic);
         command
     }
@@ -198,6 +196,14 @@ impl TestEnv {
 
     pub fn redis_keys(&self) -> RedisKeys {
         RedisKeys::new(self.common.redis_key_prefix.clone())
+    }
+
+    /// Deletes every Redis key of this test's deployment, as losing Redis's data would
+    /// (other tests' keys stay).
+    pub async fn lose_redis_data(&self) {
+        delete_redis_keys(&self.common)
+            .await
+            .expect("delete the test's Redis keys");
     }
 
     /// Records that these tickets' holders have just read them, as a status read or an
@@ -248,11 +254,7 @@ impl Drop for TestEnv {
                 if let Err(error) = delete_redis_keys(&common).await {
                     eprintln!("test clean-up: cannot delete redis keys: {error}");
                 }
-                let topics = [
-                    common.tickets_topic.as_str(),
-                    common.tickets_dlq_topic.as_str(),
-                    common.reservations_topic.as_str(),
-                ];
+                let topics = common.topics().map(|(topic, _)| topic);
                 if delete_topics {
                     let deletion = kafka::delete_topics(&common.kafka_brokers, &topics);
                     if let Ok(Err(error)) =

@@ -59,6 +59,15 @@ pub struct CommonConfig {
     )]
     pub tickets_dlq_topic: String,
 
+    /// Topic receiving the activator's decisions (each ticket activated or abandoned,
+    /// and when), which the post-sale report reads.
+    #[arg(
+        long,
+        env = "DECISIONS_TOPIC",
+        default_value = "waiting-room.decisions"
+    )]
+    pub decisions_topic: String,
+
     /// Topic receiving reservation status changes from the outbox relay.
     #[arg(
         long,
@@ -113,6 +122,16 @@ pub struct CommonConfig {
 }
 
 impl CommonConfig {
+    /// Every topic of the deployment with its partition count at creation.
+    pub fn topics(&self) -> [(&str, i32); 4] {
+        [
+            (self.tickets_topic.as_str(), self.tickets_partitions),
+            (self.tickets_dlq_topic.as_str(), 1),
+            (self.decisions_topic.as_str(), 1),
+            (self.reservations_topic.as_str(), self.tickets_partitions),
+        ]
+    }
+
     /// How long shutdown waits for requests and tasks.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)

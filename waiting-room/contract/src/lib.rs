@@ -10,7 +10,9 @@
 //! - [`catalog`], [`live_catalog`]: events and queues as operators configure them.
 //! - [`schedule`], [`draw`]: scheduled sales and the pre-queue's verifiable draw.
 //! - [`serving_announcement`]: what the activator publishes after each tick.
+//! - [`ticket_decision`]: the activator's decisions, journalled and published to Kafka.
 //! - [`seats`]: seat naming and layout bounds.
+//! - [`topic_reader`]: a topic's records read back, for the jobs that recompute from Kafka.
 //! - [`db`]: the PostgreSQL schema (`migrations/`), embedded.
 //! - [`connections`]: the dependencies every service opens at start.
 
@@ -26,6 +28,8 @@ pub mod redis_schema;
 pub mod schedule;
 pub mod seats;
 pub mod serving_announcement;
+pub mod ticket_decision;
 pub mod ticket_record;
 pub mod ticket_state;
 pub mod token;
+pub mod topic_reader;

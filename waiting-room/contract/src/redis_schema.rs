@@ -155,6 +155,12 @@ impl RedisKeys {
         format!("{}:q:{partition}:deferred", self.prefix)
     }
 
+    /// The queue's journal of decisions not yet acknowledged by the decisions topic
+    /// (see [`crate::ticket_decision`]).
+    pub fn decisions(&self, partition: i32) -> String {
+        format!("{}:q:{partition}:decisions", self.prefix)
+    }
+
     pub fn queue_stats(&self, partition: i32) -> String {
         format!("{}:q:{partition}:stats", self.prefix)
     }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::audit::{AuditAction, Operator, Subject};
 use super::catalog_store::{CatalogChange, EventRecord};
+use super::reports;
 use super::requests::{self, EventUpdate, PartitionCountUpdate, PartitionUpdate};
 use super::stats;
 use crate::config::PartitionMode;
@@ -129,6 +130,13 @@ pub async fn put_event(
         .record(&operator, action, subject, before, after)
         .await?;
     change.commit(&state.catalog).await?;
+    let closed_now = update.state == Some(EventState::Closed)
+        && existing
+            .as_ref()
+            .is_none_or(|existing| existing.state != EventState::Closed);
+    if closed_now {
+        reports::compute_after_close(&state, event_id.as_str());
+    }
 
     let status = if existing.is_some() {
         StatusCode::OK

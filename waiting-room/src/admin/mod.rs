@@ -9,7 +9,7 @@
 //!
 //! [`auth`] checks the credentials and names the operator, [`audit`] logs every change, [`requests`] parses and validates bodies,
 //! [`handlers`] answers, [`catalog_store`] holds the SQL, [`stats`] reads the live
-//! counters from Redis, [`live_stats`] streams them to the console.
+//! counters from Redis, [`live_stats`] streams them to the console, [`reports`] serves the post-sale report.
 
 mod audit;
 mod auth;
@@ -17,6 +17,7 @@ mod catalog_store;
 pub mod console;
 mod handlers;
 mod live_stats;
+mod reports;
 mod requests;
 mod stats;
 
@@ -43,6 +44,10 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
         .route(
             "/events/{event_id}/stats/events",
             get(live_stats::stats_events),
+        )
+        .route(
+            "/events/{event_id}/report",
+            get(reports::get).post(reports::recompute),
         )
         .route(
             "/partitions",

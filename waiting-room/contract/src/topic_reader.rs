@@ -1,0 +1,130 @@
+//! Reading a topic's records back, for the batch jobs that recompute from Kafka: the
+//! draw's verification and the post-sale report. Blocking (librdkafka's consumer
+//! polls): run it on a blocking thread.
+//!
+//! The reader assigns partitions itself (no consumer group, nothing committed) and
+//! insists on contiguous offsets: a record missing in the middle is an error, not a
+//! silently smaller result.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::kafka;
+
+/// How long the broker may stay silent before a read gives up.
+const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// After the high watermark, how long to wait for more (a broker may report it
+/// before the end of its last batch, as Tansu's memory engine does).
+const TAIL_WAIT: Duration = Duration::from_millis(500);
+
+/// One record as stored.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// A reader of one topic.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl TopicReader {
+    pub fn new(brokers: &str, topic: &str) -> anyhow::Result<Self> {
+        let consumer: BaseConsumer =
+            kafka::consumer_config(brokers, &format!("reader-{}", uuid::Uuid::new_v4()))
+                .create()
+                .context("cannot create a Kafka consumer")?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// The records at offsets `[first, end)` of `partition`.
+    pub fn range(&self, partition: i32, first: i64, end: i64) -> anyhow::Result<Vec<StoredRecord>> {
+        self.read(partition, first, end, false)
+    }
+
+    /// Every record the topic holds now, partition by partition.
+    pub fn all(&self) -> anyhow::Result<Vec<StoredRecord>> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            .context("cannot read the topic's metadata")?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|topic| topic.name() == self.topic)
+            .map(|topic| topic.partitions().len())
+            .unwrap_or(0);
+        let mut records = Vec::new();
+        for partition in 0..i32::try_from(partitions).unwrap_or(0) {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+                .with_context(|| format!("cannot read partition {partition}'s offsets"))?;
+            if high > low {
+                records.extend(self.read(partition, low, high, true)?);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Reads `[first, end)`, and with `tail` whatever follows until the broker has no
+    /// more for a moment.
+    fn read(
+        &self,
+        partition: i32,
+        first: i64,
+        end: i64,
+        tail: bool,
+    ) -> anyhow::Result<Vec<StoredRecord>> {
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&self.topic, partition, Offset::Offset(first))?;
+        self.consumer.assign(&assignment)?;
+        let mut records = Vec::new();
+        let mut next = first;
+        let mut silent = Duration::ZERO;
+        let poll = Duration::from_millis(100);
+        loop {
+            let reached = next >= end;
+            if reached && (!tail || silent >= TAIL_WAIT) {
+                return Ok(records);
+            }
+            match self.consumer.poll(poll) {
+                Some(message) => {
+                    let message = message?;
+                    let offset = message.offset();
+                    if offset < next || (!tail && offset >= end) {
+                        continue;
+                    }
+                    if offset > next {
+                        bail!("offsets {next}..{offset} are missing from partition {partition}");
+                    }
+                    records.push(StoredRecord {
+                        partition,
+                        offset,
+                        payload: message.payload().map(<[u8]>::to_vec),
+                    });
+                    next = offset + 1;
+                    silent = Duration::ZERO;
+                }
+                None => {
+                    silent += poll;
+                    if !reached && silent >= SILENCE_LIMIT {
+                        bail!(
+                            "no records from partition {partition} after offset {next} for {SILENCE_LIMIT:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
