@@ -153,13 +153,25 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
           table.insert(journal, letter .. '|' .. ticket .. '|' .. event .. '|' .. qn .. '|' .. now)
         end
         local function count(event, field)
-          per_event[event] = per_event[event] or {{activated = 0, abandoned = 0}}
+          per_event[event] = per_event[event] or {{activated = 0, abandoned = 0, waits = {{}}}}
           per_event[event][field] = per_event[event][field] + 1
+        end
+        -- The join-to-active wait, into the event's histogram (unknown: not counted).
+        local wait_bounds = {{{wait_bounds}}}
+        local function count_wait(event, issued)
+          if not issued then return end
+          local waited, field = (now - issued) / 1000, nil
+          for _, bound in ipairs(wait_bounds) do
+            if waited <= bound then field = '{wait_prefix}' .. bound break end
+          end
+          field = field or '{wait_prefix}' .. wait_bounds[#wait_bounds]
+          local waits = per_event[event].waits
+          waits[field] = (waits[field] or 0) + 1
         end
         local function full()
           return activated >= limit or (max_active >= 0 and active >= max_active)
         end
-        local function activate(key, ticket, event, qn)
+        local function activate(key, ticket, event, qn, issued)
           decided('{activated_letter}', ticket, event, qn)
           redis.call('HSET', key, '{state}', '{active}', '{active_until}', active_until)
           redis.call('EXPIRE', key, ticket_ttl)
@@ -167,6 +179,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
           active = active + 1
           activated = activated + 1
           count(event, 'activated')
+          count_wait(event, issued)
         end
         local function abandon(key, ticket, qn, event)
           decided('{abandoned_letter}', ticket, event, qn)
@@ -182,7 +195,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         for i = 1, #pending, 2 do
           local ticket, deadline = pending[i], tonumber(pending[i + 1])
           local key = ticket_prefix .. ticket
-          local fields = redis.call('HMGET', key, '{state}', '{seen}', '{event_id}', '{queue_number}')
+          local fields = redis.call('HMGET', key, '{state}', '{seen}', '{event_id}', '{queue_number}', '{issued}')
           if fields[1] ~= '{deferred}' then
             -- Its hash was lost with Redis data: nothing left to settle.
             redis.call('ZREM', KEYS[4], ticket)
@@ -193,7 +206,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
               abandon(key, ticket, qn, event)
               redis.call('ZREM', KEYS[4], ticket)
             elseif fields[2] and not full() then
-              activate(key, ticket, event, qn)
+              activate(key, ticket, event, qn, tonumber(fields[5] or ''))
               table.insert(activated_deferred, qn)
               redis.call('ZREM', KEYS[4], ticket)
             end
@@ -226,7 +239,8 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
                 serving = qn + 1
               elseif not seen then
                 -- Nobody has read it yet: it takes no slot and does not hold up the line.
-                redis.call('HSET', key, '{state}', '{deferred}', '{event_id}', event, '{queue_number}', qn)
+                redis.call('HSET', key, '{state}', '{deferred}', '{event_id}', event, '{queue_number}', qn,
+                  '{issued}', issued)
                 redis.call('EXPIRE', key, ticket_ttl)
                 redis.call('ZADD', KEYS[4], issued + grace, ticket)
                 table.insert(deferred, qn)
@@ -235,7 +249,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
                 blocked = 1
                 break
               else
-                activate(key, ticket, event, qn)
+                activate(key, ticket, event, qn, issued)
                 serving = qn + 1
               end
             end
@@ -256,6 +270,9 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
             local stats = event_stats_before .. event .. event_stats_after
             redis.call('HINCRBY', stats, '{event_activated}', counts.activated)
             redis.call('HINCRBY', stats, '{event_abandoned}', counts.abandoned)
+            for field, waited in pairs(counts.waits) do
+              redis.call('HINCRBY', stats, field, waited)
+            end
           end
         end
         local reply = {{from, serving, activated, expired, active, blocked + 2 * gap,
@@ -270,6 +287,11 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         active_until = TicketHash::ACTIVE_UNTIL,
         event_id = TicketHash::EVENT_ID,
         queue_number = TicketHash::QUEUE_NUMBER,
+        issued = TicketHash::ISSUED,
+        wait_prefix = EventStats::WAIT_FIELD_PREFIX,
+        wait_bounds = EventStats::WAIT_BOUNDS
+            .map(|bound| bound.to_string())
+            .join(", "),
         active = StoredState::Active.as_str(),
         abandoned = StoredState::Abandoned.as_str(),
         deferred = StoredState::Deferred.as_str(),

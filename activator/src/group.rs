@@ -33,8 +33,12 @@ impl ClientContext for RebalanceContext {
     fn stats(&self, statistics: Statistics) {
         for topic in statistics.topics.values() {
             for partition in topic.partitions.values() {
-                // -1: librdkafka's internal partition; a negative lag: not known yet.
-                if partition.partition >= 0 && partition.consumer_lag >= 0 {
+                // -1: librdkafka's internal partition; a negative lag: not known yet; a
+                // partition not being fetched is not ours (any more).
+                if partition.partition >= 0
+                    && partition.consumer_lag >= 0
+                    && partition.fetch_state == "active"
+                {
                     metrics::gauge!("activator_consumer_lag", "partition" => partition.partition.to_string())
                         .set(partition.consumer_lag as f64);
                 }

@@ -28,6 +28,7 @@ use contract::serving_announcement::ServingAnnouncement;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -52,14 +53,13 @@ const REREAD_STALL: Duration = Duration::from_secs(2);
 const TICKET_STATE_RETENTION_SECONDS: i64 = 86_400;
 /// After a failed attempt to fix a draw (PostgreSQL, Redis or the broker down).
 const DRAW_RETRY: Duration = Duration::from_secs(1);
-/// How soon an unpublished decision journal is tried again.
-const JOURNAL_RETRY: Duration = Duration::from_secs(1);
 /// The per-queue counters of a queue's outcomes.
 const QUEUE_COUNTERS: &[&str] = &[
     "activator_activations_total",
     "activator_abandoned_total",
     "activator_expirations_total",
     "activator_dead_letters_total",
+    "activator_decisions_published_total",
 ];
 /// The per-queue gauges an instance reports only while it owns the queue.
 const QUEUE_GAUGES: &[&str] = &[
@@ -97,9 +97,8 @@ pub struct QueueWorker {
     /// The highest offset received since the buffer was last emptied by a re-read: a
     /// drawn pre-queue is served only once all of it is buffered.
     max_received: i64,
-    /// Whether the queue's decision journal may hold lines not yet published (assumed
-    /// at start: a previous owner may have left some).
-    journal_pending: bool,
+    /// Wakes the queue's decision publisher after a step that decided something.
+    journal: Arc<Notify>,
     stop: CancellationToken,
 }
 
@@ -110,6 +109,12 @@ impl QueueWorker {
         backlog: Backlog,
         stop: CancellationToken,
     ) -> Self {
+        let journal = context.decisions.clone().start_publisher(
+            context.redis.clone(),
+            context.keys.clone(),
+            partition,
+            stop.clone(),
+        );
         Self {
             partition,
             context,
@@ -120,7 +125,7 @@ impl QueueWorker {
             deferred_waiting: true,
             draw: None,
             max_received: -1,
-            journal_pending: true,
+            journal,
             stop,
         }
     }
@@ -184,11 +189,6 @@ impl QueueWorker {
                     self.tick(&queue, &schedule, lateness).instrument(span).await;
                     self.next_tick = (self.next_tick + tick_interval(&queue)).max(Instant::now());
                 }
-                // Leftovers of a previous owner, or of a publish the broker refused, even
-                // when the queue has nothing more to tick for.
-                () = tokio::time::sleep(JOURNAL_RETRY), if self.journal_pending => {
-                    self.publish_decisions().await;
-                }
                 () = sleep_until_stalled(self.reread.stalled_at()), if self.reread.pending.is_some() => {
                     if let Some((gap_at, _)) = self.reread.pending {
                         self.read_again(gap_at).await;
@@ -204,24 +204,6 @@ impl QueueWorker {
         }
         self.forget_queue();
         tracing::debug!(partition, "queue worker stopped");
-    }
-
-    /// Publishes the queue's journal of decisions to Kafka; on failure the lines stay in
-    /// Redis and the next tick tries again.
-    async fn publish_decisions(&mut self) {
-        let context = self.context.clone();
-        let mut redis = context.redis.clone();
-        match context
-            .decisions
-            .publish(&mut redis, &context.keys, self.partition)
-            .await
-        {
-            Ok(()) => self.journal_pending = false,
-            Err(error) => {
-                tracing::warn!(partition = self.partition, %error, "decisions not published; retrying next tick");
-                self.journal_pending = true;
-            }
-        }
     }
 
     /// Whether the queue may serve now (an alert compares it with the ticks) and how many
@@ -462,8 +444,8 @@ impl QueueWorker {
             let rate = self.rate.per_second(Instant::now());
             self.announce(&total, limits.active_until_ms, rate).await;
         }
-        if self.journal_pending || total.activated > 0 || !total.abandoned.is_empty() {
-            self.publish_decisions().await;
+        if total.activated > 0 || !total.abandoned.is_empty() {
+            self.journal.notify_one();
         }
         if total.serving > total.reached_from {
             self.commit(

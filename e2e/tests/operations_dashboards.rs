@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::Stack;
+use support::{buy, Stack};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -176,29 +176,7 @@ async fn every_metric_in_the_dashboard_and_the_alerts_is_exported() {
         assert!(started.elapsed() < PATIENCE, "never active: {status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let http = reqwest::Client::new();
-    let held: Value = http
-        .post(stack.reservation.url("/v1/events/dashboards/reservations"))
-        .bearer_auth(&token)
-        .json(&json!({"seat_ids": ["A-1"]}))
-        .send()
-        .await
-        .expect("hold")
-        .json()
-        .await
-        .expect("reservation");
-    let reservation_id = held["reservation_id"].as_str().expect("reservation id");
-    let confirmed = http
-        .post(
-            stack
-                .reservation
-                .url(&format!("/v1/reservations/{reservation_id}/confirm")),
-        )
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("confirm");
-    assert_eq!(confirmed.status(), 200);
+    buy(&stack, "dashboards", &token, &["A-1"]).await;
 
     // The consumer lag comes with librdkafka's statistics, every few seconds.
     let started = Instant::now();

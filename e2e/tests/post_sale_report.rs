@@ -8,67 +8,33 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::Stack;
+use support::{buy, Stack};
 use waiting_room::report::ReportCommand;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 const EVENT: &str = "reported";
 
-async fn admin(stack: &Stack, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
-    let mut request = reqwest::Client::new()
+/// `method /admin/events/{event}/report{query}` with the admin token: status and body.
+async fn report_request(stack: &Stack, method: &str, event: &str, query: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
         .request(
             method.parse().expect("method"),
-            stack.waiting_room.url(path),
+            stack
+                .waiting_room
+                .url(&format!("/admin/events/{event}/report{query}")),
         )
-        .bearer_auth(&stack.env.admin_token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("admin request");
+        .bearer_auth(&stack.env.admin_token)
+        .send()
+        .await
+        .expect("admin request");
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
 }
 
 async fn report_json(stack: &Stack, method: &str) -> Value {
-    let (status, body) = admin(
-        stack,
-        method,
-        &format!("/admin/events/{EVENT}/report"),
-        None,
-    )
-    .await;
+    let (status, body) = report_request(stack, method, EVENT, "").await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("report JSON")
-}
-
-async fn buy(stack: &Stack, token: &str, seats: &[&str]) {
-    let http = reqwest::Client::new();
-    let held: Value = http
-        .post(
-            stack
-                .reservation
-                .url(&format!("/v1/events/{EVENT}/reservations")),
-        )
-        .bearer_auth(token)
-        .json(&json!({ "seat_ids": seats }))
-        .send()
-        .await
-        .expect("hold")
-        .json()
-        .await
-        .expect("reservation");
-    let id = held["reservation_id"].as_str().expect("a reservation id");
-    let confirmed = http
-        .post(
-            stack
-                .reservation
-                .url(&format!("/v1/reservations/{id}/confirm")),
-        )
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("confirm");
-    assert_eq!(confirmed.status(), 200);
 }
 
 /// The report without the instant it was computed at.
@@ -94,13 +60,7 @@ async fn the_report_counts_what_happened_and_survives_losing_redis() {
             }),
         )
         .await;
-    let (status, body) = admin(
-        &stack,
-        "GET",
-        &format!("/admin/events/{EVENT}/report"),
-        None,
-    )
-    .await;
+    let (status, body) = report_request(&stack, "GET", EVENT, "").await;
     assert_eq!(status, 404, "no report before one is computed: {body}");
     assert!(body.contains("report_not_found"), "{body}");
 
@@ -124,21 +84,28 @@ async fn the_report_counts_what_happened_and_survives_losing_redis() {
         assert!(started.elapsed() < PATIENCE, "not all decided: {view}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The live view's wait histogram counted the five activations.
+    let view = client.get_event(EVENT).await;
+    let p50 = view["wait_p50_seconds"]
+        .as_u64()
+        .expect("a live median wait");
+    assert!(p50 <= 30, "{view}");
+    assert!(
+        view["wait_p95_seconds"]
+            .as_u64()
+            .is_some_and(|p95| p95 >= p50),
+        "{view}"
+    );
+
     // Two of them buy: three seats in all.
-    buy(&stack, &fans[0], &["A-1", "A-2"]).await;
-    buy(&stack, &fans[1], &["A-3"]).await;
+    buy(&stack, EVENT, &fans[0], &["A-1", "A-2"]).await;
+    buy(&stack, EVENT, &fans[1], &["A-3"]).await;
 
     // Closing computes the report in the background.
     client.put_event(EVENT, json!({"state": "closed"})).await;
     let started = Instant::now();
     let at_close = loop {
-        let (status, body) = admin(
-            &stack,
-            "GET",
-            &format!("/admin/events/{EVENT}/report"),
-            None,
-        )
-        .await;
+        let (status, body) = report_request(&stack, "GET", EVENT, "").await;
         if status == 200 {
             break serde_json::from_str::<Value>(&body).expect("report JSON");
         }
@@ -156,6 +123,7 @@ async fn the_report_counts_what_happened_and_survives_losing_redis() {
         "{report}"
     );
     assert_eq!(numbers(&at_close)["totals"], report["totals"]);
+    assert_eq!(report["complete"], false, "three sessions still run");
     assert_eq!(report["conversion"]["seats_sold"], 3);
     assert_eq!(report["conversion"]["reservations_confirmed"], 2);
     assert_eq!(report["conversion"]["reserving_fans"], 2);
@@ -195,13 +163,7 @@ async fn the_report_counts_what_happened_and_survives_losing_redis() {
     assert_eq!(numbers(&again), numbers(&report));
 
     // As CSV, and from the command a cron job runs.
-    let (status, csv) = admin(
-        &stack,
-        "GET",
-        &format!("/admin/events/{EVENT}/report?format=csv"),
-        None,
-    )
-    .await;
+    let (status, csv) = report_request(&stack, "GET", EVENT, "?format=csv").await;
     assert_eq!(status, 200);
     assert!(
         csv.starts_with("metric,value\njoined,8\nactivated,5\nabandoned,3\nused,2\n"),
@@ -220,15 +182,9 @@ async fn the_report_counts_what_happened_and_survives_losing_redis() {
     assert_eq!(numbers(&stored), numbers(&report));
 
     // Refusals.
-    let (status, body) = admin(&stack, "POST", "/admin/events/no-such-event/report", None).await;
+    let (status, body) = report_request(&stack, "POST", "no-such-event", "").await;
     assert_eq!(status, 404, "{body}");
-    let (status, body) = admin(
-        &stack,
-        "GET",
-        &format!("/admin/events/{EVENT}/report?format=xml"),
-        None,
-    )
-    .await;
+    let (status, body) = report_request(&stack, "GET", EVENT, "?format=xml").await;
     assert_eq!(status, 422, "{body}");
     stack.stop().await;
 }

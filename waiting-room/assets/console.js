@@ -21,6 +21,7 @@ const CHARTS = [
   ["abandoned", "Abandoned (total)", (f) => f.event.abandoned],
   ["dead_lettered", "Dead-lettered (queue)", (f) => f.event.queue_dead_lettered],
   ["drain", "Time to drain the line (s)", (f) => f.event.estimated_drain_seconds],
+  ["wait_p95", "Wait p95, join to active (s)", (f) => f.event.wait_p95_seconds],
   ["held", "Reservations held", (f) => f.sale.reservations_held],
   ["confirmed", "Reservations confirmed", (f) => f.sale.reservations_confirmed],
   ["sold", "Seats sold", (f) => f.sale.seats_sold],
@@ -41,11 +42,18 @@ const FIGURES = [
   ["abandoned", "Abandoned", (f) => f.event.abandoned],
   ["serving", "Serving number", (f) => f.event.serving_number],
   ["drain", "Time to drain", (f) => duration(f.event.estimated_drain_seconds)],
+  ["wait-p50", "Wait p50 (join to active)", (f) => waitBound(f.event.wait_p50_seconds)],
+  ["wait-p95", "Wait p95", (f) => waitBound(f.event.wait_p95_seconds)],
   ["reserved", "Seat holds", (f) => f.event.reserved],
   ["sold", "Seats sold", (f) => f.sale.seats_sold],
 ];
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+// A histogram bucket's upper bound: "at most".
+function waitBound(seconds) {
+  return seconds === null || seconds === undefined ? "–" : `≤ ${duration(seconds)}`;
+}
 
 function duration(seconds) {
   if (seconds === null || seconds === undefined) return "unknown";
@@ -64,13 +72,21 @@ async function api(method, path, body) {
     options.body = JSON.stringify(body);
   }
   const response = await fetch(path, options);
-  const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
+  const data = parseJson(await response.text());
   if (response.status === 401) {
     signOut("Your admin token was refused; sign in again.");
     throw new Error("unauthorized");
   }
   return { status: response.status, data };
+}
+
+// A body that is not JSON (a proxy's error page) reads as none.
+function parseJson(text) {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch (error) {
+    return null;
+  }
 }
 
 function apiError(result) {
@@ -81,7 +97,7 @@ function apiError(result) {
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   stopLive();
-  route();
+  navigate();
   show(message);
 }
 
@@ -109,7 +125,13 @@ function cell(row, text, className) {
 
 // The route's parts: #/events/gig/edit is ["events", "gig", "edit"].
 function routeParts() {
-  return location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  return location.hash.replace(/^#\/?/, "").split("/").map((part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch (error) {
+      return part; // a malformed escape: the page for that text, likely "not found"
+    }
+  });
 }
 
 // The routes: #/ (events), #/events/{id}, #/events/{id}/edit, #/events/{id}/report,
@@ -152,8 +174,9 @@ async function eventsPage() {
     }
     $("no-events").hidden = result.data.events.length > 0;
   };
-  await refresh();
+  // Set before the first await, so leaving the page at once still stops it.
   listTimer = setInterval(() => refresh().catch(() => {}), 2000);
+  await refresh();
 }
 
 async function eventPage(eventId) {
@@ -165,8 +188,10 @@ async function eventPage(eventId) {
   $("public-page").href = `/events/${encodeURIComponent(eventId)}`;
   buildFigures();
   buildCharts($("charts"), CHARTS);
-  await loadEventAudit(eventId);
+  // The stream first (it registers itself before any await), so leaving the page at
+  // once still stops it.
   follow(eventId);
+  await loadEventAudit(eventId);
 }
 
 function buildFigures() {
@@ -262,8 +287,7 @@ async function follow(eventId) {
       });
       if (response.status === 401) { signOut("Your admin token was refused; sign in again."); return; }
       if (response.status !== 200) {
-        const text = await response.text();
-        show(apiError({ status: response.status, data: text ? JSON.parse(text) : null }));
+        show(apiError({ status: response.status, data: parseJson(await response.text()) }));
         return;
       }
       $("stream-state").textContent = "Live";
@@ -363,7 +387,10 @@ function auditRows(body, entries, withSubject) {
 
 async function loadEventAudit(eventId) {
   const result = await api("GET", `/admin/audit?event_id=${encodeURIComponent(eventId)}&limit=20`);
-  if (result.status === 200) auditRows($("event-audit").querySelector("tbody"), result.data.entries, false);
+  // The operator may have moved on to another page meanwhile.
+  if (result.status === 200 && routeParts()[1] === eventId) {
+    auditRows($("event-audit").querySelector("tbody"), result.data.entries, false);
+  }
 }
 
 async function reportPage(eventId) {
@@ -378,7 +405,8 @@ async function reportPage(eventId) {
 }
 
 function showReport(report) {
-  $("report-state").textContent = `Computed ${new Date(report.computed_at).toLocaleString()}.`;
+  $("report-state").textContent = `Computed ${new Date(report.computed_at).toLocaleString()}` +
+    (report.complete ? "." : ": provisional, fans still wait or hold sessions; compute again later.");
   const seconds = (value) => (value === null || value === undefined ? "–" : `${value.toFixed(1)} s`);
   const share = (value) => (value === null || value === undefined ? "–" : `${Math.round(value * 100)}%`);
   const t = report.totals;
@@ -500,7 +528,7 @@ async function signIn(submit) {
   $("token").value = "";
   try {
     const result = await api("GET", "/admin/events");
-    if (result.status === 200) { notice("Signed in."); route(); }
+    if (result.status === 200) { notice("Signed in."); navigate(); }
   } catch (error) {
     // api() signed out and said why.
   }
@@ -517,5 +545,10 @@ for (const button of document.querySelectorAll("#event-view .actions button[data
 $("compute-report").addEventListener("click", () => computeReport().catch((error) => show(String(error))));
 $("confirm-yes").addEventListener("click", () => applyChange().catch((error) => show(String(error))));
 $("confirm-no").addEventListener("click", () => { $("confirm").hidden = true; pendingChange = null; });
-window.addEventListener("hashchange", route);
-route();
+function navigate() {
+  Promise.resolve(route()).catch((error) => {
+    if (error.message !== "unauthorized") show(String(error));
+  });
+}
+window.addEventListener("hashchange", navigate);
+navigate();

@@ -23,6 +23,10 @@ use uuid::Uuid;
 pub struct EventReport {
     pub event_id: String,
     pub computed_at: DateTime<Utc>,
+    /// Nobody waits and no session runs any more: computing again gives the same
+    /// numbers. Until then (as when computed at the close, the line still draining) the
+    /// report is provisional.
+    pub complete: bool,
     pub totals: Totals,
     /// Seconds from join to active, over the activated tickets.
     pub wait_seconds: Percentiles,
@@ -109,11 +113,21 @@ impl SaleRecords {
             common.decisions_topic.clone(),
             common.tickets_dlq_topic.clone(),
         ];
+        // Only this event's tickets and decisions are kept while reading; the dead
+        // letters name no event.
         let [tickets, decisions, dead_letters] = tokio::task::spawn_blocking(move || {
-            let read = |topic: &str| TopicReader::new(&brokers, topic)?.all();
-            Ok::<_, anyhow::Error>([read(&topics[0])?, read(&topics[1])?, read(&topics[2])?])
+            let read = |topic: &str, keep: &dyn Fn(Option<&[u8]>) -> bool| {
+                TopicReader::new(&brokers, topic)?.all(keep)
+            };
+            let ours = |payload: Option<&[u8]>| names_event(payload, &event);
+            Ok::<_, anyhow::Error>([
+                read(&topics[0], &ours)?,
+                read(&topics[1], &ours)?,
+                read(&topics[2], &|_| true)?,
+            ])
         })
         .await??;
+        let event = event_id;
         let mut records = Self {
             tickets: tickets
                 .iter()
@@ -127,7 +141,13 @@ impl SaleRecords {
                     ))
                 })
                 .collect(),
-            dead_letters: dead_letters.iter().filter_map(dead_letter_origin).collect(),
+            // Published at least once: each original record counts once.
+            dead_letters: dead_letters
+                .iter()
+                .filter_map(dead_letter_origin)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             ..Self::default()
         };
         // Published at least once: the first decision about a ticket is the one.
@@ -163,6 +183,19 @@ impl SaleRecords {
         records.seats_sold = u64::try_from(seats_sold).unwrap_or(0);
         Ok(records)
     }
+}
+
+/// Whether a JSON payload's `event_id` is `event` (ticket and decision records both
+/// carry one), without parsing the rest.
+fn names_event(payload: Option<&[u8]>, event: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        event_id: std::borrow::Cow<'a, str>,
+    }
+    payload
+        .and_then(|payload| serde_json::from_slice::<Named<'_>>(payload).ok())
+        .is_some_and(|named| named.event_id == event)
 }
 
 /// Where a dead letter came from (its JSON names the original partition and offset).
@@ -264,6 +297,7 @@ pub fn compute(
     EventReport {
         event_id: event_id.to_owned(),
         computed_at: now,
+        complete: totals.still_waiting == 0 && totals.still_active == 0,
         wait_seconds: percentiles(&mut waits),
         peak_queue_length: u64::try_from(peak).unwrap_or(0),
         peak_queue_at: peak_at,
@@ -478,6 +512,7 @@ mod tests {
                 dead_lettered: 1,
             }
         );
+        assert!(!report.complete, "one waits, one is active");
         assert_eq!(report.peak_queue_length, 5);
         assert_eq!(report.peak_queue_at, Some(at(4_000)));
         // Waits 10 s, 69 s, 197 s.
@@ -507,6 +542,7 @@ mod tests {
     fn an_empty_sale_has_no_percentiles() {
         let report = compute("quiet", &SaleRecords::default(), at(0), 600);
         assert_eq!(report.totals, Totals::default());
+        assert!(report.complete);
         assert_eq!(report.wait_seconds, Percentiles::default());
         assert!(report.per_minute.is_empty());
         assert_eq!(report.conversion.bought_share, None);

@@ -94,7 +94,7 @@ async fn assert_decisions_published(env: &TestEnv, tickets: &[(i64, uuid::Uuid)]
             env.common.decisions_topic.clone(),
         );
         let records =
-            tokio::task::spawn_blocking(move || TopicReader::new(&brokers, &topic)?.all())
+            tokio::task::spawn_blocking(move || TopicReader::new(&brokers, &topic)?.all(|_| true))
                 .await
                 .expect("read the decisions")
                 .expect("the decisions topic");

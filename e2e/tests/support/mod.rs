@@ -125,6 +125,39 @@ pub fn event_body(
     })
 }
 
+/// Holds `seats` with the active ticket `token` and confirms the reservation: a sale.
+pub async fn buy(stack: &Stack, event_id: &str, token: &str, seats: &[&str]) {
+    let http = reqwest::Client::new();
+    let held: serde_json::Value = http
+        .post(
+            stack
+                .reservation
+                .url(&format!("/v1/events/{event_id}/reservations")),
+        )
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "seat_ids": seats }))
+        .send()
+        .await
+        .expect("hold")
+        .json()
+        .await
+        .expect("reservation");
+    let id = held["reservation_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no reservation: {held}"));
+    let confirmed = http
+        .post(
+            stack
+                .reservation
+                .url(&format!("/v1/reservations/{id}/confirm")),
+        )
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("confirm");
+    assert_eq!(confirmed.status(), 200, "the purchase is confirmed");
+}
+
 /// Waits up to `limit` for `next` to produce a value.
 pub async fn within<T>(limit: Duration, next: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(limit, next).await.expect("in time")

@@ -46,6 +46,9 @@ impl TicketHash {
     pub const ACTIVE_UNTIL: &'static str = "active_until";
     /// When a confirmed reservation spent it (ms since the epoch).
     pub const USED_AT: &'static str = "used_at";
+    /// When it was issued (ms since the epoch; its sale's start for a pre-queued one),
+    /// written when the activator defers it (for the wait it records at activation).
+    pub const ISSUED: &'static str = "issued";
 }
 
 /// Fields of a queue's statistics hash (`{p}:q:{partition}:stats`).
@@ -74,6 +77,40 @@ impl EventStats {
     pub const ABANDONED: &'static str = "abandoned";
     /// Seat holds made (reservation service).
     pub const RESERVED: &'static str = "reserved";
+    /// The join-to-active wait histogram (activator): field `wait_le_{bound}` counts
+    /// the activations that waited at most `bound` seconds and more than the bound
+    /// before it; a longer wait counts in the last bucket.
+    pub const WAIT_FIELD_PREFIX: &'static str = "wait_le_";
+    /// The histogram's upper bounds, in seconds.
+    pub const WAIT_BOUNDS: [u32; 15] = [
+        1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1_200, 1_800, 3_600, 7_200, 86_400,
+    ];
+
+    /// The upper bound (seconds) under which `percentile` % of the waits counted in
+    /// `counters` (an event stats hash's fields) fall; `None` before any activation.
+    pub fn wait_percentile(counters: &[(String, i64)], percentile: f64) -> Option<u32> {
+        let counts: Vec<(u32, i64)> = Self::WAIT_BOUNDS
+            .iter()
+            .map(|bound| {
+                let field = format!("{}{bound}", Self::WAIT_FIELD_PREFIX);
+                let count = counters
+                    .iter()
+                    .find(|(name, _)| *name == field)
+                    .map_or(0, |(_, count)| (*count).max(0));
+                (*bound, count)
+            })
+            .collect();
+        let total: i64 = counts.iter().map(|(_, count)| count).sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = (percentile / 100.0 * total as f64).ceil().max(1.0) as i64;
+        let mut seen = 0;
+        counts.into_iter().find_map(|(bound, count)| {
+            seen += count;
+            (seen >= wanted).then_some(bound)
+        })
+    }
 }
 
 /// The `state` field of a ticket's hash: its recorded outcome, or [`Deferred`].
@@ -243,6 +280,31 @@ impl RedisKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_percentiles_are_bucket_upper_bounds() {
+        let counters = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
+            pairs
+                .iter()
+                .map(|(name, count)| ((*name).to_owned(), *count))
+                .collect()
+        };
+        assert_eq!(
+            EventStats::wait_percentile(&counters(&[("joined", 4)]), 50.0),
+            None
+        );
+        let waits = counters(&[
+            ("wait_le_1", 50),
+            ("wait_le_10", 45),
+            ("wait_le_600", 5),
+            ("joined", 100),
+        ]);
+        assert_eq!(EventStats::wait_percentile(&waits, 50.0), Some(1));
+        assert_eq!(EventStats::wait_percentile(&waits, 51.0), Some(10));
+        assert_eq!(EventStats::wait_percentile(&waits, 95.0), Some(10));
+        assert_eq!(EventStats::wait_percentile(&waits, 96.0), Some(600));
+        assert_eq!(EventStats::wait_percentile(&waits, 100.0), Some(600));
+    }
 
     #[test]
     fn every_key_is_under_the_prefix() {

@@ -6,7 +6,7 @@
 //! insists on contiguous offsets: a record missing in the middle is an error, not a
 //! silently smaller result.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,8 +18,11 @@ use crate::kafka;
 /// How long the broker may stay silent before a read gives up.
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 /// After the high watermark, how long to wait for more (a broker may report it
-/// before the end of its last batch, as Tansu's memory engine does).
+/// before the end of its last batch, as Tansu's memory engine does)...
 const TAIL_WAIT: Duration = Duration::from_millis(500);
+/// ... and at most how long to keep reading past it: a partition that keeps growing
+/// (another sale running) must not keep the read going.
+const TAIL_LIMIT: Duration = Duration::from_secs(2);
 
 /// One record as stored.
 #[derive(Debug, Clone)]
@@ -52,33 +55,47 @@ impl TopicReader {
         self.read(partition, first, end, false)
     }
 
-    /// Every record the topic holds now, partition by partition.
-    pub fn all(&self) -> anyhow::Result<Vec<StoredRecord>> {
+    /// Every record the topic holds now whose payload `keep` accepts, partition by
+    /// partition. A topic the broker does not know is an error, not an empty result.
+    pub fn all(&self, keep: impl Fn(Option<&[u8]>) -> bool) -> anyhow::Result<Vec<StoredRecord>> {
         let metadata = self
             .consumer
             .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
             .context("cannot read the topic's metadata")?;
-        let partitions = metadata
+        let topic = metadata
             .topics()
             .iter()
             .find(|topic| topic.name() == self.topic)
-            .map(|topic| topic.partitions().len())
-            .unwrap_or(0);
+            .with_context(|| format!("topic {} is not on the broker", self.topic))?;
+        if let Some(error) = topic.error() {
+            bail!(
+                "topic {}: {:?}",
+                self.topic,
+                rdkafka::types::RDKafkaErrorCode::from(error)
+            );
+        }
+        if topic.partitions().is_empty() {
+            bail!("topic {} has no partitions", self.topic);
+        }
         let mut records = Vec::new();
-        for partition in 0..i32::try_from(partitions).unwrap_or(0) {
+        for partition in 0..i32::try_from(topic.partitions().len()).unwrap_or(0) {
             let (low, high) = self
                 .consumer
                 .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
                 .with_context(|| format!("cannot read partition {partition}'s offsets"))?;
             if high > low {
-                records.extend(self.read(partition, low, high, true)?);
+                let read = self.read(partition, low, high, true)?;
+                records.extend(
+                    read.into_iter()
+                        .filter(|record| keep(record.payload.as_deref())),
+                );
             }
         }
         Ok(records)
     }
 
     /// Reads `[first, end)`, and with `tail` whatever follows until the broker has no
-    /// more for a moment.
+    /// more for a moment (at most [`TAIL_LIMIT`]).
     fn read(
         &self,
         partition: i32,
@@ -92,17 +109,21 @@ impl TopicReader {
         let mut records = Vec::new();
         let mut next = first;
         let mut silent = Duration::ZERO;
+        let mut tail_started: Option<Instant> = None;
         let poll = Duration::from_millis(100);
         loop {
             let reached = next >= end;
-            if reached && (!tail || silent >= TAIL_WAIT) {
-                return Ok(records);
+            if reached {
+                let tailing = tail_started.get_or_insert_with(Instant::now).elapsed();
+                if !tail || silent >= TAIL_WAIT || tailing >= TAIL_LIMIT {
+                    return Ok(records);
+                }
             }
             match self.consumer.poll(poll) {
                 Some(message) => {
                     let message = message?;
                     let offset = message.offset();
-                    if offset < next || (!tail && offset >= end) {
+                    if offset < next {
                         continue;
                     }
                     if offset > next {

@@ -62,6 +62,11 @@ pub struct EventStatsView {
     pub estimated_drain_seconds: Option<u64>,
     /// The queue's dead-lettered records (not attributable to one event: unreadable).
     pub queue_dead_lettered: i64,
+    /// Half of this event's activated fans waited at most this long from join to
+    /// active (seconds, a histogram bucket's upper bound); `null` before any.
+    pub wait_p50_seconds: Option<u32>,
+    /// 95 % of them waited at most this long.
+    pub wait_p95_seconds: Option<u32>,
 }
 
 /// The queue's figures, read in one pipeline.
@@ -147,5 +152,7 @@ pub async fn event_stats(
         rate_per_second: load.map_or(0.0, |load| load.rate_per_second),
         estimated_drain_seconds: drain,
         queue_dead_lettered: load.map_or(0, |load| load.dead_lettered),
+        wait_p50_seconds: EventStats::wait_percentile(&event_counters, 50.0),
+        wait_p95_seconds: EventStats::wait_percentile(&event_counters, 95.0),
     })
 }
