@@ -340,3 +340,81 @@ async fn a_deleted_event_ends_its_stats_streams() {
     assert_eq!(body["error"]["code"], "event_not_found");
     service.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn a_report_kafka_cannot_give_is_refused_and_a_stats_frame_says_redis_is_down() {
+    let env = TestEnv::new().await;
+    let redis = PrivateRedis::start().await;
+    let mut config = support::waiting_room_config(&env);
+    config.admin_tokens = vec![format!("alice={ALICE}")];
+    config.common.redis_url = redis.url();
+    // A deployment whose decisions topic was never created.
+    config.common.decisions_topic = format!("{}.missing-decisions", env.common.tickets_topic);
+    let service = support::start_waiting_room(config).await;
+    let client = WaitingRoomClient::new(&service, &env);
+    client
+        .put_event("unreportable", json!({"state": "open"}))
+        .await;
+    let (status, body) = admin(
+        &service,
+        ALICE,
+        "POST",
+        "/admin/events/unreportable/report",
+        None,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "report_unavailable", "{body}");
+    let (status, body) = admin(
+        &service,
+        ALICE,
+        "GET",
+        "/admin/events/unreportable/report",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "nothing stored: {body}");
+
+    // Redis stops answering while a console watches: the stream goes on and says so.
+    let response = reqwest::Client::new()
+        .get(service.url("/admin/events/unreportable/stats/events"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .expect("stats stream");
+    assert_eq!(response.status(), 200);
+    let mut stream = Box::pin(response.bytes_stream());
+    let mut buffer = String::new();
+    next_named(&mut stream, &mut buffer, "stats")
+        .await
+        .expect("a frame while Redis answers");
+    redis.pause();
+    let unavailable = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let frame = next_named(&mut stream, &mut buffer, "stats")
+                .await
+                .expect("the stream goes on");
+            if frame.get("unavailable").is_some() {
+                return frame;
+            }
+        }
+    })
+    .await
+    .expect("a frame saying the figures are unavailable");
+    assert!(unavailable["unavailable"].is_string(), "{unavailable}");
+    redis.resume();
+    let recovered = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let frame = next_named(&mut stream, &mut buffer, "stats")
+                .await
+                .expect("the stream goes on");
+            if frame.get("event").is_some() {
+                return frame;
+            }
+        }
+    })
+    .await
+    .expect("figures again once Redis answers");
+    assert_eq!(recovered["event"]["event_id"], "unreportable");
+    service.stop().await.expect("clean shutdown");
+}
