@@ -203,6 +203,26 @@ where
     }
 }
 
+/// The next `stats` frame that has `field`, within 30 s (the stream going on meanwhile).
+async fn next_stats_with<S, B>(stream: &mut S, buffer: &mut String, field: &str) -> Value
+where
+    S: futures::Stream<Item = reqwest::Result<B>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let frame = next_named(stream, buffer, "stats")
+                .await
+                .expect("the stream goes on");
+            if frame.get(field).is_some() {
+                return frame;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no stats frame with {field} within 30 s"))
+}
+
 fn hgetall_calls(info: &str) -> u64 {
     info.lines()
         .find_map(|line| line.strip_prefix("cmdstat_hgetall:calls="))
@@ -389,32 +409,10 @@ async fn a_report_kafka_cannot_give_is_refused_and_a_stats_frame_says_redis_is_d
         .await
         .expect("a frame while Redis answers");
     redis.pause();
-    let unavailable = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let frame = next_named(&mut stream, &mut buffer, "stats")
-                .await
-                .expect("the stream goes on");
-            if frame.get("unavailable").is_some() {
-                return frame;
-            }
-        }
-    })
-    .await
-    .expect("a frame saying the figures are unavailable");
+    let unavailable = next_stats_with(&mut stream, &mut buffer, "unavailable").await;
     assert!(unavailable["unavailable"].is_string(), "{unavailable}");
     redis.resume();
-    let recovered = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let frame = next_named(&mut stream, &mut buffer, "stats")
-                .await
-                .expect("the stream goes on");
-            if frame.get("event").is_some() {
-                return frame;
-            }
-        }
-    })
-    .await
-    .expect("figures again once Redis answers");
+    let recovered = next_stats_with(&mut stream, &mut buffer, "event").await;
     assert_eq!(recovered["event"]["event_id"], "unreportable");
     service.stop().await.expect("clean shutdown");
 }
