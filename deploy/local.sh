@@ -361,6 +361,8 @@ cmd_test() {
   ensure_browser
   # The vanished-client test loses packets on loopback with an nftables rule.
   command -v nft >/dev/null || apt_install nftables
+  # The TLS test starts a PostgreSQL server of its own, whatever serves POSTGRES_PORT.
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
   say "cargo fmt --check"
   cargo fmt --all -- --check
   say "cargo clippy"
@@ -372,6 +374,8 @@ cmd_test() {
   command -v promtool >/dev/null || apt_install prometheus
   promtool check config deploy/prometheus/prometheus.yml
   promtool test rules deploy/prometheus/alerts_test.yml
+  say "deployment files: compose, Helm chart, Dockerfile, proxy (deploy/validate.sh)"
+  deploy/validate.sh
   say "the services' builds contain no test code"
   check_no_test_code_in_services
   say "cargo test (unit and integration, against the real services)"

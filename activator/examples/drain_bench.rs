@@ -42,7 +42,7 @@ async fn main() {
 
     eprintln!("producing {tickets} tickets");
     let producer = DurableProducer::new(kafka::producer_config(
-        &env.common.kafka_brokers,
+        &env.common.kafka,
         5,
         Duration::from_secs(30),
     ))

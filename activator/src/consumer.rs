@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use contract::kafka;
+use contract::kafka_connection::KafkaConnection;
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::RedisKeys;
 use contract::ticket_record::TicketRecord;
@@ -70,13 +71,13 @@ struct Dispatcher {
 /// the consumer cannot be created or subscribed, or a queue worker died: the activator
 /// cannot do its work and must be restarted.
 pub async fn run(
-    brokers: String,
+    kafka: KafkaConnection,
     group_id: String,
     dependencies: Dependencies,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (events, mut rebalances) = mpsc::unbounded_channel();
-    let consumer: GroupConsumer = kafka::consumer_config(&brokers, &group_id)
+    let consumer: GroupConsumer = kafka::consumer_config(&kafka, &group_id)
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
         .create_with_context(RebalanceContext { events })
         .context("cannot create the Kafka consumer")?;

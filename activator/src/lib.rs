@@ -51,9 +51,9 @@ pub async fn build(
     } = Connections::open(common, &common.tickets_topic, &supervisor).await?;
     let timeout = Duration::from_millis(config.dead_letter_timeout_ms);
     let dead_letter_producer =
-        DurableProducer::new(kafka::producer_config(&common.kafka_brokers, 0, timeout))?;
+        DurableProducer::new(kafka::producer_config(&common.kafka, 0, timeout))?;
     let decisions_producer =
-        DurableProducer::new(kafka::producer_config(&common.kafka_brokers, 0, timeout))?;
+        DurableProducer::new(kafka::producer_config(&common.kafka, 0, timeout))?;
     let dependencies = consumer::Dependencies {
         catalog: LiveCatalog::start(postgres, &supervisor).await,
         redis,
@@ -74,7 +74,7 @@ pub async fn build(
     supervisor.spawn(
         "consumer",
         consumer::run(
-            common.kafka_brokers.clone(),
+            common.kafka.clone(),
             config.group_id.clone(),
             dependencies,
             supervisor.shutdown().clone(),

@@ -228,14 +228,9 @@ async fn a_poison_record_is_dead_lettered_and_the_line_behind_it_moves() {
         (0, "not a valid ticket record"),
         (1, "unknown record version 99"),
     ] {
-        let dead = read_record(
-            &env.common.kafka_brokers,
-            &env.common.tickets_dlq_topic,
-            0,
-            offset,
-        )
-        .await
-        .expect("a dead letter");
+        let dead = read_record(&env.common.kafka, &env.common.tickets_dlq_topic, 0, offset)
+            .await
+            .expect("a dead letter");
         let letter: Value =
             serde_json::from_slice(dead.payload().expect("payload")).expect("JSON dead letter");
         assert_eq!(letter["partition"], 0);

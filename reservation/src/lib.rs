@@ -62,11 +62,7 @@ pub async fn build(
     let produce_timeout = Duration::from_millis(config.outbox_produce_timeout_ms);
     OutboxRelay {
         postgres: postgres.clone(),
-        producer: DurableProducer::new(kafka::producer_config(
-            &common.kafka_brokers,
-            5,
-            produce_timeout,
-        ))?,
+        producer: DurableProducer::new(kafka::producer_config(&common.kafka, 5, produce_timeout))?,
         topic: common.reservations_topic.clone(),
         batch_size: config.outbox_batch_size.max(1),
         idle_poll: Duration::from_millis(config.outbox_poll_ms),

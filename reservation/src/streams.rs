@@ -14,8 +14,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::Event;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -35,9 +35,7 @@ fn sse_response<S>(state: &SharedState, stream: S) -> Response
 where
     S: futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
 {
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(state.stream_keepalive))
-        .into_response()
+    platform::sse::event_stream(stream, state.stream_keepalive)
 }
 
 /// Waits for the next change `wanted` cares about; `None` at shutdown or when the feed

@@ -36,9 +36,10 @@ impl TicketKeys {
             return Ok(Self::new(verifier));
         }
         let url = config.ticket_jwks_url.clone();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
+        let http = platform::tls::key_fetch_client(
+            Duration::from_secs(5),
+            config.common.jwks_ca_file.as_deref(),
+        )?;
         let shutdown = supervisor.shutdown().clone();
         let verifier = retry_until_ok(
             &format!("the ticket keys at {url}"),

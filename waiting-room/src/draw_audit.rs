@@ -200,10 +200,10 @@ async fn read_records(
     first: i64,
     end: i64,
 ) -> anyhow::Result<Vec<(i64, Option<uuid::Uuid>)>> {
-    let brokers = common.kafka_brokers.clone();
+    let kafka = common.kafka.clone();
     let topic = common.tickets_topic.clone();
     let records = tokio::task::spawn_blocking(move || {
-        TopicReader::new(&brokers, &topic)?.range(partition, first, end)
+        TopicReader::new(&kafka, &topic)?.range(partition, first, end)
     })
     .await??;
     Ok(records

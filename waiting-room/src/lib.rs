@@ -85,7 +85,7 @@ pub async fn build(
     let keys = RedisKeys::new(common.redis_key_prefix.clone());
     let catalog = LiveCatalog::start(postgres.clone(), &supervisor).await;
     let serving_feed = ServingFeed::start(
-        &common.redis_url,
+        common.redis_client()?,
         redis.clone(),
         keys.clone(),
         // Raised online since the topic was created, if the catalog says so.
@@ -94,7 +94,11 @@ pub async fn build(
             .partition_count(&common.tickets_topic, common.tickets_partitions),
         &supervisor,
     )?;
-    let issuers = TrustedIssuers::load(config.trusted_issuers_file.as_deref()).await?;
+    let issuers = TrustedIssuers::load(
+        config.trusted_issuers_file.as_deref(),
+        common.jwks_ca_file.as_deref(),
+    )
+    .await?;
     let page_messages = PageMessages::load(config.page_messages_dir.as_deref())?;
     issuers.start_refresh(
         Duration::from_secs(config.issuer_keys_refresh_seconds),
@@ -139,7 +143,7 @@ pub async fn build(
         live_stats: LiveStats::default(),
         tickets_topic: common.tickets_topic.clone(),
         configured_partitions: common.tickets_partitions,
-        kafka_brokers: common.kafka_brokers.clone(),
+        kafka: common.kafka.clone(),
         partition_mode: config.partition_mode,
         ticket_ttl_seconds: i64::try_from(config.ticket_ttl_seconds)
             .context("TICKET_TTL_SECONDS is too large")?,

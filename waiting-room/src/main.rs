@@ -58,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
         Command::VerifyDraw(verify) => verify.run(common).await,
         Command::Report(report) => report.run(common).await,
         Command::CreateTopics => {
-            kafka::ensure_topics(&common.kafka_brokers, &common.topics()).await
+            common.kafka.validate()?;
+            kafka::ensure_topics(&common.kafka, &common.topics()).await
         }
     }
 }

@@ -107,7 +107,7 @@ impl SaleRecords {
         postgres: &PgPool,
         event_id: &str,
     ) -> anyhow::Result<Self> {
-        let (brokers, event) = (common.kafka_brokers.clone(), event_id.to_owned());
+        let (kafka, event) = (common.kafka.clone(), event_id.to_owned());
         let topics = [
             common.tickets_topic.clone(),
             common.decisions_topic.clone(),
@@ -117,7 +117,7 @@ impl SaleRecords {
         // letters name no event.
         let [tickets, decisions, dead_letters] = tokio::task::spawn_blocking(move || {
             let read = |topic: &str, keep: &dyn Fn(Option<&[u8]>) -> bool| {
-                TopicReader::new(&brokers, topic)?.all(keep)
+                TopicReader::new(&kafka, topic)?.all(keep)
             };
             let ours = |payload: Option<&[u8]>| names_event(payload, &event);
             Ok::<_, anyhow::Error>([

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use contract::config::CommonConfig;
 use contract::kafka::{self, DurableProducer};
+use contract::kafka_connection::KafkaConnection;
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::RedisKeys;
 use contract::ticket_state::TicketStore;
@@ -55,7 +56,7 @@ pub struct AppState {
     /// The tickets topic's partition count at start (`TICKETS_PARTITIONS`); see
     /// [`AppState::partition_count`].
     pub configured_partitions: i32,
-    pub kafka_brokers: String,
+    pub kafka: KafkaConnection,
     pub partition_mode: PartitionMode,
     pub ticket_ttl_seconds: i64,
     pub produce_timeout: Duration,
@@ -124,11 +125,8 @@ impl Keys {
 
 pub fn producer(config: &WaitingRoomConfig) -> anyhow::Result<DurableProducer> {
     let timeout = Duration::from_millis(config.produce_timeout_ms);
-    let mut client_config = kafka::producer_config(
-        &config.common.kafka_brokers,
-        config.producer_linger_ms,
-        timeout,
-    );
+    let mut client_config =
+        kafka::producer_config(&config.common.kafka, config.producer_linger_ms, timeout);
     client_config.set(
         "batch.num.messages",
         config.producer_batch_messages.to_string(),

@@ -56,7 +56,7 @@ async fn every_ticket_is_the_kafka_record_at_its_offset_in_arrival_order() {
 
         let partition = ticket["partition"].as_i64().expect("partition") as i32;
         let message = read_record(
-            &env.common.kafka_brokers,
+            &env.common.kafka,
             &env.common.tickets_topic,
             partition,
             queue_number,
@@ -364,11 +364,11 @@ async fn broker_outage_gives_503_with_retry_after_and_recovers_without_restart()
     let env = TestEnv::new().await;
     let mut broker = PrivateBroker::start().await;
     let topics = [(env.common.tickets_topic.as_str(), 4)];
-    contract::kafka::ensure_topics(&broker.brokers(), &topics)
+    contract::kafka::ensure_topics(&broker.connection(), &topics)
         .await
         .expect("create topic");
     let mut config = support::waiting_room_config(&env);
-    config.common.kafka_brokers = broker.brokers();
+    config.common.kafka = broker.connection();
     config.produce_timeout_ms = 1000;
     let service = support::start_waiting_room(config).await;
     let client = WaitingRoomClient::new(&service, &env);
@@ -387,7 +387,7 @@ async fn broker_outage_gives_503_with_retry_after_and_recovers_without_restart()
     assert!(body.get("token").is_none(), "no ticket is handed out");
 
     broker.restart().await;
-    contract::kafka::ensure_topics(&broker.brokers(), &topics)
+    contract::kafka::ensure_topics(&broker.connection(), &topics)
         .await
         .expect("recreate topic");
     let mut recovered = None;
@@ -403,7 +403,7 @@ async fn broker_outage_gives_503_with_retry_after_and_recovers_without_restart()
     let partition = ticket["partition"].as_i64().expect("partition") as i32;
     let offset = ticket["queue_number"].as_i64().expect("offset");
     let record = read_record(
-        &broker.brokers(),
+        &broker.connection(),
         &env.common.tickets_topic,
         partition,
         offset,

@@ -4,6 +4,7 @@ mod support;
 
 use testkit::checks;
 use testkit::TestEnv;
+use tokio_util::sync::CancellationToken;
 use waiting_room::WaitingRoomConfig;
 
 #[tokio::test]
@@ -19,7 +20,7 @@ async fn readiness_names_each_unreachable_dependency() {
     let env = TestEnv::new().await;
     let mut config = support::waiting_room_config(&env);
     // Nothing listens on port 1: both checks must fail and be named.
-    config.common.kafka_brokers = "127.0.0.1:1".into();
+    config.common.kafka.brokers = "127.0.0.1:1".into();
     config.common.database_url = "postgres://postgres@127.0.0.1:1/nothing".into();
     let service = support::start_waiting_room(config).await;
     let response = reqwest::get(service.url("/readyz"))
@@ -52,6 +53,38 @@ async fn readiness_fails_when_the_topic_does_not_exist() {
     let body: serde_json::Value = response.json().await.expect("JSON body");
     assert_ne!(body["checks"]["kafka"], "ok", "{body}");
     service.stop().await.expect("clean shutdown");
+}
+
+/// The tests' broker keeps one copy of each partition: a deployment that expects two
+/// must not start on it, and must say which setting and topic are at fault.
+#[tokio::test]
+async fn refuses_to_start_when_the_topic_has_fewer_replicas_than_configured() {
+    let env = TestEnv::new().await;
+    let mut config = support::waiting_room_config(&env);
+    config.common.kafka.replication_factor = 2;
+    let refusal = waiting_room::build(config, CancellationToken::new())
+        .await
+        .err()
+        .expect("the service refuses to start");
+    let message = format!("{refusal:#}");
+    assert!(
+        message.contains("KAFKA_REPLICATION_FACTOR=2")
+            && message.contains(&env.common.tickets_topic)
+            && message.contains("1 replica"),
+        "{message}"
+    );
+
+    // Settings that contradict each other are refused before any connection.
+    let mut config = support::waiting_room_config(&env);
+    config.common.kafka.min_insync_replicas = config.common.kafka.replication_factor + 1;
+    let refusal = waiting_room::build(config, CancellationToken::new())
+        .await
+        .err()
+        .expect("the service refuses to start");
+    assert!(
+        format!("{refusal:#}").contains("KAFKA_MIN_INSYNC_REPLICAS"),
+        "{refusal:#}"
+    );
 }
 
 #[tokio::test]

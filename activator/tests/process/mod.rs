@@ -89,12 +89,9 @@ async fn assert_decisions_published(env: &TestEnv, tickets: &[(i64, uuid::Uuid)]
     let wanted: HashSet<uuid::Uuid> = tickets.iter().map(|(_, ticket_id)| *ticket_id).collect();
     let started = std::time::Instant::now();
     loop {
-        let (brokers, topic) = (
-            env.common.kafka_brokers.clone(),
-            env.common.decisions_topic.clone(),
-        );
+        let (kafka, topic) = (env.common.kafka.clone(), env.common.decisions_topic.clone());
         let records =
-            tokio::task::spawn_blocking(move || TopicReader::new(&brokers, &topic)?.all(|_| true))
+            tokio::task::spawn_blocking(move || TopicReader::new(&kafka, &topic)?.all(|_| true))
                 .await
                 .expect("read the decisions")
                 .expect("the decisions topic");

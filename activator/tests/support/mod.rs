@@ -97,7 +97,7 @@ async fn produce(
     ticket_ids: Vec<Uuid>,
 ) -> Vec<(i64, Uuid)> {
     let count = ticket_ids.len();
-    let config = kafka::producer_config(&env.common.kafka_brokers, 5, Duration::from_secs(10));
+    let config = kafka::producer_config(&env.common.kafka, 5, Duration::from_secs(10));
     let producer = DurableProducer::new(config).expect("producer");
     let mut produced = Vec::with_capacity(count);
     // Tansu's memory engine sets the high watermark to the base offset of the last batch
@@ -133,7 +133,7 @@ async fn produce(
 
 /// Appends a raw value (e.g. garbage) to `partition`; returns its offset.
 pub async fn produce_raw(env: &TestEnv, partition: i32, value: &[u8]) -> i64 {
-    let config = kafka::producer_config(&env.common.kafka_brokers, 0, Duration::from_secs(10));
+    let config = kafka::producer_config(&env.common.kafka, 0, Duration::from_secs(10));
     let producer = DurableProducer::new(config).expect("producer");
     producer
         .send(

@@ -55,8 +55,25 @@ impl TestEnv {
     }
 
     pub async fn with_partitions(partitions: i32) -> Self {
-        observability::init_tracing(LogFormat::Text);
+        Self::on(Self::environment(), partitions).await
+    }
+
+    /// The dependencies' settings as the services would read them.
+    pub fn environment() -> CommonConfig {
         let mut common = EnvironmentConfig::parse_from(["test"]).common;
+        // The tests' broker is a single node: without a setting, expect one copy.
+        if std::env::var_os("KAFKA_REPLICATION_FACTOR").is_none() {
+            common.kafka.replication_factor = 1;
+            common.kafka.min_insync_replicas = 1;
+        }
+        common
+    }
+
+    /// A fresh environment on the dependencies `common` names (e.g. private servers
+    /// reached over TLS).
+    pub async fn on(mut common: CommonConfig, partitions: i32) -> Self {
+        observability::init_tracing(LogFormat::Text);
+        platform::tls::install_crypto_provider();
         let unique = Uuid::now_v7().simple().to_string();
 
         let maintenance = PgConnectOptions::from_str(&common.database_url)
@@ -88,7 +105,7 @@ impl TestEnv {
             .expect("apply migrations to the test database");
 
         common.redis_key_prefix = format!("test:{unique}");
-        let redis_client = redis::Client::open(common.redis_url.as_str()).expect("valid REDIS_URL");
+        let redis_client = common.redis_client().expect("valid REDIS_URL");
         let redis =
             tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(redis_client))
                 .await
@@ -109,7 +126,7 @@ impl TestEnv {
         let topics = common.topics();
         tokio::time::timeout(
             Duration::from_secs(20),
-            kafka::ensure_topics(&common.kafka_brokers, &topics),
+            kafka::ensure_topics(&common.kafka, &topics),
         )
         .await
         .map_err(|_| "timed out".to_owned())
@@ -117,7 +134,7 @@ impl TestEnv {
         .unwrap_or_else(|error| {
             panic!(
                 "Kafka at {} is not usable ({error}); {HOW_TO_START}",
-                common.kafka_brokers
+                common.kafka.brokers
             )
         });
 
@@ -177,7 +194,15 @@ impl TestEnv {
             .env("DATABASE_URL", &common.database_url)
             .env("REDIS_URL", &common.redis_url)
             .env("REDIS_KEY_PREFIX", &common.redis_key_prefix)
-            .env("KAFKA_BROKERS", &common.kafka_brokers)
+            .env("KAFKA_BROKERS", &common.kafka.brokers)
+            .env(
+                "KAFKA_REPLICATION_FACTOR",
+                common.kafka.replication_factor.to_string(),
+            )
+            .env(
+                "KAFKA_MIN_INSYNC_REPLICAS",
+                common.kafka.min_insync_replicas.to_string(),
+            )
             .env("TICKETS_TOPIC", &common.tickets_topic)
             .env("TICKETS_PARTITIONS", common.tickets_partitions.to_string())
             .env("TICKETS_DLQ_TOPIC", &common.tickets_dlq_topic)
@@ -256,7 +281,7 @@ impl Drop for TestEnv {
                 }
                 let topics = common.topics().map(|(topic, _)| topic);
                 if delete_topics {
-                    let deletion = kafka::delete_topics(&common.kafka_brokers, &topics);
+                    let deletion = kafka::delete_topics(&common.kafka, &topics);
                     if let Ok(Err(error)) =
                         tokio::time::timeout(Duration::from_secs(10), deletion).await
                     {
@@ -271,8 +296,8 @@ impl Drop for TestEnv {
 
 /// Every Redis key of the deployment `common` names, found with SCAN in large steps
 /// (KEYS would block a shared Redis that holds millions of other keys).
-async fn deployment_keys(common: &CommonConfig) -> redis::RedisResult<Vec<String>> {
-    let client = redis::Client::open(common.redis_url.as_str())?;
+async fn deployment_keys(common: &CommonConfig) -> anyhow::Result<Vec<String>> {
+    let client = common.redis_client()?;
     let mut connection = client.get_multiplexed_async_connection().await?;
     let pattern = RedisKeys::new(common.redis_key_prefix.clone()).all_keys_pattern();
     let mut found = Vec::new();
@@ -294,9 +319,9 @@ async fn deployment_keys(common: &CommonConfig) -> redis::RedisResult<Vec<String
     }
 }
 
-async fn delete_redis_keys(common: &CommonConfig) -> redis::RedisResult<()> {
+async fn delete_redis_keys(common: &CommonConfig) -> anyhow::Result<()> {
     let keys = deployment_keys(common).await?;
-    let client = redis::Client::open(common.redis_url.as_str())?;
+    let client = common.redis_client()?;
     let mut connection = client.get_multiplexed_async_connection().await?;
     for chunk in keys.chunks(10_000) {
         redis::cmd("UNLINK")

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use contract::config::CommonConfig;
 use contract::kafka;
+use contract::kafka_connection::KafkaConnection;
 use uuid::Uuid;
 
 /// Reads the record at `partition`/`offset` of `topic`, if it arrives within 10 s.
 pub async fn read_record(
-    brokers: &str,
+    kafka: &KafkaConnection,
     topic: &str,
     partition: i32,
     offset: i64,
@@ -16,7 +17,7 @@ pub async fn read_record(
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: StreamConsumer =
-        kafka::consumer_config(brokers, &format!("test-reader-{}", Uuid::new_v4()))
+        kafka::consumer_config(kafka, &format!("test-reader-{}", Uuid::new_v4()))
             .create()
             .expect("create a consumer");
     let mut assignment = TopicPartitionList::new();
@@ -43,13 +44,11 @@ pub async fn read_topic(
 ) -> Vec<KeyedRecord> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::Message;
-    let consumer: StreamConsumer = kafka::consumer_config(
-        &common.kafka_brokers,
-        &format!("test-reader-{}", Uuid::new_v4()),
-    )
-    .set("auto.offset.reset", "earliest")
-    .create()
-    .expect("create a consumer");
+    let consumer: StreamConsumer =
+        kafka::consumer_config(&common.kafka, &format!("test-reader-{}", Uuid::new_v4()))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("create a consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut records = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

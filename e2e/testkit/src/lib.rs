@@ -10,7 +10,10 @@
 //! - [`kafka`]: reading records back from a topic.
 //! - [`firewall`]: packet loss on one loopback port (a client that vanished).
 //! - [`broker`]: a private Tansu broker, for tests that stop the broker.
-//! - [`redis_server`]: a private Redis, for tests that make Redis stop answering.
+//! - [`redis_server`]: a private Redis, for tests that make Redis stop answering, or
+//!   serving TLS to an ACL user only.
+//! - [`postgres_server`]: a private PostgreSQL that accepts TLS connections only.
+//! - [`tls`]: a certificate authority per test, and TLS in front of a plaintext server.
 //! - [`wait`]: waiting for a condition with a deadline, instead of sleeping.
 
 pub mod broker;
@@ -20,8 +23,10 @@ pub mod env;
 pub mod firewall;
 pub mod issuer;
 pub mod kafka;
+pub mod postgres_server;
 pub mod redis_server;
 pub mod service;
+pub mod tls;
 pub mod wait;
 
 pub use env::TestEnv;

@@ -1,31 +1,82 @@
 //! A Redis server of the test's own, for tests that make Redis fail: paused (SIGSTOP),
 //! it keeps its connections and data but answers nothing, as an overloaded or
-//! partitioned Redis does; resumed (SIGCONT), it runs what queued up meanwhile.
+//! partitioned Redis does; resumed (SIGCONT), it runs what queued up meanwhile. Or one
+//! that serves only TLS and only an ACL user, for the tests of secured connections.
 
 use std::time::Duration;
 
+use crate::service::free_port;
+use crate::tls::TestCertificates;
 use crate::HOW_TO_START;
 
 pub struct PrivateRedis {
     pub port: u16,
+    url: String,
     child: std::process::Child,
 }
 
+/// The ACL user of [`PrivateRedis::start_tls`] (the default user is switched off).
+pub const TLS_REDIS_USER: (&str, &str) = ("waiting-room", "s3cret-for-tests");
+
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
+        Self::launch(
+            port,
+            format!("redis://127.0.0.1:{port}/"),
+            &["--port".into(), port.to_string()],
+        )
+        .await
+    }
+
+    /// Serves TLS only, with a certificate `certs`' authority signed, to the ACL user
+    /// [`TLS_REDIS_USER`] only.
+    pub async fn start_tls(certs: &TestCertificates) -> Self {
+        let port = free_port();
+        let (user, password) = TLS_REDIS_USER;
+        let path = |file: &std::path::Path| file.display().to_string();
+        Self::launch(
+            port,
+            format!("rediss://{user}:{password}@127.0.0.1:{port}/"),
+            &[
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path(&certs.server_cert_file),
+                "--tls-key-file".into(),
+                path(&certs.server_key_file),
+                "--tls-ca-cert-file".into(),
+                path(&certs.ca_file),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                "--user".into(),
+                "default".into(),
+                "off".into(),
+                "--user".into(),
+                user.into(),
+                "on".into(),
+                format!(">{password}"),
+                "~*".into(),
+                "&*".into(),
+                "+@all".into(),
+            ],
+        )
+        .await
+    }
+
+    async fn launch(port: u16, url: String, args: &[String]) -> Self {
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(args)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|error| panic!("cannot run redis-server ({error}); {HOW_TO_START}"));
         // Owned before waiting: a server that never listens is killed on the panic.
-        let redis = Self { port, child };
+        let redis = Self { port, url, child };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -39,7 +90,7 @@ impl PrivateRedis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        self.url.clone()
     }
 
     /// Stops answering (the process is suspended); connections stay open.

@@ -89,3 +89,13 @@ impl RunningService {
         self.handle.await?
     }
 }
+
+/// A free port on loopback, with its listener still bound (so nobody takes it).
+pub fn reserve_port() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port")
+}
+
+/// A port free a moment ago, for a server the test starts itself.
+pub fn free_port() -> u16 {
+    reserve_port().local_addr().expect("address").port()
+}

@@ -84,6 +84,11 @@ impl Stack {
             "text/event-stream",
             "not an event stream"
         );
+        assert_eq!(
+            response.headers()["x-accel-buffering"],
+            "no",
+            "proxies are told not to buffer the stream"
+        );
         EventStream::new(response)
     }
 

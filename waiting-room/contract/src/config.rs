@@ -5,6 +5,7 @@
 //! configure all three services with one set of variables.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -14,13 +15,17 @@ use platform::server::ConnectionPolicy;
 use platform::supervisor::Supervisor;
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka_connection::KafkaConnection;
+
 /// Connections and names every service needs.
 #[derive(Debug, Clone, Args)]
 pub struct CommonConfig {
     /// PostgreSQL connection URL (source of truth for events, queues, seats, reservations).
+    /// TLS through its parameters: `?sslmode=verify-full&sslrootcert=/path/ca.pem`.
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/waiting_room"
     )]
     pub database_url: String,
@@ -29,18 +34,29 @@ pub struct CommonConfig {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
 
-    /// Redis connection URL (serving counters, active tickets, pub/sub).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    /// Redis connection URL (serving counters, active tickets, pub/sub). `rediss://`
+    /// for TLS; an ACL user and password go in the URL: `rediss://user:password@host:6380/`.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379/"
+    )]
     pub redis_url: String,
+
+    /// PEM file of the certificate authorities that sign Redis's certificate (a
+    /// `rediss://` URL); without it the system's trust store is used.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
 
     /// Prefix of every Redis key this deployment owns, so several deployments (or test
     /// runs) can share one Redis.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "wr")]
     pub redis_key_prefix: String,
 
-    /// Kafka bootstrap servers, comma separated.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
+    /// The brokers, how to reach them (TLS, SASL) and the replication expected.
+    #[command(flatten)]
+    pub kafka: KafkaConnection,
 
     /// Topic holding one record per ticket; each partition is one queue.
     #[arg(long, env = "TICKETS_TOPIC", default_value = "waiting-room.tickets")]
@@ -80,6 +96,12 @@ pub struct CommonConfig {
     /// `payload_too_large` before it is read.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
+
+    /// PEM file of certificate authorities trusted, besides the public ones, when keys
+    /// are fetched over https (the reservation service's TICKET_JWKS_URL, trusted
+    /// issuers' JWKS).
+    #[arg(long, env = "JWKS_CA_FILE")]
+    pub jwks_ca_file: Option<PathBuf>,
 
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -132,6 +154,21 @@ impl CommonConfig {
         ]
     }
 
+    /// The Redis client for `REDIS_URL`, trusting `REDIS_CA_FILE` when set.
+    pub fn redis_client(&self) -> anyhow::Result<redis::Client> {
+        let client = match &self.redis_ca_file {
+            None => redis::Client::open(self.redis_url.as_str())?,
+            Some(path) => redis::Client::build_with_tls(
+                self.redis_url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(platform::tls::read_ca_file(path)?),
+                },
+            )?,
+        };
+        Ok(client)
+    }
+
     /// How long shutdown waits for requests and tasks.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
@@ -157,6 +194,7 @@ impl CommonConfig {
     /// anything records (a metric registered earlier would never reach `/metrics`).
     pub fn supervisor(&self, shutdown: CancellationToken) -> Supervisor {
         platform::observability::prometheus();
+        platform::tls::install_crypto_provider();
         Supervisor::with_exit_delay(
             shutdown,
             Duration::from_millis(self.failed_task_exit_delay_ms),

@@ -1,5 +1,6 @@
 //! The connections every service opens at start (PostgreSQL, Redis) and the readiness
-//! check over them, the service's Kafka topic and its supervised tasks.
+//! check over them, the service's Kafka topic and its supervised tasks. A service
+//! refuses to start on contradictory Kafka settings or an under-replicated topic.
 
 use platform::connections;
 use platform::readiness::Readiness;
@@ -25,16 +26,15 @@ impl Connections {
         topic: &str,
         supervisor: &Supervisor,
     ) -> anyhow::Result<Self> {
+        common.kafka.validate()?;
+        kafka::refuse_under_replicated(&common.kafka, &[topic.to_owned()]).await?;
         let postgres =
             connections::postgres_pool(&common.database_url, common.database_max_connections)?;
-        let redis = connections::redis(&common.redis_url, supervisor.shutdown()).await?;
+        let redis = connections::redis(common.redis_client()?, supervisor.shutdown()).await?;
         let readiness = Readiness::new(supervisor.clone())
             .with(connections::postgres_check(postgres.clone()))
             .with(connections::redis_check(redis.clone()))
-            .with(kafka::topics_check(
-                &common.kafka_brokers,
-                vec![topic.to_owned()],
-            )?);
+            .with(kafka::topics_check(&common.kafka, vec![topic.to_owned()])?);
         Ok(Self {
             postgres,
             redis,

@@ -1,7 +1,8 @@
 //! Kafka client settings shared by every producer and consumer, so that durability
 //! (idempotent producer, `acks=all`) and group behaviour (classic protocol, short session
-//! timeout) are decided once; the producer every service appends with, and the
-//! readiness check on the topics a service uses.
+//! timeout) are decided once; the producer every service appends with, the topics'
+//! creation with the configured replication, and the readiness check on the topics a
+//! service uses (present, and replicated as the deployment expects).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,12 +18,17 @@ use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
+use crate::kafka_connection::KafkaConnection;
+
 /// Settings for a producer whose acknowledgements mean the record is durable:
 /// idempotent (no duplicates on retry, order kept per partition) and `acks=all`.
-pub fn producer_config(brokers: &str, linger_ms: u32, message_timeout: Duration) -> ClientConfig {
-    let mut config = ClientConfig::new();
+pub fn producer_config(
+    kafka: &KafkaConnection,
+    linger_ms: u32,
+    message_timeout: Duration,
+) -> ClientConfig {
+    let mut config = kafka.client();
     config
-        .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", linger_ms.to_string())
@@ -31,8 +37,7 @@ pub fn producer_config(brokers: &str, linger_ms: u32, message_timeout: Duration)
             message_timeout.as_millis().to_string(),
         )
         // A join may name a partition added online: learn of it within seconds.
-        .set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS)
-        .set("socket.keepalive.enable", "true");
+        .set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS);
     config
 }
 
@@ -42,10 +47,9 @@ pub fn producer_config(brokers: &str, linger_ms: u32, message_timeout: Duration)
 /// Tansu keeps a dead member in a rebalance until the rebalance timeout (the member's
 /// `max.poll.interval.ms`, 300 s by default), so that is bounded too: the consumer loop
 /// polls continuously, far more often than every 10 s.
-pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+pub fn consumer_config(kafka: &KafkaConnection, group_id: &str) -> ClientConfig {
+    let mut config = kafka.client();
     config
-        .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
         .set("group.protocol", "classic")
         .set("enable.auto.commit", "false")
@@ -55,8 +59,7 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("max.poll.interval.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         // Partitions added online are assigned within seconds, not librdkafka's 5 min.
-        .set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS)
-        .set("socket.keepalive.enable", "true");
+        .set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS);
     config
 }
 
@@ -68,11 +71,11 @@ const METADATA_REFRESH_MS: &str = "10000";
 /// left alone, so a raise the broker made but whose recording failed (or a concurrent
 /// one) is simply asked for again.
 pub async fn raise_partitions(
-    brokers: &str,
+    kafka: &KafkaConnection,
     topic: &str,
     partitions: usize,
 ) -> anyhow::Result<usize> {
-    let current = partition_count_now(brokers, topic).await?;
+    let current = partition_count_now(kafka, topic).await?;
     if current >= partitions {
         tracing::info!(
             topic,
@@ -81,9 +84,7 @@ pub async fn raise_partitions(
         );
         return Ok(current);
     }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka.client().create()?;
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(15)));
@@ -91,7 +92,7 @@ pub async fn raise_partitions(
     for result in admin.create_partitions([&request], &options).await? {
         if let Err((name, code)) = result {
             // Raised meanwhile by someone else: what counts is the count now.
-            let now = partition_count_now(brokers, topic).await.unwrap_or(0);
+            let now = partition_count_now(kafka, topic).await.unwrap_or(0);
             if now >= partitions {
                 return Ok(now);
             }
@@ -105,8 +106,8 @@ pub async fn raise_partitions(
 }
 
 /// `topic`'s partition count as the broker says now.
-async fn partition_count_now(brokers: &str, topic: &str) -> anyhow::Result<usize> {
-    let client = metadata_client(brokers)?;
+async fn partition_count_now(kafka: &KafkaConnection, topic: &str) -> anyhow::Result<usize> {
+    let client = metadata_client(kafka)?;
     let name = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         topic_partition_count(&client, &name, Duration::from_secs(5))
@@ -116,11 +117,8 @@ async fn partition_count_now(brokers: &str, topic: &str) -> anyhow::Result<usize
 }
 
 /// A small client used only to ask the broker for topic metadata (readiness checks).
-pub fn metadata_client(brokers: &str) -> Result<BaseProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("socket.keepalive.enable", "true")
-        .create()
+pub fn metadata_client(kafka: &KafkaConnection) -> Result<BaseProducer, KafkaError> {
+    kafka.client().create()
 }
 
 /// Asks the broker for `topic`'s metadata and returns its partition count. Blocking
@@ -130,6 +128,45 @@ pub fn topic_partition_count(
     topic: &str,
     timeout: Duration,
 ) -> Result<usize, String> {
+    topic_shape(client, topic, timeout).map(|shape| shape.partitions)
+}
+
+/// A topic's size and redundancy as the broker reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicShape {
+    pub partitions: usize,
+    /// The least replicated partition and its replica count.
+    pub least_replicated: (i32, usize),
+}
+
+/// Why a topic cannot be relied on as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The broker did not answer, or the topic is missing: may pass once it is up.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Fewer copies than `KAFKA_REPLICATION_FACTOR`: `acks=all` promises less than
+    /// the operator planned for. Only an operator can fix it.
+    #[error(
+        "topic {topic} has {replicas} replica(s) on partition {partition}, fewer than \
+         KAFKA_REPLICATION_FACTOR={wanted}: an acknowledged ticket would have fewer copies \
+         than planned. Raise the topic's replication (kafka-reassign-partitions) or, for a \
+         single-broker stack, set KAFKA_REPLICATION_FACTOR=1"
+    )]
+    UnderReplicated {
+        topic: String,
+        partition: i32,
+        replicas: usize,
+        wanted: i32,
+    },
+}
+
+/// Asks the broker for `topic`'s metadata. Blocking: call it from `spawn_blocking`.
+pub fn topic_shape(
+    client: &BaseProducer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<TopicShape, String> {
     let metadata = client
         .client()
         .fetch_metadata(Some(topic), timeout)
@@ -145,22 +182,52 @@ pub fn topic_partition_count(
             RDKafkaErrorCode::from(error)
         ));
     }
-    match topic_metadata.partitions().len() {
-        0 => Err(format!("topic {topic} has no partitions")),
-        count => Ok(count),
-    }
+    let partitions = topic_metadata.partitions();
+    let least_replicated = partitions
+        .iter()
+        .map(|partition| (partition.id(), partition.replicas().len()))
+        .min_by_key(|(_, replicas)| *replicas)
+        .ok_or_else(|| format!("topic {topic} has no partitions"))?;
+    Ok(TopicShape {
+        partitions: partitions.len(),
+        least_replicated,
+    })
 }
 
-/// Ready when the broker returns metadata for every one of `topics`.
-pub fn topics_check(brokers: &str, topics: Vec<String>) -> Result<Check, KafkaError> {
-    let client = Arc::new(metadata_client(brokers)?);
-    let topics = Arc::new(topics);
+/// Checks that `topic` exists and every partition has the configured replicas.
+/// Blocking: call it from `spawn_blocking`.
+fn check_topic(
+    client: &BaseProducer,
+    kafka: &KafkaConnection,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), TopicError> {
+    let shape = topic_shape(client, topic, timeout).map_err(TopicError::Unavailable)?;
+    let (partition, replicas) = shape.least_replicated;
+    let wanted = kafka.replication_factor;
+    if i32::try_from(replicas).unwrap_or(i32::MAX) < wanted {
+        return Err(TopicError::UnderReplicated {
+            topic: topic.to_owned(),
+            partition,
+            replicas,
+            wanted,
+        });
+    }
+    Ok(())
+}
+
+/// Ready when the broker returns metadata for every one of `topics` and each is
+/// replicated as configured.
+pub fn topics_check(kafka: &KafkaConnection, topics: Vec<String>) -> Result<Check, KafkaError> {
+    let client = Arc::new(metadata_client(kafka)?);
+    let (kafka, topics) = (Arc::new(kafka.clone()), Arc::new(topics));
     Ok(Check::new("kafka", move || {
-        let (client, topics) = (client.clone(), topics.clone());
+        let (client, kafka, topics) = (client.clone(), kafka.clone(), topics.clone());
         async move {
             tokio::task::spawn_blocking(move || {
                 for topic in topics.iter() {
-                    topic_partition_count(&client, topic, CHECK_TIMEOUT)?;
+                    check_topic(&client, &kafka, topic, CHECK_TIMEOUT)
+                        .map_err(|error| error.to_string())?;
                 }
                 Ok(())
             })
@@ -170,15 +237,47 @@ pub fn topics_check(brokers: &str, topics: Vec<String>) -> Result<Check, KafkaEr
     }))
 }
 
-/// Creates each `(topic, partitions)` that does not exist yet. Existing topics are left
-/// alone (their partition count is not changed).
-pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+/// At a service's start: refuses (an error naming the topic and the setting) when a
+/// topic it uses has fewer replicas than configured. A broker that does not answer yet,
+/// or a topic not created yet, is not a refusal: readiness reports it until it is fixed.
+pub async fn refuse_under_replicated(
+    kafka: &KafkaConnection,
+    topics: &[String],
+) -> anyhow::Result<()> {
+    let client = metadata_client(kafka)?;
+    let (kafka, topics) = (kafka.clone(), topics.to_vec());
+    let outcome = tokio::task::spawn_blocking(move || {
+        topics
+            .iter()
+            .try_for_each(|topic| check_topic(&client, &kafka, topic, Duration::from_secs(5)))
+    })
+    .await?;
+    match outcome {
+        Err(refusal @ TopicError::UnderReplicated { .. }) => Err(refusal.into()),
+        Err(TopicError::Unavailable(reason)) => {
+            tracing::warn!(%reason, "cannot check the topics' replication yet; readiness will");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Creates each `(topic, partitions)` that does not exist yet, with the configured
+/// replication factor and `min.insync.replicas`. Existing topics are left alone (their
+/// partition count and replication are not changed; services check the latter).
+pub async fn ensure_topics(kafka: &KafkaConnection, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client().create()?;
+    let min_insync = kafka.min_insync_replicas.to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            NewTopic::new(
+                name,
+                *partitions,
+                TopicReplication::Fixed(kafka.replication_factor),
+            )
+            .set("min.insync.replicas", &min_insync)
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(new_topics.iter(), &options).await? {
@@ -194,10 +293,8 @@ pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Res
 }
 
 /// Deletes topics (test clean-up). Missing topics are not an error.
-pub async fn delete_topics(brokers: &str, topics: &[&str]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+pub async fn delete_topics(kafka: &KafkaConnection, topics: &[&str]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client().create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.delete_topics(topics, &options).await? {
         if let Err((name, code)) = result {

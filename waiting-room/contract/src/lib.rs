@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the settings every service reads (flags with environment variables).
 //! - [`kafka`]: client settings (durable producer, consumer group), typed produce errors.
+//! - [`kafka_connection`]: how clients reach the brokers (TLS, SASL) and the replication.
 //! - [`redis_schema`]: every Redis key and hash field, and the scripts built from them.
 //! - [`ticket_record`]: the Kafka record written for every ticket.
 //! - [`token`]: ticket tokens (EdDSA JWT); signing only with the `signing` feature.
@@ -22,6 +23,7 @@ pub mod connections;
 pub mod db;
 pub mod draw;
 pub mod kafka;
+pub mod kafka_connection;
 pub mod live_catalog;
 pub mod queue;
 pub mod redis_schema;

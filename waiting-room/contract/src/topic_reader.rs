@@ -14,6 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka;
+use crate::kafka_connection::KafkaConnection;
 
 /// How long the broker may stay silent before a read gives up.
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
@@ -39,9 +40,9 @@ pub struct TopicReader {
 }
 
 impl TopicReader {
-    pub fn new(brokers: &str, topic: &str) -> anyhow::Result<Self> {
+    pub fn new(kafka: &KafkaConnection, topic: &str) -> anyhow::Result<Self> {
         let consumer: BaseConsumer =
-            kafka::consumer_config(brokers, &format!("reader-{}", uuid::Uuid::new_v4()))
+            kafka::consumer_config(kafka, &format!("reader-{}", uuid::Uuid::new_v4()))
                 .create()
                 .context("cannot create a Kafka consumer")?;
         Ok(Self {

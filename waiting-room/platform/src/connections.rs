@@ -24,14 +24,18 @@ pub fn postgres_pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 
 /// Connects to Redis, retrying with backoff until it answers or `shutdown` fires. The
 /// returned manager reconnects by itself when Redis restarts.
-pub async fn redis(url: &str, shutdown: &CancellationToken) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url)?;
+pub async fn redis(
+    client: redis::Client,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<ConnectionManager> {
+    // The address only: the URL may hold a password.
+    let address = client.get_connection_info().addr().to_string();
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(2);
     retry_until_ok(
-        &format!("redis at {url}"),
+        &format!("redis at {address}"),
         Duration::from_secs(2),
         shutdown,
         || ConnectionManager::new_with_config(client.clone(), config.clone()),

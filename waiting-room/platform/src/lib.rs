@@ -8,8 +8,9 @@
 //! it; [`readiness`] checks over named dependencies; logs and Prometheus metrics
 //! ([`observability`]); shutdown on signals ([`shutdown`]) and one backoff for
 //! everything that retries ([`retry`]); the JSON error body and request extractors
-//! ([`error`], [`bearer`]); PostgreSQL and Redis connections ([`connections`]);
-//! the fan pages' shared assets ([`assets`]).
+//! ([`error`], [`bearer`]); PostgreSQL and Redis connections ([`connections`]) and
+//! TLS to them and to key servers ([`tls`]); event streams that proxies pass through
+//! unbuffered ([`sse`]); the fan pages' shared assets ([`assets`]).
 //!
 //! Nothing here knows about tickets, queues or events: that is the contract crate.
 
@@ -23,4 +24,6 @@ pub mod readiness;
 pub mod retry;
 pub mod server;
 pub mod shutdown;
+pub mod sse;
 pub mod supervisor;
+pub mod tls;

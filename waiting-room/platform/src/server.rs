@@ -53,6 +53,7 @@ impl ConnectionPolicy {
     /// `requested` connections at most, lowered (with a log line) to what the open-file
     /// limit leaves after the process's own descriptors; 0 asks for that maximum.
     pub fn connection_cap(requested: usize) -> usize {
+        raise_open_file_limit();
         let available = open_file_limit()
             .map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS).max(16))
             .and_then(|available| usize::try_from(available).ok());
@@ -68,6 +69,29 @@ impl ConnectionPolicy {
                 available
             }
             (requested, _) => requested,
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as any process may: container
+/// runtimes often start services at a soft 1,024 under a far higher hard limit, and
+/// every open stream holds a descriptor. A failure leaves the limit as it was.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct we pass, which
+        // lives on this stack.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && limit.rlim_cur < limit.rlim_max
+            {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
         }
     }
 }

@@ -402,7 +402,7 @@ pub async fn raise_partitions(
         let before = change.snapshot(subject).await?;
         let count = update.count(recorded.unwrap_or(0).max(state.configured_partitions))?;
         let wanted = usize::try_from(count).unwrap_or(0);
-        let raised = kafka::raise_partitions(&state.kafka_brokers, &state.tickets_topic, wanted)
+        let raised = kafka::raise_partitions(&state.kafka, &state.tickets_topic, wanted)
             .await
             .map_err(|error| WaitingRoomError::PartitionsNotRaised(format!("{error:#}")))?;
         let raised = i32::try_from(raised).unwrap_or(count);

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::Event;
+use axum::response::Response;
 use chrono::Utc;
 use futures::StreamExt;
 use serde::Serialize;
@@ -175,7 +175,5 @@ pub async fn stats_events(
         });
     let shutdown = state.shutdown.clone();
     let frames = frames.take_until(async move { shutdown.cancelled().await });
-    Ok(Sse::new(frames)
-        .keep_alive(KeepAlive::new().interval(state.stream_keepalive))
-        .into_response())
+    Ok(platform::sse::event_stream(frames, state.stream_keepalive))
 }

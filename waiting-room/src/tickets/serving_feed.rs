@@ -37,15 +37,15 @@ pub struct ServingFeed {
 
 impl ServingFeed {
     /// Subscribes to the deployment's serving channel and keeps doing so (reconnecting
-    /// with backoff) until shutdown, under `supervisor`.
+    /// with backoff) until shutdown, under `supervisor`; `client` opens the
+    /// subscription's own connection.
     pub fn start(
-        redis_url: &str,
+        client: redis::Client,
         redis: ConnectionManager,
         keys: RedisKeys,
         partitions: i32,
         supervisor: &Supervisor,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(redis_url)?;
         let feed = Self {
             queues: Arc::default(),
         };

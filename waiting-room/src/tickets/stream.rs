@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::Event;
+use axum::response::Response;
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::WatchStream;
 
@@ -103,7 +103,7 @@ async fn open(state: SharedState, token: String) -> Result<Response, WaitingRoom
             chrono::Utc::now().timestamp_millis(),
         )
     });
-    let keep_alive = KeepAlive::new().interval(state.stream_keepalive);
+    let keep_alive = state.stream_keepalive;
     let watcher = TicketWatcher {
         last_serving: initial.serving_number,
         first: Some(initial),
@@ -116,9 +116,10 @@ async fn open(state: SharedState, token: String) -> Result<Response, WaitingRoom
         _slot: slot,
         _presence: presence,
     };
-    Ok(Sse::new(watcher.into_stream())
-        .keep_alive(keep_alive)
-        .into_response())
+    Ok(platform::sse::event_stream(
+        watcher.into_stream(),
+        keep_alive,
+    ))
 }
 
 /// Reconnects after a sale's start are spread over this long.
