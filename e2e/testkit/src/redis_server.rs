@@ -2,8 +2,6 @@
 //! it keeps its connections and data but answers nothing, as an overloaded or
 //! partitioned Redis does; resumed (SIGCONT), it runs what queued up meanwhile.
 
-use std::time::Duration;
-
 use crate::HOW_TO_START;
 
 pub struct PrivateRedis {
@@ -13,10 +11,7 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::service::free_port();
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -26,16 +21,8 @@ impl PrivateRedis {
             .unwrap_or_else(|error| panic!("cannot run redis-server ({error}); {HOW_TO_START}"));
         // Owned before waiting: a server that never listens is killed on the panic.
         let redis = Self { port, child };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return redis;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("private redis-server did not listen on port {port}");
+        crate::service::wait_for_port(port, "private redis-server").await;
+        redis
     }
 
     pub fn url(&self) -> String {
