@@ -10,6 +10,7 @@
 //! - [`kafka`]: reading records back from a topic.
 //! - [`firewall`]: packet loss on one loopback port (a client that vanished).
 //! - [`broker`]: a private Tansu broker, for tests that stop the broker.
+//! - [`proxy`]: HAProxy with the deployment's settings in front of several instances.
 //! - [`redis_server`]: a private Redis, for tests that make Redis stop answering.
 //! - [`wait`]: waiting for a condition with a deadline, instead of sleeping.
 
@@ -20,6 +21,7 @@ pub mod env;
 pub mod firewall;
 pub mod issuer;
 pub mod kafka;
+pub mod proxy;
 pub mod redis_server;
 pub mod service;
 pub mod wait;
