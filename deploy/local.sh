@@ -309,7 +309,8 @@ stop_service() { # service: every instance
   done < <(instance_pidfiles "$1")
 }
 
-# Instances beyond INSTANCES (a previous `up` ran more) and a proxy nobody needs.
+# Instances beyond INSTANCES (a previous `up` ran more), and at 1 the proxy with the
+# instances that reach each other through it (they start again with direct URLs).
 stop_surplus() {
   local service pidfile number
   for service in "${SERVICES[@]}"; do
@@ -320,7 +321,11 @@ stop_surplus() {
       [ "$number" -le "$INSTANCES" ] || stop_pidfile "$(basename "$pidfile" .pid)" "$pidfile"
     done < <(instance_pidfiles "$service")
   done
-  [ "$INSTANCES" -gt 1 ] || stop_pidfile haproxy "$RUN_DIR/haproxy.pid"
+  if [ "$INSTANCES" -eq 1 ] && pid_alive "$RUN_DIR/haproxy.pid"; then
+    stop_pidfile haproxy "$RUN_DIR/haproxy.pid"
+    for service in "${SERVICES[@]}"; do stop_service "$service"; done
+  fi
+  return 0
 }
 
 # --- Proxy (INSTANCES > 1) ----------------------------------------------------------
@@ -365,17 +370,23 @@ proxy_up() {
   wait_for_port "${WAITING_ROOM_PROXY_LISTEN##*:}" haproxy 20
 }
 
-# Fans and services reach each other through the proxy, so any instance may serve
-# them (settings already in the environment win).
-proxy_urls() {
-  export RESERVATION_BASE_URL=${RESERVATION_BASE_URL:-http://$RESERVATION_PROXY_LISTEN}
-  export WAITING_ROOM_BASE_URL=${WAITING_ROOM_BASE_URL:-http://$WAITING_ROOM_PROXY_LISTEN}
-  export TICKET_JWKS_URL=${TICKET_JWKS_URL:-http://$WAITING_ROOM_PROXY_LISTEN/.well-known/jwks.json}
+# Where fans and services find each other: the configured ports (not the binaries'
+# defaults, which a stack on other ports does not use), or with several instances the
+# proxy, so any instance may serve them. Settings already in the environment win.
+service_urls() {
+  local waiting_room="http://$WAITING_ROOM_LISTEN" reservation="http://$RESERVATION_LISTEN"
+  if [ "$INSTANCES" -gt 1 ]; then
+    waiting_room="http://$WAITING_ROOM_PROXY_LISTEN"
+    reservation="http://$RESERVATION_PROXY_LISTEN"
+  fi
+  export RESERVATION_BASE_URL=${RESERVATION_BASE_URL:-$reservation}
+  export WAITING_ROOM_BASE_URL=${WAITING_ROOM_BASE_URL:-$waiting_room}
+  export TICKET_JWKS_URL=${TICKET_JWKS_URL:-$waiting_room/.well-known/jwks.json}
 }
 
 start_services() {
   local service instance
-  [ "$INSTANCES" -eq 1 ] || proxy_urls
+  service_urls
   for service in "${SERVICES[@]}"; do
     for instance in $(seq 1 "$INSTANCES"); do service_up "$service" "$instance"; done
   done
