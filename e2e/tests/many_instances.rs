@@ -339,18 +339,13 @@ impl JoinLoad {
 #[tokio::test]
 async fn a_killed_waiting_room_loses_no_acknowledged_ticket_and_its_streams_resume() {
     let mut deployment = Deployment::start().await;
-    let mut victim = deployment.waiting_rooms.remove(0);
-    let survivor = &deployment.waiting_rooms[0];
-    let proxy = WaitingRoomClient::new(&deployment.proxy.waiting_room, &deployment.env);
-    proxy
+    deployment
+        .client()
         .put_event("crash", event_body("paused", 20, 200, 600))
         .await;
-    WaitingRoomClient::new(&victim, &deployment.env)
-        .wait_for_event("crash")
-        .await;
-    WaitingRoomClient::new(survivor, &deployment.env)
-        .wait_for_event("crash")
-        .await;
+    deployment.wait_everywhere("crash").await;
+    let mut victim = deployment.waiting_rooms.remove(0);
+    let proxy = WaitingRoomClient::new(&deployment.proxy.waiting_room, &deployment.env);
 
     // Fans the victim itself acknowledged.
     let on_victim = WaitingRoomClient::new(&victim, &deployment.env);
@@ -464,12 +459,7 @@ async fn two_activators_share_the_queues_and_one_survives_the_others_sigkill() {
         client
             .put_event(&event_id, event_body("paused", 10, 200, 600))
             .await;
-        WaitingRoomClient::new(&deployment.waiting_rooms[0], &deployment.env)
-            .wait_for_event(&event_id)
-            .await;
-        WaitingRoomClient::new(&deployment.waiting_rooms[1], &deployment.env)
-            .wait_for_event(&event_id)
-            .await;
+        deployment.wait_everywhere(&event_id).await;
         for _ in 0..3 {
             tickets.push(join_and_look(&client, &event_id).await);
         }
