@@ -11,6 +11,11 @@
 #   deploy/local.sh test         bring dependencies up, run every test suite
 #   deploy/local.sh forget-keys PATTERN  delete the local Redis's keys matching PATTERN
 #
+# INSTANCES=N deploy/local.sh up  runs N instances of each service (default 1): instance
+# i > 1 listens on the service's port + 100 * (i - 1) (waiting-room 8180, reservation
+# 8181, activator 8182 for the second) with its own pid and log file (waiting-room-2),
+# and HAProxy fronts the waiting-room and reservation instances on 8090 and 8091.
+#
 # Configuration: deploy/local.env (variables already in the environment win).
 set -euo pipefail
 
@@ -203,43 +208,84 @@ deps_up() {
 }
 
 # --- Services ---------------------------------------------------------------------
+# Where cargo puts the release binaries (a shared CARGO_TARGET_DIR too).
+BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+
 build_services() {
   say "building the services (release)"
   cargo build --release -p waiting-room -p activator -p reservation
 }
 
-service_port() {
+# Instance 1 of a service is plain `waiting-room` on the configured port; instance i > 1
+# is `waiting-room-i` (its pid file, log file and proxy server name) on that port plus
+# 100 * (i - 1), so the hundreds say which instance a port belongs to.
+instance_name() { # service instance
+  if [ "$2" -eq 1 ]; then echo "$1"; else echo "$1-$2"; fi
+}
+
+listen_variable() {
   case "$1" in
-    waiting-room) echo "${WAITING_ROOM_LISTEN##*:}" ;;
-    reservation) echo "${RESERVATION_LISTEN##*:}" ;;
-    activator) echo "${ACTIVATOR_LISTEN##*:}" ;;
+    waiting-room) echo WAITING_ROOM_LISTEN ;;
+    reservation) echo RESERVATION_LISTEN ;;
+    activator) echo ACTIVATOR_LISTEN ;;
   esac
 }
 
-service_up() {
-  local name=$1 pidfile="$RUN_DIR/$1.pid"
+service_address() { # service [instance]
+  local variable base
+  variable=$(listen_variable "$1")
+  base=${!variable}
+  echo "${base%:*}:$((${base##*:} + 100 * (${2:-1} - 1)))"
+}
+
+service_port() { # service [instance]
+  local address
+  address=$(service_address "$@")
+  echo "${address##*:}"
+}
+
+# The pid files of every instance `up` started, whatever INSTANCES says now.
+instance_pidfiles() { # service
+  local pidfile
+  for pidfile in "$RUN_DIR/$1.pid" "$RUN_DIR/$1"-[0-9]*.pid; do
+    [ ! -e "$pidfile" ] || echo "$pidfile"
+  done
+}
+
+service_up() { # service instance
+  local service=$1 name address pidfile
+  name=$(instance_name "$1" "$2")
+  address=$(service_address "$1" "$2")
+  pidfile="$RUN_DIR/$name.pid"
   if pid_alive "$pidfile"; then
     say "$name: already running (pid $(cat "$pidfile"))"
     return
   fi
-  port_open "$(service_port "$name")" && die "$name: port $(service_port "$name") is taken by another process"
-  say "$name: starting on 127.0.0.1:$(service_port "$name")"
+  port_open "${address##*:}" && die "$name: port ${address##*:} is taken by another process"
+  say "$name: starting on $address"
   # Thousands of SSE streams need file descriptors.
   # Each live ticket stream holds a socket: 20,000 streams need more than the usual
   # 1,024 descriptors. Raising the hard limit needs root; otherwise take what is allowed.
   ulimit -n "${SERVICE_NOFILE:-65536}" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-  setsid "$ROOT/target/release/$name" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  env "$(listen_variable "$service")=$address" \
+    setsid "$BIN_DIR/$service" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
 }
 
-wait_ready() {
-  local name=$1 url="http://127.0.0.1:$(service_port "$1")/readyz" deadline=$((SECONDS + 60))
-  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
-    pid_alive "$RUN_DIR/$name.pid" || die "$name exited; see $LOG_DIR/$name.log"
-    [ $SECONDS -lt $deadline ] || die "$name is not ready: $(curl -sS "$url" 2>&1 || true)"
+wait_ready() { # name url pidfile
+  local deadline=$((SECONDS + 60))
+  until curl -fsS -o /dev/null "$2" 2>/dev/null; do
+    pid_alive "$3" || die "$1 exited; see $LOG_DIR/$1.log"
+    [ $SECONDS -lt $deadline ] || die "$1 is not ready: $(curl -sS "$2" 2>&1 || true)"
     sleep 0.3
   done
-  say "$name: ready"
+  say "$1: ready"
+}
+
+wait_service_ready() { # service instance
+  local name
+  name=$(instance_name "$1" "$2")
+  wait_ready "$name" "http://$(service_address "$1" "$2")/readyz" "$RUN_DIR/$name.pid"
 }
 
 stop_pidfile() { # name pidfile
@@ -256,22 +302,130 @@ stop_pidfile() { # name pidfile
   rm -f "$pidfile"
 }
 
+stop_service() { # service: every instance
+  local pidfile
+  while IFS= read -r pidfile; do
+    stop_pidfile "$(basename "$pidfile" .pid)" "$pidfile"
+  done < <(instance_pidfiles "$1")
+}
+
+# Instances beyond INSTANCES (a previous `up` ran more), and at 1 the proxy with the
+# instances that reach each other through it (they start again with direct URLs).
+stop_surplus() {
+  local service pidfile number
+  for service in "${SERVICES[@]}"; do
+    while IFS= read -r pidfile; do
+      number=$(basename "$pidfile" .pid)
+      number=${number##*-}
+      case "$number" in *[!0-9]*) continue ;; esac
+      [ "$number" -le "$INSTANCES" ] || stop_pidfile "$(basename "$pidfile" .pid)" "$pidfile"
+    done < <(instance_pidfiles "$service")
+  done
+  if [ "$INSTANCES" -eq 1 ] && pid_alive "$RUN_DIR/haproxy.pid"; then
+    stop_pidfile haproxy "$RUN_DIR/haproxy.pid"
+    for service in "${SERVICES[@]}"; do stop_service "$service"; done
+  fi
+  return 0
+}
+
+# --- Proxy (INSTANCES > 1) ----------------------------------------------------------
+# HAProxy from the OS packages in front of the waiting-room and reservation instances.
+# Its settings (timeouts that suit SSE, health checks, X-Forwarded-For) are
+# deploy/haproxy.cfg, shared with the e2e suite; the backends' servers and the admin
+# socket (for k6/run.sh instances) are generated into $LOCAL_DIR/haproxy-servers.cfg.
+proxy_servers_config() {
+  local service instance
+  printf 'global\n    stats socket "%s" mode 600 level admin\n' "$RUN_DIR/haproxy.sock"
+  for service in waiting-room reservation; do
+    printf '\nbackend %s\n' "${service//-/_}"
+    for instance in $(seq 1 "$INSTANCES"); do
+      printf '    server %s %s\n' "$(instance_name "$service" "$instance")" \
+        "$(service_address "$service" "$instance")"
+    done
+  done
+}
+
+proxy_up() {
+  command -v haproxy >/dev/null || apt_install haproxy
+  local servers="$LOCAL_DIR/haproxy-servers.cfg" wanted
+  wanted=$(proxy_servers_config)
+  if pid_alive "$RUN_DIR/haproxy.pid" && [ "$wanted" = "$(cat "$servers" 2>/dev/null)" ]; then
+    say "haproxy: already running (pid $(cat "$RUN_DIR/haproxy.pid"))"
+    return
+  fi
+  # Another set of instances: the proxy starts over with the new servers.
+  stop_pidfile haproxy "$RUN_DIR/haproxy.pid"
+  printf '%s\n' "$wanted" >"$servers"
+  haproxy -c -q -f "$ROOT/deploy/haproxy.cfg" -f "$servers" ||
+    die "haproxy: deploy/haproxy.cfg with $servers is not a valid configuration"
+  local address
+  for address in "$WAITING_ROOM_PROXY_LISTEN" "$RESERVATION_PROXY_LISTEN"; do
+    port_open "${address##*:}" && die "haproxy: port ${address##*:} is taken by another process"
+  done
+  say "haproxy: starting on $WAITING_ROOM_PROXY_LISTEN (waiting-room) and $RESERVATION_PROXY_LISTEN (reservation)"
+  # -db: in the foreground, so its pid is the one to stop; setsid as for the services.
+  setsid haproxy -db -f "$ROOT/deploy/haproxy.cfg" -f "$servers" \
+    >>"$LOG_DIR/haproxy.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/haproxy.pid"
+  wait_for_port "${WAITING_ROOM_PROXY_LISTEN##*:}" haproxy 20
+}
+
+# Where fans and services find each other: the configured ports (not the binaries'
+# defaults, which a stack on other ports does not use), or with several instances the
+# proxy, so any instance may serve them. Settings already in the environment win.
+service_urls() {
+  local waiting_room="http://$WAITING_ROOM_LISTEN" reservation="http://$RESERVATION_LISTEN"
+  if [ "$INSTANCES" -gt 1 ]; then
+    waiting_room="http://$WAITING_ROOM_PROXY_LISTEN"
+    reservation="http://$RESERVATION_PROXY_LISTEN"
+  fi
+  export RESERVATION_BASE_URL=${RESERVATION_BASE_URL:-$reservation}
+  export WAITING_ROOM_BASE_URL=${WAITING_ROOM_BASE_URL:-$waiting_room}
+  export TICKET_JWKS_URL=${TICKET_JWKS_URL:-$waiting_room/.well-known/jwks.json}
+}
+
+start_services() {
+  local service instance
+  service_urls
+  for service in "${SERVICES[@]}"; do
+    for instance in $(seq 1 "$INSTANCES"); do service_up "$service" "$instance"; done
+  done
+  for instance in $(seq 1 "$INSTANCES"); do wait_service_ready waiting-room "$instance"; done
+  # The reservation instances fetch the ticket keys through the proxy: it starts once
+  # the waiting-rooms can answer.
+  [ "$INSTANCES" -eq 1 ] || proxy_up
+  for service in activator reservation; do
+    for instance in $(seq 1 "$INSTANCES"); do wait_service_ready "$service" "$instance"; done
+  done
+  if [ "$INSTANCES" -gt 1 ]; then
+    wait_ready "haproxy (waiting-room)" "http://$WAITING_ROOM_PROXY_LISTEN/readyz" "$RUN_DIR/haproxy.pid"
+    wait_ready "haproxy (reservation)" "http://$RESERVATION_PROXY_LISTEN/readyz" "$RUN_DIR/haproxy.pid"
+  fi
+}
+
 cmd_up() {
   deps_up
   build_services
   say "applying database migrations"
-  "$ROOT/target/release/waiting-room" migrate
+  "$BIN_DIR/waiting-room" migrate
   say "creating Kafka topics"
-  "$ROOT/target/release/waiting-room" create-topics
-  local name
-  for name in "${SERVICES[@]}"; do service_up "$name"; done
-  for name in "${SERVICES[@]}"; do wait_ready "$name"; done
+  "$BIN_DIR/waiting-room" create-topics
+  stop_surplus
+  start_services
   cat <<EOF
 
 The waiting room is up.
   waiting-room  http://$WAITING_ROOM_LISTEN    (fans, admin API; console at /admin)
   reservation   http://$RESERVATION_LISTEN    (seats, reservations)
   activator     http://$ACTIVATOR_LISTEN    (health and metrics)
+EOF
+  if [ "$INSTANCES" -gt 1 ]; then
+    cat <<EOF
+  instances     $INSTANCES of each, instance i on the port above + 100 * (i - 1)
+  haproxy       http://$WAITING_ROOM_PROXY_LISTEN (waiting-room), http://$RESERVATION_PROXY_LISTEN (reservation)
+EOF
+  fi
+  cat <<EOF
   postgresql    $DATABASE_URL
   redis         $REDIS_URL
   kafka         $KAFKA_BROKERS (tansu; topic $TICKETS_TOPIC, $TICKETS_PARTITIONS partitions)
@@ -282,17 +436,19 @@ EOF
 }
 
 cmd_down() {
-  local name
-  for name in "${SERVICES[@]}"; do stop_pidfile "$name" "$RUN_DIR/$name.pid"; done
+  local service
+  # The proxy first: no request goes to an instance on its way out.
+  stop_pidfile haproxy "$RUN_DIR/haproxy.pid"
+  for service in "${SERVICES[@]}"; do stop_service "$service"; done
   stop_pidfile tansu "$RUN_DIR/tansu.pid"
   if pid_alive "$RUN_DIR/redis.pid"; then stop_pidfile redis "$RUN_DIR/redis.pid"; fi
   postgres_down
 }
 
 cmd_restart() {
-  local name names=("$@")
+  local service names=("$@")
   [ ${#names[@]} -gt 0 ] || names=("${SERVICES[@]}")
-  for name in "${names[@]}"; do stop_pidfile "$name" "$RUN_DIR/$name.pid"; done
+  for service in "${names[@]}"; do stop_service "$service"; done
   cmd_up
 }
 
@@ -305,18 +461,26 @@ cmd_env() {
 }
 
 cmd_status() {
-  local name state
-  for name in "${SERVICES[@]}" tansu redis; do
+  local name state service instance entry names=() ports=()
+  for service in "${SERVICES[@]}"; do
+    for instance in $(seq 1 "$INSTANCES"); do
+      names+=("$(instance_name "$service" "$instance")")
+      ports+=("$(instance_name "$service" "$instance"):$(service_port "$service" "$instance")")
+    done
+  done
+  if [ "$INSTANCES" -gt 1 ] || [ -f "$RUN_DIR/haproxy.pid" ]; then
+    names+=(haproxy)
+    ports+=("haproxy:${WAITING_ROOM_PROXY_LISTEN##*:}" "haproxy:${RESERVATION_PROXY_LISTEN##*:}")
+  fi
+  for name in "${names[@]}" tansu redis; do
     if pid_alive "$RUN_DIR/$name.pid"; then state="running (pid $(cat "$RUN_DIR/$name.pid"), started here)"
     else state="not started here"; fi
-    printf '%-13s %s\n' "$name" "$state"
+    printf '%-15s %s\n' "$name" "$state"
   done
-  [ -f "$RUN_DIR/postgres.bin" ] && printf '%-13s %s\n' postgres "started here, data $LOCAL_DIR/postgres"
-  for entry in "postgres:$POSTGRES_PORT" "redis:$REDIS_PORT" "kafka:$KAFKA_PORT" \
-    "waiting-room:$(service_port waiting-room)" "reservation:$(service_port reservation)" \
-    "activator:$(service_port activator)"; do
-    if port_open "${entry#*:}"; then state=listening; else state=closed; fi
-    printf '%-13s 127.0.0.1:%s %s\n' "${entry%%:*}" "${entry#*:}" "$state"
+  [ -f "$RUN_DIR/postgres.bin" ] && printf '%-15s %s\n' postgres "started here, data $LOCAL_DIR/postgres"
+  for entry in "postgres:$POSTGRES_PORT" "redis:$REDIS_PORT" "kafka:$KAFKA_PORT" "${ports[@]}"; do
+    if port_open "${entry##*:}"; then state=listening; else state=closed; fi
+    printf '%-15s 127.0.0.1:%s %s\n' "${entry%:*}" "${entry##*:}" "$state"
   done
 }
 
@@ -363,6 +527,8 @@ cmd_test() {
   command -v nft >/dev/null || apt_install nftables
   # The TLS test starts a PostgreSQL server of its own, whatever serves POSTGRES_PORT.
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+  # The many-instances suite puts HAProxy in front of its instances.
+  command -v haproxy >/dev/null || apt_install haproxy
   say "cargo fmt --check"
   cargo fmt --all -- --check
   say "cargo clippy"
@@ -384,6 +550,7 @@ cmd_test() {
 }
 
 load_env
+case "$INSTANCES" in '' | *[!0-9]* | 0*) die "INSTANCES must be a whole number from 1, not '$INSTANCES'" ;; esac
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
@@ -393,5 +560,5 @@ case "${1:-}" in
   env) cmd_env ;;
   test) cmd_test ;;
   forget-keys) [ $# -eq 2 ] || die "usage: deploy/local.sh forget-keys PATTERN"; forget_keys "$2" ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

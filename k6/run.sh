@@ -20,6 +20,11 @@
 #   k6/run.sh fan-journey    FANS=1000 whole journeys (join, poll until active, seat map,
 #                            hold, confirm) with think time, VUS=200 in flight
 #
+#   k6/run.sh instances      join throughput of 1 vs 2 waiting-room instances behind
+#                            HAProxy (INSTANCES=2 deploy/local.sh up; for the 1-instance
+#                            runs the second is put in maintenance on the proxy), and 1
+#                            instance without the proxy, at LEVELS, alternating
+#
 #   DURATION=15 (seconds per run)  REPEATS=3 (k6 runs per target and level)
 #   LEVELS="64 256 1024"  RATE=1500 (arrival-rate peak)
 set -euo pipefail
@@ -252,7 +257,7 @@ bench_sse() {
   say "holding $streams streams while the activator drains them"
   local report
   report=$(SERVER_PID=$pid WAITING_ROOM_URL="http://$WAITING_ROOM_LISTEN" \
-    target/release/sse-load --streams "$streams")
+    "${CARGO_TARGET_DIR:-target}/release/sse-load" --streams "$streams")
   echo "$report"
   {
     echo
@@ -326,6 +331,120 @@ PY
   say "results appended to docs/benchmarks.md"
 }
 
+# HAProxy's runtime API, on the admin socket deploy/local.sh gives it.
+proxy_command() {
+  python3 - "$LOCAL_DIR/run/haproxy.sock" "$1" <<'PY'
+import socket, sys
+connection = socket.socket(socket.AF_UNIX)
+connection.connect(sys.argv[1])
+connection.sendall((sys.argv[2] + "\n").encode())
+reply = b""
+while chunk := connection.recv(65536):
+    reply += chunk
+print(reply.decode(), end="")
+PY
+}
+
+# A proxy server's status (UP, DOWN, MAINT...) from `show stat`.
+proxy_server_status() { # backend server
+  proxy_command "show stat" | python3 -c '
+import csv, sys
+backend, server = sys.argv[1:]
+rows = csv.DictReader(line.lstrip("# ") for line in sys.stdin if line.strip())
+print(next((row["status"] for row in rows if row["pxname"] == backend and row["svname"] == server), "missing"))
+' "$1" "$2"
+}
+
+# How many waiting-room instances the proxy sends joins to: 1 (the second in
+# maintenance) or 2 (waits until the proxy's health check has it up again).
+proxy_instances() {
+  local state=ready deadline=$((SECONDS + 30))
+  [ "$1" -eq 2 ] || state=maint
+  proxy_command "set server waiting_room/waiting-room-2 state $state" >/dev/null
+  [ "$1" -eq 2 ] || return 0
+  until [ "$(proxy_server_status waiting_room waiting-room-2)" = UP ]; do
+    [ $SECONDS -lt $deadline ] || { echo "waiting-room-2 is not up on the proxy" >&2; exit 1; }
+    sleep 0.5
+  done
+}
+
+bench_instances() {
+  local event=bench run_id setup c r rows="" cpu=""
+  local direct="http://$WAITING_ROOM_LISTEN" proxy="http://$WAITING_ROOM_PROXY_LISTEN"
+  run_id=$(date +%s)
+  say "event $event (paused)"
+  curl -fsS -X PUT "$proxy/admin/events/$event" -H "Authorization: Bearer $ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' -d '{"name": "benchmark", "state": "paused"}' >/dev/null
+  local tmp; tmp=$(mktemp -d)
+  local first second haproxy_pid tansu_pid redis_pid
+  first=$(cat "$LOCAL_DIR/run/waiting-room.pid"); second=$(cat "$LOCAL_DIR/run/waiting-room-2.pid")
+  haproxy_pid=$(cat "$LOCAL_DIR/run/haproxy.pid")
+  tansu_pid=$(pid_on_port "$KAFKA_PORT"); redis_pid=$(pid_on_port "$REDIS_PORT")
+  # direct: instance 1 without the proxy; one, two: instances behind the proxy.
+  local setups="direct one two"
+  for c in $LEVELS; do
+    # CPU ticks per setup, summed over the repeats (declared here: empty for each level).
+    declare -A servers=() haproxy=() tansu=() redis=() machine=()
+    for r in $(seq "$REPEATS"); do
+      # Alternate the setups so that a noisy spell on this shared machine hits each.
+      for setup in $setups; do
+        local base=$proxy
+        case "$setup" in direct) base=$direct ;; one) proxy_instances 1 ;; two) proxy_instances 2 ;; esac
+        say "k6: POST join, $setup, $c connections, ${DURATION}s (run $r of $REPEATS)"
+        local before=(
+          "$(( $(proc_ticks "$first") + $(proc_ticks "$second") ))" "$(proc_ticks "$haproxy_pid")"
+          "$(proc_ticks "$tansu_pid")" "$(proc_ticks "$redis_pid")" "$(machine_busy_ticks)"
+        )
+        k6 run --quiet --summary-export "$tmp/$setup-$c-$r.json" -e BASE_URL="$base" -e EVENT_ID="$event" \
+          -e RUN_ID="$run_id-$setup-$c-$r" -e VUS="$c" -e DURATION="$DURATION" k6/queue-entry.js >/dev/null 2>&1 || true
+        servers[$setup]=$(( ${servers[$setup]:-0} + $(proc_ticks "$first") + $(proc_ticks "$second") - before[0] ))
+        haproxy[$setup]=$(( ${haproxy[$setup]:-0} + $(proc_ticks "$haproxy_pid") - before[1] ))
+        tansu[$setup]=$(( ${tansu[$setup]:-0} + $(proc_ticks "$tansu_pid") - before[2] ))
+        redis[$setup]=$(( ${redis[$setup]:-0} + $(proc_ticks "$redis_pid") - before[3] ))
+        machine[$setup]=$(( ${machine[$setup]:-0} + $(machine_busy_ticks) - before[4] ))
+      done
+    done
+    for setup in $setups; do
+      rows+="| $(setup_label "$setup") | $c | $(spread_cells "$(k6_median_row "$tmp/$setup-$c-"*.json)") |"$'\n'
+      cpu+="| $(setup_label "$setup") | $c | $(python3 -c "m=max(1,${machine[$setup]}); parts=(${servers[$setup]}, ${haproxy[$setup]}, ${tansu[$setup]}, ${redis[$setup]}); print(' | '.join('%.0f%%' % (100*x/m) for x in parts + (m-sum(parts),)))") |"$'\n'
+    done
+  done
+  proxy_instances 2
+
+  {
+    echo
+    echo "## instances, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo "Machine: $(machine_line). Joins (each waits for the broker's acks=all"
+    echo "acknowledgement) with \`INSTANCES=2 deploy/local.sh up\`: one waiting-room alone, then"
+    echo "through HAProxy (deploy/haproxy.cfg) with the second instance in maintenance, then with"
+    echo "both. k6: $REPEATS runs of ${DURATION} s per setup and level, setups alternating; the row shows"
+    echo "the run with the median req/s, and the range over the runs."
+    echo
+    echo "| setup | connections | req/s (median) | req/s range | p50 ms | p95 ms | p99 ms | errors |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s' "$rows"
+    echo
+    echo "CPU during the join runs, as a share of all busy CPU on the machine:"
+    echo
+    echo "| setup | connections | waiting-rooms | haproxy | tansu | redis | other (k6 generator, kernel) |"
+    echo "| --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s' "$cpu"
+  } >>"$OUT"
+  rm -rf "$tmp"
+  say "results appended to docs/benchmarks.md"
+  say "redis: removing the benchmark's user slots ($REDIS_KEY_PREFIX:u:$event:*)"
+  deploy/local.sh forget-keys "$REDIS_KEY_PREFIX:u:$event:*"
+}
+
+setup_label() {
+  case "$1" in
+    direct) echo "1 instance, no proxy" ;;
+    one) echo "1 instance behind haproxy" ;;
+    two) echo "2 instances behind haproxy" ;;
+  esac
+}
+
 case "${1:-}" in
   queue-entry)
     deploy/local.sh up
@@ -352,5 +471,11 @@ case "${1:-}" in
     ensure_tools
     bench_fan_journey
     ;;
-  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  instances)
+    INSTANCES=2 deploy/local.sh up
+    eval "$(INSTANCES=2 deploy/local.sh env)"
+    ensure_tools
+    bench_instances
+    ;;
+  *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

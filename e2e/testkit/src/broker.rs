@@ -69,16 +69,7 @@ impl PrivateBroker {
             .spawn()
             .unwrap_or_else(|error| panic!("cannot run tansu ({error}); {HOW_TO_START}"));
         self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("private tansu did not listen on port {}", self.port);
+        crate::service::wait_for_port(self.port, "private tansu").await;
     }
 
     /// Kills the broker and waits until its port is closed.

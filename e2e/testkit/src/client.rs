@@ -1,17 +1,18 @@
 //! Admin and fan calls against a running waiting-room, over HTTP like any client.
 
 use crate::env::TestEnv;
-use crate::service::RunningService;
+use crate::service::Endpoint;
 
-/// Admin and fan calls against a running waiting-room, for tests.
+/// Admin and fan calls against a running waiting-room (in-process, in a child process or
+/// behind a proxy), for tests.
 pub struct WaitingRoomClient<'a> {
-    pub service: &'a RunningService,
+    pub service: &'a dyn Endpoint,
     pub admin_token: &'a str,
     pub http: reqwest::Client,
 }
 
 impl<'a> WaitingRoomClient<'a> {
-    pub fn new(service: &'a RunningService, env: &'a TestEnv) -> Self {
+    pub fn new(service: &'a dyn Endpoint, env: &'a TestEnv) -> Self {
         Self {
             service,
             admin_token: &env.admin_token,

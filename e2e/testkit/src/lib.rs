@@ -10,6 +10,7 @@
 //! - [`kafka`]: reading records back from a topic.
 //! - [`firewall`]: packet loss on one loopback port (a client that vanished).
 //! - [`broker`]: a private Tansu broker, for tests that stop the broker.
+//! - [`proxy`]: HAProxy with the deployment's settings in front of several instances.
 //! - [`redis_server`]: a private Redis, for tests that make Redis stop answering, or
 //!   serving TLS to an ACL user only.
 //! - [`postgres_server`]: a private PostgreSQL that accepts TLS connections only.
@@ -24,6 +25,7 @@ pub mod firewall;
 pub mod issuer;
 pub mod kafka;
 pub mod postgres_server;
+pub mod proxy;
 pub mod redis_server;
 pub mod service;
 pub mod tls;

@@ -4,9 +4,8 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::service::free_port;
+use crate::service::{free_port, wait_for_port};
 use crate::tls::TestCertificates;
 
 pub struct PrivatePostgres {
@@ -82,16 +81,8 @@ impl PrivatePostgres {
             .spawn()
             .expect("run postgres");
         let server = Self { port, data, child };
-        for _ in 0..150 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("private postgres did not listen on port {port}");
+        wait_for_port(port, "private postgres").await;
+        server
     }
 
     /// A URL to `database` with the given `sslmode` and, when given, the CA to check

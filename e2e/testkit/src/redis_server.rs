@@ -3,9 +3,7 @@
 //! partitioned Redis does; resumed (SIGCONT), it runs what queued up meanwhile. Or one
 //! that serves only TLS and only an ACL user, for the tests of secured connections.
 
-use std::time::Duration;
-
-use crate::service::free_port;
+use crate::service::{free_port, wait_for_port};
 use crate::tls::TestCertificates;
 use crate::HOW_TO_START;
 
@@ -77,16 +75,8 @@ impl PrivateRedis {
             .unwrap_or_else(|error| panic!("cannot run redis-server ({error}); {HOW_TO_START}"));
         // Owned before waiting: a server that never listens is killed on the panic.
         let redis = Self { port, url, child };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return redis;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("private redis-server did not listen on port {port}");
+        wait_for_port(port, "private redis-server").await;
+        redis
     }
 
     pub fn url(&self) -> String {

@@ -7,6 +7,7 @@
 pub mod activator;
 #[path = "../../../waiting-room/tests/support/mod.rs"]
 pub mod entry_api;
+pub mod process;
 #[path = "../../../reservation/tests/support/mod.rs"]
 pub mod reservations;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use e2e::sse::EventStream;
 use reservation::ReservationConfig;
 use testkit::client::WaitingRoomClient;
+use testkit::service::Endpoint;
 use testkit::{RunningService, TestEnv};
 use waiting_room::WaitingRoomConfig;
 
@@ -64,32 +66,12 @@ impl Stack {
 
     /// Opens a ticket's live stream; the response as it came (check the status first).
     pub async fn open_stream(&self, token: &str) -> reqwest::Response {
-        reqwest::Client::new()
-            .get(
-                self.waiting_room
-                    .url(&format!("/v1/tickets/{token}/events")),
-            )
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .expect("GET ticket events")
+        open_stream(&self.waiting_room, token).await
     }
 
     /// Opens a ticket's live stream and panics unless it starts.
     pub async fn stream(&self, token: &str) -> EventStream {
-        let response = self.open_stream(token).await;
-        assert_eq!(response.status(), 200, "stream refused");
-        assert_eq!(
-            response.headers()["content-type"],
-            "text/event-stream",
-            "not an event stream"
-        );
-        assert_eq!(
-            response.headers()["x-accel-buffering"],
-            "no",
-            "proxies are told not to buffer the stream"
-        );
-        EventStream::new(response)
+        stream(&self.waiting_room, token).await
     }
 
     /// Stops the services (the activator before the waiting-room, so nothing moves
@@ -109,6 +91,34 @@ impl Stack {
             .expect("waiting-room stops cleanly");
         drop(env);
     }
+}
+
+/// Opens a ticket's live stream on a waiting-room (an instance or a proxy in front of
+/// several); the response as it came (check the status first).
+pub async fn open_stream(waiting_room: &dyn Endpoint, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(waiting_room.url(&format!("/v1/tickets/{token}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET ticket events")
+}
+
+/// Opens a ticket's live stream on a waiting-room and panics unless it starts.
+pub async fn stream(waiting_room: &dyn Endpoint, token: &str) -> EventStream {
+    let response = open_stream(waiting_room, token).await;
+    assert_eq!(response.status(), 200, "stream refused");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "not an event stream"
+    );
+    assert_eq!(
+        response.headers()["x-accel-buffering"],
+        "no",
+        "proxies are told not to buffer the stream"
+    );
+    EventStream::new(response)
 }
 
 /// An event body with one queue of its own and the given activation policy.

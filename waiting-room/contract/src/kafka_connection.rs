@@ -232,7 +232,7 @@ impl KafkaConnection {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
 
     use super::*;
 
@@ -242,39 +242,39 @@ mod tests {
         kafka: KafkaConnection,
     }
 
-    fn parse(args: &[&str]) -> KafkaConnection {
-        Flags::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
-            .expect("valid flags")
-            .kafka
+    /// The declared default of a setting (the environment the tests run in may set it).
+    fn default_of(id: &str) -> String {
+        let command = Flags::command();
+        let argument = command
+            .get_arguments()
+            .find(|argument| argument.get_id() == id)
+            .unwrap_or_else(|| panic!("no setting {id}"));
+        argument.get_default_values()[0]
+            .to_string_lossy()
+            .into_owned()
     }
 
     #[test]
-    fn defaults_expect_three_copies_and_plaintext() {
-        let kafka = parse(&[]);
-        assert_eq!(
-            (kafka.replication_factor, kafka.min_insync_replicas),
-            (3, 2)
-        );
-        let config = kafka.client();
+    fn defaults_expect_three_copies_two_in_sync_and_plaintext() {
+        assert_eq!(default_of("replication_factor"), "3");
+        assert_eq!(default_of("min_insync_replicas"), "2");
+        assert_eq!(default_of("security_protocol"), "plaintext");
+        let config = KafkaConnection::local("broker:9092").client();
+        assert_eq!(config.get("bootstrap.servers"), Some("broker:9092"));
         assert_eq!(config.get("security.protocol"), Some("plaintext"));
         assert_eq!(config.get("sasl.mechanism"), None);
-        assert_eq!(kafka.validate(), Ok(()));
     }
 
     #[test]
     fn sasl_over_tls_reaches_librdkafka() {
-        let kafka = parse(&[
-            "--kafka-security-protocol",
-            "sasl_ssl",
-            "--kafka-sasl-mechanism",
-            "scram-sha-256",
-            "--kafka-sasl-username",
-            "wr",
-            "--kafka-sasl-password",
-            "secret",
-            "--kafka-ssl-ca-location",
-            "/etc/ca.pem",
-        ]);
+        let kafka = KafkaConnection {
+            security_protocol: SecurityProtocol::from_str("sasl_ssl", false).expect("name"),
+            sasl_mechanism: SaslMechanism::from_str("scram-sha-256", false).expect("name"),
+            sasl_username: Some("wr".into()),
+            sasl_password: Some("secret".into()),
+            ssl_ca_location: Some("/etc/ca.pem".into()),
+            ..KafkaConnection::local("broker:9093")
+        };
         assert_eq!(kafka.validate(), Ok(()));
         let config = kafka.client();
         assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
@@ -286,22 +286,27 @@ mod tests {
 
     #[test]
     fn contradictory_settings_are_refused() {
-        let sasl = parse(&["--kafka-security-protocol", "sasl_ssl"]);
+        let local = || KafkaConnection::local("broker:9092");
+        let sasl = KafkaConnection {
+            security_protocol: SecurityProtocol::SaslSsl,
+            ..local()
+        };
         assert_eq!(
             sasl.validate(),
             Err(KafkaSettingsError::MissingSaslCredentials("sasl_ssl"))
         );
-        let insync = parse(&[
-            "--kafka-replication-factor",
-            "1",
-            "--kafka-min-insync-replicas",
-            "2",
-        ]);
+        let insync = KafkaConnection {
+            min_insync_replicas: 2,
+            ..local()
+        };
         assert!(matches!(
             insync.validate(),
             Err(KafkaSettingsError::InsyncAboveReplication { .. })
         ));
-        let ca = parse(&["--kafka-ssl-ca-location", "/etc/ca.pem"]);
+        let ca = KafkaConnection {
+            ssl_ca_location: Some("/etc/ca.pem".into()),
+            ..local()
+        };
         assert_eq!(
             ca.validate(),
             Err(KafkaSettingsError::TlsFileWithoutTls(
