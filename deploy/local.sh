@@ -331,13 +331,14 @@ stop_surplus() {
 # --- Proxy (INSTANCES > 1) ----------------------------------------------------------
 # HAProxy from the OS packages in front of the waiting-room and reservation instances.
 # Its settings (timeouts that suit SSE, health checks, X-Forwarded-For) are
-# deploy/haproxy.cfg, shared with the e2e suite; the backends' servers and the admin
+# deploy/proxy/haproxy.cfg, shared with the Compose stack and the e2e suite; the
+# backends (with their servers, taking the shared `services` defaults) and the admin
 # socket (for k6/run.sh instances) are generated into $LOCAL_DIR/haproxy-servers.cfg.
 proxy_servers_config() {
   local service instance
   printf 'global\n    stats socket "%s" mode 600 level admin\n' "$RUN_DIR/haproxy.sock"
   for service in waiting-room reservation; do
-    printf '\nbackend %s\n' "${service//-/_}"
+    printf '\nbackend %s from services\n' "${service//-/_}"
     for instance in $(seq 1 "$INSTANCES"); do
       printf '    server %s %s\n' "$(instance_name "$service" "$instance")" \
         "$(service_address "$service" "$instance")"
@@ -356,15 +357,15 @@ proxy_up() {
   # Another set of instances: the proxy starts over with the new servers.
   stop_pidfile haproxy "$RUN_DIR/haproxy.pid"
   printf '%s\n' "$wanted" >"$servers"
-  haproxy -c -q -f "$ROOT/deploy/haproxy.cfg" -f "$servers" ||
-    die "haproxy: deploy/haproxy.cfg with $servers is not a valid configuration"
+  haproxy -c -q -f "$ROOT/deploy/proxy/haproxy.cfg" -f "$servers" ||
+    die "haproxy: deploy/proxy/haproxy.cfg with $servers is not a valid configuration"
   local address
   for address in "$WAITING_ROOM_PROXY_LISTEN" "$RESERVATION_PROXY_LISTEN"; do
     port_open "${address##*:}" && die "haproxy: port ${address##*:} is taken by another process"
   done
   say "haproxy: starting on $WAITING_ROOM_PROXY_LISTEN (waiting-room) and $RESERVATION_PROXY_LISTEN (reservation)"
   # -db: in the foreground, so its pid is the one to stop; setsid as for the services.
-  setsid haproxy -db -f "$ROOT/deploy/haproxy.cfg" -f "$servers" \
+  setsid haproxy -db -f "$ROOT/deploy/proxy/haproxy.cfg" -f "$servers" \
     >>"$LOG_DIR/haproxy.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/haproxy.pid"
   wait_for_port "${WAITING_ROOM_PROXY_LISTEN##*:}" haproxy 20

@@ -7,7 +7,9 @@
 #                                      Helm 4, every manifest checked against the Kubernetes
 #                                      JSON schemas (strict) of two Kubernetes versions
 #   image     deploy/Dockerfile        hadolint; the image's shell scripts with shellcheck
-#   proxy     deploy/proxy/haproxy.cfg haproxy -c (the Debian build of the image's branch)
+#   proxy     deploy/proxy/            haproxy -c on haproxy.cfg with compose.cfg, as compose.yaml
+#                                      loads them, and with a servers file like local.sh's (the
+#                                      Debian build of the image's branch)
 #   metrics   deploy/prometheus/compose.yml  promtool check config
 #
 #   deploy/validate.sh
@@ -311,15 +313,63 @@ EOF
   echo "entrypoint.sh, healthcheck.sh, validate.sh: shellcheck $(shellcheck --version | sed -n 's/^version: //p') clean"
 }
 
-check_proxy() {
-  "${HAPROXY[@]}" -c -f deploy/proxy/haproxy.cfg >"$SCRATCH/haproxy.out" 2>&1 ||
-    { cat "$SCRATCH/haproxy.out" >&2; die "haproxy.cfg is not valid"; }
-  # The servers' names resolve only inside the Compose network (init-addr none lets
-  # HAProxy start without them); any other warning is a finding.
-  if grep WARNING "$SCRATCH/haproxy.out" | grep -v 'could not resolve address'; then
-    die "haproxy.cfg: warnings above"
+# One combination of proxy files as a deployment loads it, with its listen addresses; a
+# warning matching `allowed` is expected, any other is a finding.
+haproxy_check() { # label allowed waiting-room-listen reservation-listen files...
+  local label=$1 allowed=$2 waiting_room=$3 reservation=$4 file args=()
+  shift 4
+  for file in "$@"; do args+=(-f "$file"); done
+  env "WAITING_ROOM_PROXY_LISTEN=$waiting_room" "RESERVATION_PROXY_LISTEN=$reservation" \
+    "${HAPROXY[@]}" -c "${args[@]}" >"$SCRATCH/haproxy.out" 2>&1 ||
+    { cat "$SCRATCH/haproxy.out" >&2; die "$label: not a valid configuration"; }
+  if grep WARNING "$SCRATCH/haproxy.out" | grep -v -e "$allowed"; then
+    die "$label: warnings above"
   fi
-  echo "haproxy.cfg: valid for $("${HAPROXY[@]}" -v | head -n 1 | cut -d' ' -f1-3), no warnings"
+  echo "$label: valid for $("${HAPROXY[@]}" -v | head -n 1 | cut -d' ' -f1-3), no warnings"
+}
+
+# The proxy files as each deployment combines them (deploy/proxy/haproxy.cfg says how).
+check_proxy() {
+  # Compose: the files in the order and with the listen addresses compose.yaml gives the
+  # proxy (check_compose rendered it), deploy/proxy/ being mounted on its folder.
+  local compose=()
+  mapfile -t compose < <("$TOOLS/venv/bin/python" - "$SCRATCH/compose.json" <<'PY'
+import json, sys
+proxy = json.load(open(sys.argv[1]))["services"]["proxy"]
+folder = "/usr/local/etc/haproxy/"
+command, env = proxy.get("command") or [], proxy.get("environment") or {}
+files = command[2::2]
+if command[:1] != ["haproxy"] or command[1::2] != ["-f"] * len(files):
+    sys.exit(f"compose.yaml: the proxy's command is not haproxy -f ... -f ...: {command}")
+if any(not path.startswith(folder) for path in files):
+    sys.exit(f"compose.yaml: the proxy loads files outside {folder}: {files}")
+listen = [env.get("WAITING_ROOM_PROXY_LISTEN"), env.get("RESERVATION_PROXY_LISTEN")]
+if not all(listen):
+    sys.exit("compose.yaml: the proxy lacks WAITING_ROOM_PROXY_LISTEN or RESERVATION_PROXY_LISTEN")
+print("\n".join(listen + ["deploy/proxy/" + path[len(folder):] for path in files]))
+PY
+  )
+  [ "${compose[*]:2}" = "deploy/proxy/haproxy.cfg deploy/proxy/compose.cfg" ] ||
+    die "compose.yaml: the proxy loads ${compose[*]:2}, not haproxy.cfg then compose.cfg"
+  # The servers' names resolve only inside the Compose network (init-addr none lets
+  # HAProxy start without them).
+  haproxy_check "proxy/haproxy.cfg + compose.cfg (Compose)" 'could not resolve address' "${compose[@]}"
+  # INSTANCES=2 deploy/local.sh up and the e2e suite: the shared file and a servers file
+  # like the one local.sh's proxy_servers_config writes; no warning at all.
+  cat >"$SCRATCH/haproxy-servers.cfg" <<EOF
+global
+    stats socket "$SCRATCH/haproxy.sock" mode 600 level admin
+
+backend waiting_room from services
+    server waiting-room 127.0.0.1:8080
+    server waiting-room-2 127.0.0.1:8180
+
+backend reservation from services
+    server reservation 127.0.0.1:8081
+    server reservation-2 127.0.0.1:8181
+EOF
+  haproxy_check "proxy/haproxy.cfg + a servers file (local.sh, e2e)" '^$' \
+    127.0.0.1:8090 127.0.0.1:8091 deploy/proxy/haproxy.cfg "$SCRATCH/haproxy-servers.cfg"
 }
 
 check_metrics() {

@@ -417,7 +417,7 @@ bench_instances() {
     echo
     echo "Machine: $(machine_line). Joins (each waits for the broker's acks=all"
     echo "acknowledgement) with \`INSTANCES=2 deploy/local.sh up\`: one waiting-room alone, then"
-    echo "through HAProxy (deploy/haproxy.cfg) with the second instance in maintenance, then with"
+    echo "through HAProxy (deploy/proxy/haproxy.cfg) with the second instance in maintenance, then with"
     echo "both. k6: $REPEATS runs of ${DURATION} s per setup and level, setups alternating; the row shows"
     echo "the run with the median req/s, and the range over the runs."
     echo

@@ -1,7 +1,7 @@
 //! Two instances of every service, each in its own process, over one test's slice of the
 //! real PostgreSQL, Redis and Kafka, with HAProxy in front of the waiting-rooms and the
 //! reservation services as `INSTANCES=2 deploy/local.sh up` runs it (the same
-//! `deploy/haproxy.cfg`): a fan joins on one instance and streams on the other;
+//! `deploy/proxy/haproxy.cfg`): a fan joins on one instance and streams on the other;
 //! configuration changes reach every instance; a waiting-room killed with SIGKILL loses
 //! no acknowledged ticket, and the streams it held come back through the proxy and reach
 //! their turn; two activators share the queues and the survivor of a SIGKILL takes them

@@ -1,8 +1,9 @@
 //! HAProxy in front of several waiting-room and reservation instances, run with the
-//! settings the local stack uses (`deploy/haproxy.cfg`: timeouts that suit live streams,
-//! health checks on `/readyz`, X-Forwarded-For) plus the test's own servers, on free
-//! loopback ports. Needs Debian's `haproxy`, which `deploy/local.sh test` installs;
-//! nothing is installed here. Dropping the proxy kills it.
+//! settings every deployment shares (`deploy/proxy/haproxy.cfg`: timeouts that suit live
+//! streams, health checks on `/readyz`, X-Forwarded-For) plus the test's own servers, as
+//! `INSTANCES=N deploy/local.sh up` runs it, on free loopback ports. Needs Debian's
+//! `haproxy`, which `deploy/local.sh test` installs; nothing is installed here. Dropping
+//! the proxy kills it.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,8 +11,11 @@ use std::time::Duration;
 
 use crate::service::{free_port, Endpoint};
 
-/// The deployment's proxy settings, shared with `deploy/local.sh`.
-const SETTINGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy.cfg");
+/// The deployment's proxy settings, shared with `deploy/local.sh` and the Compose stack.
+const SETTINGS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/proxy/haproxy.cfg"
+);
 
 /// Where the clients of one service connect to the proxy.
 pub struct Frontend {
@@ -115,14 +119,15 @@ impl Proxy {
     }
 }
 
-/// A backend section: one server per address, named `{name}-1`, `{name}-2`...
+/// A backend section with the shared settings (the `services` defaults section): one
+/// server per address, named `{name}-1`, `{name}-2`...
 fn backend(section: &str, name: &str, addresses: &[String]) -> String {
     let servers: String = addresses
         .iter()
         .enumerate()
         .map(|(index, address)| format!("    server {name}-{} {address}\n", index + 1))
         .collect();
-    format!("backend {section}\n{servers}")
+    format!("backend {section} from services\n{servers}")
 }
 
 impl Drop for Proxy {
