@@ -360,11 +360,11 @@ PY
 global
     stats socket "$SCRATCH/haproxy.sock" mode 600 level admin
 
-backend waiting_room from services
+backend waiting_room from proxy
     server waiting-room 127.0.0.1:8080
     server waiting-room-2 127.0.0.1:8180
 
-backend reservation from services
+backend reservation from proxy
     server reservation 127.0.0.1:8081
     server reservation-2 127.0.0.1:8181
 EOF

@@ -48,7 +48,17 @@ pub async fn build(
         postgres,
         redis,
         readiness,
-    } = Connections::open(common, &common.tickets_topic, &supervisor).await?;
+    } = Connections::open(
+        common,
+        // It consumes the tickets and appends to the other two.
+        &[
+            &common.tickets_topic,
+            &common.tickets_dlq_topic,
+            &common.decisions_topic,
+        ],
+        &supervisor,
+    )
+    .await?;
     let timeout = Duration::from_millis(config.dead_letter_timeout_ms);
     let dead_letter_producer =
         DurableProducer::new(kafka::producer_config(&common.kafka, 0, timeout))?;

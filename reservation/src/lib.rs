@@ -51,7 +51,7 @@ pub async fn build(
         postgres,
         redis,
         readiness,
-    } = Connections::open(common, &common.reservations_topic, &supervisor).await?;
+    } = Connections::open(common, &[&common.reservations_topic], &supervisor).await?;
     let keys = TicketKeys::load(&config, &supervisor).await?;
     let changes = ChangeFeed::start(postgres.clone(), &supervisor);
     let store = ReservationStore::new(postgres.clone());

@@ -36,7 +36,7 @@ impl TicketKeys {
             return Ok(Self::new(verifier));
         }
         let url = config.ticket_jwks_url.clone();
-        let http = platform::tls::key_fetch_client(
+        let http = platform::tls::https_client(
             Duration::from_secs(5),
             config.common.jwks_ca_file.as_deref(),
         )?;

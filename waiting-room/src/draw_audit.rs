@@ -133,7 +133,13 @@ impl VerifyDraw {
             self.url.trim_end_matches('/'),
             self.event
         );
-        let published: PublishedEvent = reqwest::get(&url)
+        let http = platform::tls::https_client(
+            std::time::Duration::from_secs(10),
+            common.jwks_ca_file.as_deref(),
+        )?;
+        let published: PublishedEvent = http
+            .get(&url)
+            .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .with_context(|| format!("GET {url}"))?

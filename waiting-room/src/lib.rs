@@ -81,7 +81,7 @@ pub async fn build(
         postgres,
         redis,
         readiness,
-    } = Connections::open(common, &common.tickets_topic, &supervisor).await?;
+    } = Connections::open(common, &[&common.tickets_topic], &supervisor).await?;
     let keys = RedisKeys::new(common.redis_key_prefix.clone());
     let catalog = LiveCatalog::start(postgres.clone(), &supervisor).await;
     let serving_feed = ServingFeed::start(

@@ -55,23 +55,37 @@ async fn readiness_fails_when_the_topic_does_not_exist() {
     service.stop().await.expect("clean shutdown");
 }
 
-/// The tests' broker keeps one copy of each partition: a deployment that expects two
-/// must not start on it, and must say which setting and topic are at fault.
+/// A deployment that expects one copy more than the topic has must not start on it,
+/// and must say which setting and topic are at fault.
 #[tokio::test]
 async fn refuses_to_start_when_the_topic_has_fewer_replicas_than_configured() {
     let env = TestEnv::new().await;
     let mut config = support::waiting_room_config(&env);
-    config.common.kafka.replication_factor = 2;
+    let wanted = env.common.kafka.replication_factor + 1;
+    config.common.kafka.replication_factor = wanted;
     let refusal = waiting_room::build(config, CancellationToken::new())
         .await
         .err()
         .expect("the service refuses to start");
     let message = format!("{refusal:#}");
     assert!(
-        message.contains("KAFKA_REPLICATION_FACTOR=2")
-            && message.contains(&env.common.tickets_topic)
-            && message.contains("1 replica"),
+        message.contains(&format!("KAFKA_REPLICATION_FACTOR={wanted}"))
+            && message.contains(&env.common.tickets_topic),
         "{message}"
+    );
+
+    // The set-up step says the same about the topics that exist, rather than leaving
+    // every service to refuse at its start.
+    let mut expecting_more = env.common.kafka.clone();
+    expecting_more.replication_factor = wanted;
+    expecting_more.min_insync_replicas = 1;
+    let refusal = contract::kafka::ensure_topics(&expecting_more, &env.common.topics())
+        .await
+        .err()
+        .expect("create-topics refuses the under-replicated topics");
+    assert!(
+        format!("{refusal:#}").contains(&format!("KAFKA_REPLICATION_FACTOR={wanted}")),
+        "{refusal:#}"
     );
 
     // Settings that contradict each other are refused before any connection.

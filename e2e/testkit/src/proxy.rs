@@ -119,7 +119,7 @@ impl Proxy {
     }
 }
 
-/// A backend section with the shared settings (the `services` defaults section): one
+/// A backend section with the shared settings (the `proxy` defaults section): one
 /// server per address, named `{name}-1`, `{name}-2`...
 fn backend(section: &str, name: &str, addresses: &[String]) -> String {
     let servers: String = addresses
@@ -127,7 +127,7 @@ fn backend(section: &str, name: &str, addresses: &[String]) -> String {
         .enumerate()
         .map(|(index, address)| format!("    server {name}-{} {address}\n", index + 1))
         .collect();
-    format!("backend {section} from services\n{servers}")
+    format!("backend {section} from proxy\n{servers}")
 }
 
 impl Drop for Proxy {

@@ -45,7 +45,7 @@ pub struct CommonConfig {
     pub redis_url: String,
 
     /// PEM file of the certificate authorities that sign Redis's certificate (a
-    /// `rediss://` URL); without it the system's trust store is used.
+    /// `rediss://` URL), used instead of the system's trust store.
     #[arg(long, env = "REDIS_CA_FILE")]
     pub redis_ca_file: Option<PathBuf>,
 
@@ -97,9 +97,9 @@ pub struct CommonConfig {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
 
-    /// PEM file of certificate authorities trusted, besides the public ones, when keys
-    /// are fetched over https (the reservation service's TICKET_JWKS_URL, trusted
-    /// issuers' JWKS).
+    /// PEM file of certificate authorities trusted, besides the public ones, when a
+    /// service fetches over https: the reservation service's TICKET_JWKS_URL, trusted
+    /// issuers' JWKS, the published event `verify-draw` reads.
     #[arg(long, env = "JWKS_CA_FILE")]
     pub jwks_ca_file: Option<PathBuf>,
 
@@ -195,6 +195,7 @@ impl CommonConfig {
     pub fn supervisor(&self, shutdown: CancellationToken) -> Supervisor {
         platform::observability::prometheus();
         platform::tls::install_crypto_provider();
+        platform::server::raise_open_file_limit();
         Supervisor::with_exit_delay(
             shutdown,
             Duration::from_millis(self.failed_task_exit_delay_ms),

@@ -14,7 +14,7 @@ use crate::kafka;
 pub struct Connections {
     pub postgres: PgPool,
     pub redis: ConnectionManager,
-    /// PostgreSQL, Redis, the broker's metadata for the topic, the supervised tasks.
+    /// PostgreSQL, Redis, the broker's metadata for the topics, the supervised tasks.
     pub readiness: Readiness,
 }
 
@@ -23,18 +23,19 @@ impl Connections {
     /// down); Redis is retried until it answers or the service shuts down.
     pub async fn open(
         common: &CommonConfig,
-        topic: &str,
+        topics: &[&str],
         supervisor: &Supervisor,
     ) -> anyhow::Result<Self> {
         common.kafka.validate()?;
-        kafka::refuse_under_replicated(&common.kafka, &[topic.to_owned()]).await?;
+        let topics: Vec<String> = topics.iter().map(|topic| (*topic).to_owned()).collect();
+        kafka::refuse_under_replicated(&common.kafka, &topics).await?;
         let postgres =
             connections::postgres_pool(&common.database_url, common.database_max_connections)?;
         let redis = connections::redis(common.redis_client()?, supervisor.shutdown()).await?;
         let readiness = Readiness::new(supervisor.clone())
             .with(connections::postgres_check(postgres.clone()))
             .with(connections::redis_check(redis.clone()))
-            .with(kafka::topics_check(&common.kafka, vec![topic.to_owned()])?);
+            .with(kafka::topics_check(&common.kafka, topics)?);
         Ok(Self {
             postgres,
             redis,

@@ -118,7 +118,12 @@ async fn partition_count_now(kafka: &KafkaConnection, topic: &str) -> anyhow::Re
 
 /// A small client used only to ask the broker for topic metadata (readiness checks).
 pub fn metadata_client(kafka: &KafkaConnection) -> Result<BaseProducer, KafkaError> {
-    kafka.client().create()
+    kafka
+        .client()
+        // A producer's metadata request would otherwise create a missing topic on a
+        // broker that allows it, with the broker's partitions and replication.
+        .set("allow.auto.create.topics", "false")
+        .create()
 }
 
 /// Asks the broker for `topic`'s metadata and returns its partition count. Blocking
@@ -135,7 +140,8 @@ pub fn topic_partition_count(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicShape {
     pub partitions: usize,
-    /// The least replicated partition and its replica count.
+    /// The least replicated partition and its count of distinct replica brokers (a
+    /// single-node broker may list itself once per replica asked for).
     pub least_replicated: (i32, usize),
 }
 
@@ -151,7 +157,7 @@ pub enum TopicError {
         "topic {topic} has {replicas} replica(s) on partition {partition}, fewer than \
          KAFKA_REPLICATION_FACTOR={wanted}: an acknowledged ticket would have fewer copies \
          than planned. Raise the topic's replication (kafka-reassign-partitions) or, for a \
-         single-broker stack, set KAFKA_REPLICATION_FACTOR=1"
+         single-broker stack, set KAFKA_REPLICATION_FACTOR=1 and KAFKA_MIN_INSYNC_REPLICAS=1"
     )]
     UnderReplicated {
         topic: String,
@@ -185,7 +191,11 @@ pub fn topic_shape(
     let partitions = topic_metadata.partitions();
     let least_replicated = partitions
         .iter()
-        .map(|partition| (partition.id(), partition.replicas().len()))
+        .map(|partition| {
+            let brokers: std::collections::BTreeSet<i32> =
+                partition.replicas().iter().copied().collect();
+            (partition.id(), brokers.len())
+        })
         .min_by_key(|(_, replicas)| *replicas)
         .ok_or_else(|| format!("topic {topic} has no partitions"))?;
     Ok(TopicShape {
@@ -237,8 +247,8 @@ pub fn topics_check(kafka: &KafkaConnection, topics: Vec<String>) -> Result<Chec
     }))
 }
 
-/// At a service's start: refuses (an error naming the topic and the setting) when a
-/// topic it uses has fewer replicas than configured. A broker that does not answer yet,
+/// At a service's start, and after `create-topics`: refuses (an error naming the topic
+/// and the settings) when a topic has fewer replicas than configured. A broker that does not answer yet,
 /// or a topic not created yet, is not a refusal: readiness reports it until it is fixed.
 pub async fn refuse_under_replicated(
     kafka: &KafkaConnection,
@@ -264,7 +274,8 @@ pub async fn refuse_under_replicated(
 
 /// Creates each `(topic, partitions)` that does not exist yet, with the configured
 /// replication factor and `min.insync.replicas`. Existing topics are left alone (their
-/// partition count and replication are not changed; services check the latter).
+/// partition count and replication are not changed), but one with fewer replicas than
+/// configured is an error, as it would be at every service's start.
 pub async fn ensure_topics(kafka: &KafkaConnection, topics: &[(&str, i32)]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = kafka.client().create()?;
     let min_insync = kafka.min_insync_replicas.to_string();
@@ -289,7 +300,10 @@ pub async fn ensure_topics(kafka: &KafkaConnection, topics: &[(&str, i32)]) -> a
             Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code:?}"),
         }
     }
-    Ok(())
+    // Topics that existed are left alone, but one the services would refuse fails the
+    // set-up step here, not every service at its start.
+    let names: Vec<String> = topics.iter().map(|(name, _)| (*name).to_owned()).collect();
+    refuse_under_replicated(kafka, &names).await
 }
 
 /// Deletes topics (test clean-up). Missing topics are not an error.

@@ -151,6 +151,11 @@ pub enum KafkaSettingsError {
     InsyncAboveReplication { min_insync: i32, replication: i32 },
     #[error("{0} is set but KAFKA_SECURITY_PROTOCOL does not use TLS (ssl or sasl_ssl)")]
     TlsFileWithoutTls(&'static str),
+    #[error(
+        "KAFKA_SASL_USERNAME or KAFKA_SASL_PASSWORD is set but KAFKA_SECURITY_PROTOCOL \
+         does not use SASL (sasl_plaintext or sasl_ssl): the credentials would be ignored"
+    )]
+    CredentialsWithoutSasl,
 }
 
 impl KafkaConnection {
@@ -177,6 +182,9 @@ impl KafkaConnection {
             return Err(KafkaSettingsError::MissingSaslCredentials(
                 protocol.as_librdkafka(),
             ));
+        }
+        if !protocol.uses_sasl() && (self.sasl_username.is_some() || self.sasl_password.is_some()) {
+            return Err(KafkaSettingsError::CredentialsWithoutSasl);
         }
         if self.min_insync_replicas > self.replication_factor {
             return Err(KafkaSettingsError::InsyncAboveReplication {
@@ -312,6 +320,15 @@ mod tests {
             Err(KafkaSettingsError::TlsFileWithoutTls(
                 "KAFKA_SSL_CA_LOCATION"
             ))
+        );
+        let credentials = KafkaConnection {
+            security_protocol: SecurityProtocol::Ssl,
+            sasl_password: Some("secret".into()),
+            ..local()
+        };
+        assert_eq!(
+            credentials.validate(),
+            Err(KafkaSettingsError::CredentialsWithoutSasl)
         );
         for bad in [
             ["--kafka-replication-factor", "0"],

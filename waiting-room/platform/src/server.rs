@@ -53,7 +53,6 @@ impl ConnectionPolicy {
     /// `requested` connections at most, lowered (with a log line) to what the open-file
     /// limit leaves after the process's own descriptors; 0 asks for that maximum.
     pub fn connection_cap(requested: usize) -> usize {
-        raise_open_file_limit();
         let available = open_file_limit()
             .map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS).max(16))
             .and_then(|available| usize::try_from(available).ok());
@@ -75,8 +74,9 @@ impl ConnectionPolicy {
 
 /// Raises the soft limit on open files to the hard one, as any process may: container
 /// runtimes often start services at a soft 1,024 under a far higher hard limit, and
-/// every open stream holds a descriptor. A failure leaves the limit as it was.
-fn raise_open_file_limit() {
+/// every open stream holds a descriptor. A failure leaves the limit as it was. Called
+/// once at start, before the connection cap is read from the limit.
+pub fn raise_open_file_limit() {
     #[cfg(unix)]
     {
         let mut limit = libc::rlimit {
@@ -213,6 +213,7 @@ mod tests {
 
     #[test]
     fn the_cap_stays_below_the_open_file_limit() {
+        raise_open_file_limit();
         let Some(limit) = open_file_limit() else {
             return;
         };

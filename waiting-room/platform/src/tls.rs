@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 /// Makes rustls's ring provider the process default. Clients that do not name a
-/// provider (the Redis client's TLS) need one installed once several are linked in;
-/// calling it again is harmless.
+/// provider (the Redis client's TLS) find one only while exactly one is compiled into
+/// rustls; naming it keeps that true if a dependency ever enables another. Calling it
+/// again is harmless.
 pub fn install_crypto_provider() {
     // Err only when a provider is installed already: the first one stays.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -31,12 +32,10 @@ pub fn read_ca_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(pem)
 }
 
-/// An HTTP client for fetching keys: https with the public roots, plus `extra_ca`'s
-/// certificates when given; every request bounded by `timeout`.
-pub fn key_fetch_client(
-    timeout: Duration,
-    extra_ca: Option<&Path>,
-) -> anyhow::Result<reqwest::Client> {
+/// An HTTP client for what the services fetch themselves (JWKS, `verify-draw`'s
+/// published event): https with the public roots, plus `extra_ca`'s certificates when
+/// given; every request bounded by `timeout`.
+pub fn https_client(timeout: Duration, extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder().timeout(timeout);
     if let Some(path) = extra_ca {
         for certificate in reqwest::Certificate::from_pem_bundle(&read_ca_file(path)?)

@@ -172,7 +172,7 @@ impl TrustedIssuers {
     /// Reads `path` (JSON `{"issuers": [...]}`), loads key files and fetches every JWKS
     /// once; a JWKS that cannot be fetched yet is retried by the refresh task.
     pub async fn load(path: Option<&Path>, extra_ca: Option<&Path>) -> anyhow::Result<Self> {
-        let client = platform::tls::key_fetch_client(FETCH_TIMEOUT, extra_ca)?;
+        let client = platform::tls::https_client(FETCH_TIMEOUT, extra_ca)?;
         let Some(path) = path else {
             return Ok(Self {
                 issuers: Arc::default(),
