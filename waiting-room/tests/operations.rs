@@ -81,8 +81,7 @@ async fn refuses_to_start_when_the_topic_has_fewer_replicas_than_configured() {
     expecting_more.min_insync_replicas = 1;
     let refusal = contract::kafka::ensure_topics(&expecting_more, &env.common.topics())
         .await
-        .err()
-        .expect("create-topics refuses the under-replicated topics");
+        .expect_err("create-topics refuses the under-replicated topics");
     assert!(
         format!("{refusal:#}").contains(&format!("KAFKA_REPLICATION_FACTOR={wanted}")),
         "{refusal:#}"
