@@ -9,8 +9,11 @@ use support::{reservation_config, start_reservation};
 use testkit::{checks, RunningService, TestEnv};
 
 /// The service verifying tickets with the environment's public key from a file (no
-/// waiting-room to fetch a JWKS from); remove the file when done.
-async fn start_with_key_file(env: &TestEnv) -> (RunningService, PathBuf) {
+/// waiting-room to fetch a JWKS from), after `configure`; remove the file when done.
+async fn start_with_key_file(
+    env: &TestEnv,
+    configure: impl FnOnce(&mut ReservationConfig),
+) -> (RunningService, PathBuf) {
     let key_file = std::env::temp_dir().join(format!(
         "{}.pub.pem",
         env.common.redis_key_prefix.replace(':', "-")
@@ -18,14 +21,36 @@ async fn start_with_key_file(env: &TestEnv) -> (RunningService, PathBuf) {
     std::fs::write(&key_file, env.public_key_pem()).unwrap();
     let mut config = reservation_config(env, String::new());
     config.ticket_public_key_files = vec![key_file.clone()];
+    configure(&mut config);
     (start_reservation(config).await, key_file)
 }
 
 #[tokio::test]
 async fn health_readiness_metrics_and_json_fallback() {
     let env = TestEnv::new().await;
-    let (service, key_file) = start_with_key_file(&env).await;
+    let (service, key_file) = start_with_key_file(&env, |_| {}).await;
     checks::assert_operational_endpoints(&service, &["postgres", "redis", "kafka"]).await;
+    service.stop().await.expect("clean shutdown");
+    let _ = std::fs::remove_file(key_file);
+}
+
+/// The public API (seat maps, reservations) is open to the allowed origins' front ends;
+/// the seat page is not.
+#[tokio::test]
+async fn the_public_api_is_open_to_the_allowed_origins_only() {
+    let env = TestEnv::new().await;
+    let (service, key_file) = start_with_key_file(&env, |config| {
+        config.common.cors_allowed_origins = vec![checks::ALLOWED_ORIGIN.parse().expect("origin")];
+    })
+    .await;
+    checks::assert_cors(
+        &service,
+        "DELETE",
+        "/v1/reservations/00000000-0000-0000-0000-000000000000",
+        "/v1/events/concert/seats",
+        "/events/concert/seats",
+    )
+    .await;
     service.stop().await.expect("clean shutdown");
     let _ = std::fs::remove_file(key_file);
 }
@@ -33,7 +58,7 @@ async fn health_readiness_metrics_and_json_fallback() {
 #[tokio::test]
 async fn the_seat_page_is_protected_and_bodies_are_bounded() {
     let env = TestEnv::new().await;
-    let (service, key_file) = start_with_key_file(&env).await;
+    let (service, key_file) = start_with_key_file(&env, |_| {}).await;
     let page = reqwest::get(service.url("/events/concert/seats"))
         .await
         .expect("GET seat page");

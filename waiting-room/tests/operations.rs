@@ -133,6 +133,40 @@ async fn fan_pages_allow_only_their_own_origin_and_refuse_framing() {
     service.stop().await.expect("clean shutdown");
 }
 
+/// A ticketing site's own front end may call the public API from the browser when the
+/// deployment allows its origin; other origins, and the admin API, stay closed.
+#[tokio::test]
+async fn the_public_api_is_open_to_the_allowed_origins_only() {
+    let env = TestEnv::new().await;
+    let mut config = support::waiting_room_config(&env);
+    config.common.cors_allowed_origins = vec![checks::ALLOWED_ORIGIN.parse().expect("origin")];
+    let service = support::start_waiting_room(config).await;
+    checks::assert_cors(
+        &service,
+        "POST",
+        "/v1/events/concert/tickets",
+        "/v1/events",
+        "/admin/events",
+    )
+    .await;
+    service.stop().await.expect("clean shutdown");
+
+    // Without the setting, nobody is let in.
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
+    let response = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, service.url("/v1/events"))
+        .header("origin", checks::ALLOWED_ORIGIN)
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    service.stop().await.expect("clean shutdown");
+}
+
 /// Reads from `stream` until the server closes it (or `limit` passes: then panics).
 async fn closed_by_server(
     what: &str,

@@ -117,3 +117,78 @@ pub fn assert_page_headers(response: &reqwest::Response) {
     assert_eq!(header("referrer-policy"), "no-referrer");
     assert!(header("content-type").starts_with("text/html"));
 }
+
+/// The origin [`assert_cors`] expects a service to allow (`CORS_ALLOWED_ORIGINS`).
+pub const ALLOWED_ORIGIN: &str = "https://shop.example";
+
+/// Checks the public API's cross-origin allow-list on a service started with
+/// [`ALLOWED_ORIGIN`] allowed: a preflight for `method` on `api_path` from that origin is
+/// answered (origin, method, the `Authorization` header), a simple `GET` on `readable`
+/// carries the origin and `Vary: origin`; the same preflight from another origin, and
+/// one on `closed_path` (not the public API) from the allowed origin, get no CORS
+/// headers, so the browser refuses the call.
+pub async fn assert_cors(
+    service: &RunningService,
+    method: &str,
+    api_path: &str,
+    readable: &str,
+    closed_path: &str,
+) {
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str, path: &str| {
+        http.request(reqwest::Method::OPTIONS, service.url(path))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().expect("ASCII header").to_ascii_lowercase())
+    };
+
+    let allowed = preflight(ALLOWED_ORIGIN, api_path)
+        .await
+        .expect("preflight");
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin").as_deref(),
+        Some(ALLOWED_ORIGIN)
+    );
+    let methods = header(&allowed, "access-control-allow-methods").unwrap_or_default();
+    assert!(methods.contains(&method.to_ascii_lowercase()), "{methods}");
+    let headers = header(&allowed, "access-control-allow-headers").unwrap_or_default();
+    assert!(headers.contains("authorization"), "{headers}");
+
+    let read = http
+        .get(service.url(readable))
+        .header("origin", ALLOWED_ORIGIN)
+        .send()
+        .await
+        .expect("GET with an origin");
+    assert_eq!(
+        header(&read, "access-control-allow-origin").as_deref(),
+        Some(ALLOWED_ORIGIN)
+    );
+    assert!(
+        header(&read, "vary").is_some_and(|vary| vary.contains("origin")),
+        "caches must keep answers per origin"
+    );
+
+    for (origin, path) in [
+        ("https://evil.example", api_path),
+        (ALLOWED_ORIGIN, closed_path),
+    ] {
+        let refused = preflight(origin, path).await.expect("preflight");
+        assert_eq!(
+            header(&refused, "access-control-allow-origin"),
+            None,
+            "{origin} may call {path}"
+        );
+    }
+}

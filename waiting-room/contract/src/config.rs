@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use platform::cors::AllowedOrigin;
 use platform::http::ServerSettings;
 use platform::observability::LogFormat;
 use platform::server::ConnectionPolicy;
@@ -103,6 +104,12 @@ pub struct CommonConfig {
     #[arg(long, env = "JWKS_CA_FILE")]
     pub jwks_ca_file: Option<PathBuf>,
 
+    /// Origins whose front ends may call the public API (`/v1/...`) from the browser,
+    /// comma separated, each `https://host[:port]`; none by default. The admin API and
+    /// the pages are never opened to other origins.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<AllowedOrigin>,
+
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -181,6 +188,7 @@ impl CommonConfig {
             operations_listen: self.operations_listen,
             max_body_bytes: self.max_body_bytes,
             grace: self.shutdown_grace(),
+            cors_origins: self.cors_allowed_origins.clone(),
             connections: ConnectionPolicy {
                 header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
                 max_connections: ConnectionPolicy::connection_cap(self.max_connections),

@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::{middleware, Json, Router};
 use tokio::net::TcpListener;
 
+use crate::cors::{self, AllowedOrigin};
 use crate::error;
 use crate::observability::{self, track_http};
 use crate::readiness::Readiness;
@@ -19,7 +20,7 @@ use crate::server::{self, ConnectionPolicy};
 use crate::supervisor::Supervisor;
 
 /// Where and how a service serves HTTP.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerSettings {
     /// The service's own API (fans, operators).
     pub listen: SocketAddr,
@@ -31,6 +32,8 @@ pub struct ServerSettings {
     /// How long shutdown waits for in-flight requests and tasks.
     pub grace: Duration,
     pub connections: ConnectionPolicy,
+    /// Origins whose front ends may call the public API (`/v1/...`) from the browser.
+    pub cors_origins: Vec<AllowedOrigin>,
 }
 
 /// The routers of a service: its own routes with the operational ones, or apart.
@@ -55,13 +58,18 @@ fn routers(
     }
 }
 
-/// JSON fallbacks, the body limit and request tracking, around every route.
+/// JSON fallbacks, the body limit, the cross-origin allow-list and request tracking,
+/// around every route.
 fn finish(router: Router, settings: &ServerSettings) -> Router {
-    router
+    let router = router
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(middleware::from_fn(track_http))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes));
+    match cors::layer(&settings.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+    .layer(middleware::from_fn(track_http))
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -8,7 +8,8 @@
 //! it; [`readiness`] checks over named dependencies; logs and Prometheus metrics
 //! ([`observability`]); shutdown on signals ([`shutdown`]) and one backoff for
 //! everything that retries ([`retry`]); the JSON error body and request extractors
-//! ([`error`], [`bearer`]); PostgreSQL and Redis connections ([`connections`]) and
+//! ([`error`], [`bearer`]); the public API's cross-origin allow-list ([`cors`]);
+//! PostgreSQL and Redis connections ([`connections`]) and
 //! TLS to them and to key servers ([`tls`]); event streams that proxies pass through
 //! unbuffered ([`sse`]); the fan pages' shared assets ([`assets`]).
 //!
@@ -17,6 +18,7 @@
 pub mod assets;
 pub mod bearer;
 pub mod connections;
+pub mod cors;
 pub mod error;
 pub mod http;
 pub mod observability;
