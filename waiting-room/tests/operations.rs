@@ -153,13 +153,8 @@ async fn the_public_api_is_open_to_the_allowed_origins_only() {
 
     // Without the setting, nobody is let in.
     let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
-    let response = reqwest::Client::new()
-        .request(reqwest::Method::OPTIONS, service.url("/v1/events"))
-        .header("origin", checks::ALLOWED_ORIGIN)
-        .header("access-control-request-method", "GET")
-        .send()
-        .await
-        .expect("preflight");
+    let response =
+        checks::cors_preflight(&service, checks::ALLOWED_ORIGIN, "GET", "/v1/events").await;
     assert!(response
         .headers()
         .get("access-control-allow-origin")

@@ -183,44 +183,61 @@ async fn every_change_is_logged_with_its_operator_and_what_it_changed() {
     service.stop().await.expect("clean shutdown");
 }
 
-/// The data of the next `text/event-stream` frame named `name`.
-async fn next_named<S, B>(stream: &mut S, buffer: &mut String, name: &str) -> Option<Value>
-where
-    S: futures::Stream<Item = reqwest::Result<B>> + Unpin,
-    B: AsRef<[u8]>,
-{
-    loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let event = frame.lines().find_map(|line| line.strip_prefix("event: "));
-            let data = frame.lines().find_map(|line| line.strip_prefix("data: "));
-            if event == Some(name) {
-                return data.and_then(|data| serde_json::from_str(data).ok());
-            }
-        }
-        let chunk = stream.next().await?.ok()?;
-        buffer.push_str(&String::from_utf8_lossy(chunk.as_ref()));
-    }
+/// An operator's live stats stream for one event (as `alice`), read frame by frame.
+struct StatsStream {
+    body: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
+    buffer: String,
 }
 
-/// The next `stats` frame that has `field`, within 30 s (the stream going on meanwhile).
-async fn next_stats_with<S, B>(stream: &mut S, buffer: &mut String, field: &str) -> Value
-where
-    S: futures::Stream<Item = reqwest::Result<B>> + Unpin,
-    B: AsRef<[u8]>,
-{
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let frame = next_named(stream, buffer, "stats")
-                .await
-                .expect("the stream goes on");
-            if frame.get(field).is_some() {
-                return frame;
-            }
+impl StatsStream {
+    async fn open(service: &RunningService, event_id: &str) -> Self {
+        let response = reqwest::Client::new()
+            .get(service.url(&format!("/admin/events/{event_id}/stats/events")))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .expect("stats stream");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self {
+            body: response
+                .bytes_stream()
+                .map(|chunk| chunk.map(|bytes| bytes.to_vec()))
+                .boxed(),
+            buffer: String::new(),
         }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no stats frame with {field} within 30 s"))
+    }
+
+    /// The data of the next frame named `name`; `None` when the stream ends.
+    async fn next_named(&mut self, name: &str) -> Option<Value> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let event = frame.lines().find_map(|line| line.strip_prefix("event: "));
+                let data = frame.lines().find_map(|line| line.strip_prefix("data: "));
+                if event == Some(name) {
+                    return data.and_then(|data| serde_json::from_str(data).ok());
+                }
+            }
+            let chunk = self.body.next().await?.ok()?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next `stats` frame that has `field`, within 30 s (the stream going on
+    /// meanwhile).
+    async fn next_stats_with(&mut self, field: &str) -> Value {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let frame = self.next_named("stats").await.expect("the stream goes on");
+                if frame.get(field).is_some() {
+                    return frame;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no stats frame with {field} within 30 s"))
+    }
 }
 
 fn hgetall_calls(info: &str) -> u64 {
@@ -240,18 +257,9 @@ async fn two_hundred_consoles_share_one_aggregation() {
     client
         .put_event("watched", json!({"state": "paused"}))
         .await;
-    let path = service.url("/admin/events/watched/stats/events");
     let mut viewers = Vec::new();
     for _ in 0..200 {
-        let response = reqwest::Client::new()
-            .get(&path)
-            .bearer_auth(ALICE)
-            .send()
-            .await
-            .expect("stats stream");
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        viewers.push((Box::pin(response.bytes_stream()), String::new()));
+        viewers.push(StatsStream::open(&service, "watched").await);
     }
     let redis_client = redis::Client::open(redis.url())
         .expect("redis url")
@@ -272,14 +280,13 @@ async fn two_hundred_consoles_share_one_aggregation() {
     for _ in 0..3 {
         client.join_ok("watched", None).await;
     }
-    for (stream, buffer) in &mut viewers {
+    for viewer in &mut viewers {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let frame =
-                tokio::time::timeout(Duration::from_secs(10), next_named(stream, buffer, "stats"))
-                    .await
-                    .expect("a frame within seconds")
-                    .expect("the stream goes on");
+            let frame = tokio::time::timeout(Duration::from_secs(10), viewer.next_named("stats"))
+                .await
+                .expect("a frame within seconds")
+                .expect("the stream goes on");
             assert_eq!(frame["event"]["event_id"], "watched");
             if frame["event"]["joined"] == 3 {
                 assert_eq!(frame["event"]["waiting"], 3, "{frame}");
@@ -313,18 +320,8 @@ async fn a_deleted_event_ends_its_stats_streams() {
     client
         .put_event("short-lived", json!({"state": "closed"}))
         .await;
-    let response = reqwest::Client::new()
-        .get(service.url("/admin/events/short-lived/stats/events"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .expect("stats stream");
-    assert_eq!(response.status(), 200);
-    let mut stream = Box::pin(response.bytes_stream());
-    let mut buffer = String::new();
-    let first = next_named(&mut stream, &mut buffer, "stats")
-        .await
-        .expect("a frame");
+    let mut stream = StatsStream::open(&service, "short-lived").await;
+    let first = stream.next_named("stats").await.expect("a frame");
     assert_eq!(first["event"]["state"], "closed");
     let deleted = testkit::wait::until(
         "the closed event settles and is deleted",
@@ -336,14 +333,11 @@ async fn a_deleted_event_ends_its_stats_streams() {
         },
     );
     deleted.await;
-    let gone = tokio::time::timeout(
-        Duration::from_secs(10),
-        next_named(&mut stream, &mut buffer, "gone"),
-    )
-    .await
-    .expect("gone within seconds");
+    let gone = tokio::time::timeout(Duration::from_secs(10), stream.next_named("gone"))
+        .await
+        .expect("gone within seconds");
     assert_eq!(gone, Some(json!({"gone": true})));
-    let after = tokio::time::timeout(Duration::from_secs(10), stream.next())
+    let after = tokio::time::timeout(Duration::from_secs(10), stream.body.next())
         .await
         .expect("the stream ends");
     assert!(after.is_none(), "nothing after gone: {after:?}");
@@ -396,23 +390,16 @@ async fn a_report_kafka_cannot_give_is_refused_and_a_stats_frame_says_redis_is_d
     assert_eq!(status, 404, "nothing stored: {body}");
 
     // Redis stops answering while a console watches: the stream goes on and says so.
-    let response = reqwest::Client::new()
-        .get(service.url("/admin/events/unreportable/stats/events"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .expect("stats stream");
-    assert_eq!(response.status(), 200);
-    let mut stream = Box::pin(response.bytes_stream());
-    let mut buffer = String::new();
-    next_named(&mut stream, &mut buffer, "stats")
+    let mut stream = StatsStream::open(&service, "unreportable").await;
+    stream
+        .next_named("stats")
         .await
         .expect("a frame while Redis answers");
     redis.pause();
-    let unavailable = next_stats_with(&mut stream, &mut buffer, "unavailable").await;
+    let unavailable = stream.next_stats_with("unavailable").await;
     assert!(unavailable["unavailable"].is_string(), "{unavailable}");
     redis.resume();
-    let recovered = next_stats_with(&mut stream, &mut buffer, "event").await;
+    let recovered = stream.next_stats_with("event").await;
     assert_eq!(recovered["event"]["event_id"], "unreportable");
     service.stop().await.expect("clean shutdown");
 }

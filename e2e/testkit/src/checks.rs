@@ -121,6 +121,27 @@ pub fn assert_page_headers(response: &reqwest::Response) {
 /// The origin [`assert_cors`] expects a service to allow (`CORS_ALLOWED_ORIGINS`).
 pub const ALLOWED_ORIGIN: &str = "https://shop.example";
 
+/// The browser's question before a cross-origin `method` on `path` from `origin`,
+/// with the `Authorization` and `Content-Type` headers.
+pub async fn cors_preflight(
+    service: &RunningService,
+    origin: &str,
+    method: &str,
+    path: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, service.url(path))
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .expect("preflight")
+}
+
 /// Checks the public API's cross-origin allow-list on a service started with
 /// [`ALLOWED_ORIGIN`] allowed: a preflight for `method` on `api_path` from that origin is
 /// answered (origin, method, the `Authorization` header), a simple `GET` on `readable`
@@ -135,16 +156,6 @@ pub async fn assert_cors(
     closed_path: &str,
 ) {
     let http = reqwest::Client::new();
-    let preflight = |origin: &'static str, path: &str| {
-        http.request(reqwest::Method::OPTIONS, service.url(path))
-            .header("origin", origin)
-            .header("access-control-request-method", method)
-            .header(
-                "access-control-request-headers",
-                "authorization,content-type",
-            )
-            .send()
-    };
     let header = |response: &reqwest::Response, name: &str| {
         response
             .headers()
@@ -152,9 +163,7 @@ pub async fn assert_cors(
             .map(|value| value.to_str().expect("ASCII header").to_ascii_lowercase())
     };
 
-    let allowed = preflight(ALLOWED_ORIGIN, api_path)
-        .await
-        .expect("preflight");
+    let allowed = cors_preflight(service, ALLOWED_ORIGIN, method, api_path).await;
     assert!(allowed.status().is_success(), "{}", allowed.status());
     assert_eq!(
         header(&allowed, "access-control-allow-origin").as_deref(),
@@ -184,7 +193,7 @@ pub async fn assert_cors(
         ("https://evil.example", api_path),
         (ALLOWED_ORIGIN, closed_path),
     ] {
-        let refused = preflight(origin, path).await.expect("preflight");
+        let refused = cors_preflight(service, origin, method, path).await;
         assert_eq!(
             header(&refused, "access-control-allow-origin"),
             None,
