@@ -441,6 +441,40 @@ async fn a_second_instance_sees_configuration_changes_within_a_second() {
     second.stop().await.expect("clean shutdown");
 }
 
+#[tokio::test]
+async fn an_instance_reads_its_own_change_while_other_changes_reload_its_catalog() {
+    let env = TestEnv::new().await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
+    let client = WaitingRoomClient::new(&service, &env);
+    // Other instances' changes wake this one's listener again and again; a reload that
+    // began before our change must never land after the reload that follows it.
+    let pool = env.postgres.clone();
+    let others = tokio::spawn(async move {
+        loop {
+            sqlx::query("SELECT pg_notify('config_changed', 'events')")
+                .execute(&pool)
+                .await
+                .expect("notify");
+            tokio::task::yield_now().await;
+        }
+    });
+    for round in 0..60 {
+        let (state, expected) = if round % 2 == 0 {
+            ("open", 201)
+        } else {
+            ("closed", 409)
+        };
+        client.put_event("own-write", json!({"state": state})).await;
+        assert_eq!(
+            client.join("own-write", None).await.status(),
+            expected,
+            "round {round}: the instance that made the change to {state} does not see it"
+        );
+    }
+    others.abort();
+    service.stop().await.expect("clean shutdown");
+}
+
 /// `PUT path` with an empty JSON body, sent as raw HTTP/1.1 so the path reaches the
 /// server exactly as written; the response's status code.
 /// Creating `event_id` is refused: no partition is left for it.

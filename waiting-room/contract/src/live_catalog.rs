@@ -13,7 +13,7 @@ use platform::retry::Backoff;
 use platform::supervisor::Supervisor;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
@@ -26,6 +26,9 @@ const INITIAL_LOAD_WAIT: Duration = Duration::from_secs(5);
 pub struct LiveCatalog {
     pool: PgPool,
     sender: Arc<watch::Sender<Arc<Catalog>>>,
+    /// One reload at a time, so a slow read that began before a change can never
+    /// publish its older snapshot over the reload that follows the change.
+    reloading: Arc<Mutex<()>>,
 }
 
 impl LiveCatalog {
@@ -37,6 +40,7 @@ impl LiveCatalog {
         let live = Self {
             pool,
             sender: Arc::new(sender),
+            reloading: Arc::new(Mutex::new(())),
         };
         match tokio::time::timeout(INITIAL_LOAD_WAIT, live.reload()).await {
             Ok(Ok(())) => {}
@@ -68,6 +72,7 @@ impl LiveCatalog {
     /// Reloads now (e.g. right after this instance changed the configuration, so it
     /// reads its own writes).
     pub async fn reload(&self) -> Result<(), sqlx::Error> {
+        let _one_at_a_time = self.reloading.lock().await;
         let catalog = Catalog::load(&self.pool).await?;
         self.sender.send_replace(Arc::new(catalog));
         Ok(())
