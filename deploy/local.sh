@@ -530,6 +530,11 @@ cmd_test() {
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
   # The many-instances suite puts HAProxy in front of its instances.
   command -v haproxy >/dev/null || apt_install haproxy
+  # The integration guide's examples run in the e2e suite: nginx, Java, Node (jose).
+  command -v nginx >/dev/null || apt_install nginx-light
+  command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
+  command -v npm >/dev/null || apt_install nodejs npm
+  (cd docs/integration/node && npm ci --no-audit --no-fund --loglevel=error)
   say "cargo fmt --check"
   cargo fmt --all -- --check
   say "cargo clippy"

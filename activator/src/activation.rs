@@ -124,7 +124,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         -- KEYS: serving, active set, queue stats, deferred set, decisions journal
         -- ARGV: now, active_until, max_active (-1: none), batch_limit, grace_ms,
         --       ticket key prefix, ticket_ttl_s, event stats key before and after the id,
-        --       deferred tickets to examine at most,
+        --       deferred tickets to examine at most, the partition,
         --       then per entry: queue_number, ticket_id ('' = dead letter), event_id,
         --       issued_ms (no earlier than its sale's start)
         local now = tonumber(ARGV[1])
@@ -136,7 +136,8 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         local ticket_ttl = ARGV[7]
         local event_stats_before, event_stats_after = ARGV[8], ARGV[9]
         local deferred_scan = tonumber(ARGV[10])
-        local first_entry = 11
+        local partition = ARGV[11]
+        local first_entry = 12
         local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
         local active = redis.call('ZCARD', KEYS[2])
         -- No counter: Redis lost it; rebuild it from the first record we were given
@@ -173,7 +174,9 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         end
         local function activate(key, ticket, event, qn, issued)
           decided('{activated_letter}', ticket, event, qn)
-          redis.call('HSET', key, '{state}', '{active}', '{active_until}', active_until)
+          -- Where it is, so a site can free its slot knowing only the ticket id.
+          redis.call('HSET', key, '{state}', '{active}', '{active_until}', active_until,
+            '{event_id}', event, '{queue_number}', qn, '{partition}', partition)
           redis.call('EXPIRE', key, ticket_ttl)
           redis.call('ZADD', KEYS[2], active_until, ticket)
           active = active + 1
@@ -288,6 +291,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         event_id = TicketHash::EVENT_ID,
         queue_number = TicketHash::QUEUE_NUMBER,
         issued = TicketHash::ISSUED,
+        partition = TicketHash::PARTITION,
         wait_prefix = EventStats::WAIT_FIELD_PREFIX,
         wait_bounds = EventStats::WAIT_BOUNDS
             .map(|bound| bound.to_string())
@@ -331,7 +335,8 @@ pub async fn step(
     invocation
         .arg(event_stats_before)
         .arg(event_stats_after)
-        .arg(DEFERRED_PER_STEP);
+        .arg(DEFERRED_PER_STEP)
+        .arg(partition);
     for entry in entries {
         match entry {
             QueueEntry::Ticket {

@@ -67,6 +67,7 @@ async fn capacity_is_never_exceeded_and_freed_slots_are_refilled() {
         queue_number: first_number,
         iat: 0,
         exp: Utc::now().timestamp() + 3600,
+        subject: None,
     };
     assert_eq!(
         store
@@ -156,6 +157,7 @@ async fn an_unread_ticket_takes_no_slot_and_is_activated_once_read_with_nothing_
         queue_number,
         iat: 0,
         exp: Utc::now().timestamp() + 3600,
+        subject: None,
     };
     let now = Utc::now().timestamp_millis();
     store

@@ -32,6 +32,7 @@ impl Ticket {
                 queue_number,
                 iat: issued_ms / 1000,
                 exp: Utc::now().timestamp() + 3600,
+                subject: None,
             },
             issued_ms,
         }

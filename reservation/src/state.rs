@@ -33,10 +33,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The ticket behind `Authorization: Bearer <ticket token>`; 401 otherwise.
+    /// The ticket behind `Authorization: Bearer <ticket token or admission token>`; 401
+    /// otherwise.
     pub fn authenticate(&self, bearer: &BearerToken) -> Result<TicketClaims, ReservationError> {
         let token = bearer.token().ok_or(ReservationError::MissingToken)?;
-        Ok(self.keys.current().verify(token, Utc::now().timestamp())?)
+        Ok(self
+            .keys
+            .current()
+            .verify_ticket_or_admission(token, Utc::now().timestamp())?)
     }
 
     /// A dependency failed: the fan retries in a moment.

@@ -131,7 +131,9 @@ function finish(status) {
   stopFollowing();
   if (status.state === "active") {
     show("active");
-    $("reserve").href = status.reservation_url || "#";
+    // An event in front of a site sends the fan there, admission token in hand.
+    $("reserve").href = status.return_url || status.reservation_url || "#";
+    if (status.return_url) location.assign(status.return_url);
     $("announcer").textContent = t("announce.turn");
     const until = Date.parse(status.active_until);
     const tick = () => {

@@ -37,6 +37,14 @@ pub enum WaitingRoomError {
     AlreadyInLine(Box<PlaceInLine>),
     #[error("event '{0}' does not exist")]
     EventNotFound(String),
+    #[error("missing or wrong site API key: Authorization: Bearer wrsk_…")]
+    InvalidSiteKey,
+    #[error("no admission '{0}' for this site's key")]
+    AdmissionNotFound(String),
+    #[error("admission {jti} is not active (it is {})", state.as_str())]
+    AdmissionNotActive { jti: uuid::Uuid, state: TicketState },
+    #[error("no site key '{0}'")]
+    SiteKeyNotFound(String),
     #[error("event '{0}' is closed to new joins")]
     EventClosed(String),
     #[error("the line opens at {prequeue_opens_at} (the sale starts at {sale_starts_at})")]
@@ -114,11 +122,15 @@ impl ApiError for WaitingRoomError {
             | Self::InvalidToken(_)
             | Self::MissingToken
             | Self::UnknownQueue(_)
-            | Self::InvalidEnqueueToken(_) => StatusCode::UNAUTHORIZED,
+            | Self::InvalidEnqueueToken(_)
+            | Self::InvalidSiteKey => StatusCode::UNAUTHORIZED,
             Self::EnqueueTokenRequired | Self::ChallengeRequired(_) | Self::ChallengeFailed(_) => {
                 StatusCode::FORBIDDEN
             }
-            Self::EventNotFound(_) | Self::ReportNotFound(_) => StatusCode::NOT_FOUND,
+            Self::EventNotFound(_)
+            | Self::ReportNotFound(_)
+            | Self::AdmissionNotFound(_)
+            | Self::SiteKeyNotFound(_) => StatusCode::NOT_FOUND,
             Self::PartitionsNotRaised(_) | Self::ReportUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::EventClosed(_)
             | Self::NotOpenYet { .. }
@@ -131,6 +143,7 @@ impl ApiError for WaitingRoomError {
             | Self::EventHasLiveTickets { .. }
             | Self::EventClosing { .. }
             | Self::EventHasReservations { .. }
+            | Self::AdmissionNotActive { .. }
             | Self::AlreadyInLine(_) => StatusCode::CONFLICT,
             Self::RateLimited { .. } | Self::TicketStreamsInUse { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -154,6 +167,10 @@ impl ApiError for WaitingRoomError {
             Self::ChallengeFailed(_) => "challenge_failed",
             Self::AlreadyInLine(_) => "already_in_line",
             Self::EventNotFound(_) => "event_not_found",
+            Self::InvalidSiteKey => "invalid_api_key",
+            Self::AdmissionNotFound(_) => "admission_not_found",
+            Self::AdmissionNotActive { .. } => "admission_not_active",
+            Self::SiteKeyNotFound(_) => "site_key_not_found",
             Self::EventClosed(_) => "event_closed",
             Self::NotOpenYet { .. } => "not_open_yet",
             Self::DrawNeedsOwnQueue(_) => "draw_needs_own_queue",
@@ -224,6 +241,9 @@ impl ApiError for WaitingRoomError {
             }
             Self::EventHasReservations { reservations, .. } => {
                 error.insert("reservations".into(), (*reservations).into());
+            }
+            Self::AdmissionNotActive { state, .. } => {
+                error.insert("state".into(), state.as_str().into());
             }
             Self::NotOpenYet {
                 prequeue_opens_at,

@@ -1,15 +1,18 @@
 //! The waiting-room service: the fans' entry API (join, position by polling and over
 //! SSE, the pages) and the operators' admin API.
 //!
-//! [`tickets`] holds the fans' side, [`admin`] the operators', [`draw_audit`] the
+//! [`tickets`] holds the fans' side, [`admin`] the operators', [`admission`] the
+//! protected site's (admission tokens' settings, site keys, the slot API), [`draw_audit`] the
 //! public side of a shuffled pre-queue's draw; [`build`] wires
 //! configuration to real connections and a router. `main.rs` and the integration tests
 //! both start the service through it, so tests run exactly what production runs (on a
 //! port-0 listener).
 //!
 //! [`admin`]: crate::admin
+//! [`admission`]: crate::admission
 
 mod admin;
+mod admission;
 mod config;
 pub mod draw_audit;
 mod entry;
@@ -184,6 +187,14 @@ fn routes(state: SharedState) -> Router {
         .route("/v1/tickets/{token}", get(tickets::status::by_path))
         .route("/v1/tickets/{token}/events", get(tickets::stream::events))
         .route("/.well-known/jwks.json", get(tickets::status::jwks))
+        .route(
+            "/v1/admissions/{jti}/complete",
+            post(admission::slot_api::complete),
+        )
+        .route(
+            "/v1/admissions/{jti}/release",
+            post(admission::slot_api::release),
+        )
         .nest("/admin", admin::routes(state.clone()))
         .with_state(state)
 }

@@ -27,6 +27,9 @@ async fn every_admin_route_requires_the_admin_token() {
         ("GET", "/admin/audit"),
         ("GET", "/admin/events/e1/stats/events"),
         ("GET", "/admin/no-such-thing"),
+        ("GET", "/admin/site-keys"),
+        ("POST", "/admin/site-keys"),
+        ("DELETE", "/admin/site-keys/k1"),
     ];
     for (method, path) in routes {
         for credentials in [None, Some("wrong-token"), Some("")] {
@@ -105,6 +108,27 @@ async fn invalid_configuration_is_refused_naming_the_field() {
         ),
         (json!({"name": ""}), "name"),
         (json!({"colour": "blue"}), "colour"),
+        (json!({"admission": {"audience": ""}}), "admission.audience"),
+        (
+            json!({"admission": {"audience": "a b"}}),
+            "admission.audience",
+        ),
+        (
+            json!({"admission": {"audience": "x", "return_url": "javascript:alert(1)"}}),
+            "admission.return_url",
+        ),
+        (
+            json!({"admission": {"audience": "x", "return_url": "/relative"}}),
+            "admission.return_url",
+        ),
+        (
+            json!({"admission": {"audience": "x", "token_in": "header"}}),
+            "admission.token_in",
+        ),
+        (
+            json!({"admission": {"return_url": "https://shop.example/"}}),
+            "audience",
+        ),
     ];
     for (body, field) in cases {
         let response = client
@@ -439,6 +463,84 @@ async fn a_second_instance_sees_configuration_changes_within_a_second() {
     }
     first.stop().await.expect("clean shutdown");
     second.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn an_events_admission_site_is_kept_until_removed_and_site_keys_are_validated() {
+    let env = TestEnv::new().await;
+    let service = support::start_waiting_room(support::waiting_room_config(&env)).await;
+    let client = WaitingRoomClient::new(&service, &env);
+    let site =
+        json!({"audience": "https://shop.example", "return_url": "https://shop.example/buy"});
+    let created = client.put_event("gated", json!({"admission": site})).await;
+    let expected = json!({"audience": "https://shop.example",
+                          "return_url": "https://shop.example/buy", "token_in": "fragment"});
+    assert_eq!(created["admission"], expected, "{created}");
+    let renamed = client.put_event("gated", json!({"name": "Gated"})).await;
+    assert_eq!(
+        renamed["admission"], expected,
+        "kept by other changes: {renamed}"
+    );
+    let removed = client.put_event("gated", json!({"admission": null})).await;
+    assert!(removed["admission"].is_null(), "{removed}");
+
+    let post_key = |body: Value| {
+        client
+            .http
+            .post(service.url("/admin/site-keys"))
+            .bearer_auth(&env.admin_token)
+            .json(&body)
+            .send()
+    };
+    for (body, field) in [
+        (json!({"audience": "", "label": "x"}), "audience"),
+        (json!({"audience": "a b", "label": "x"}), "audience"),
+        (
+            json!({"audience": "https://shop.example", "label": "  "}),
+            "label",
+        ),
+        (
+            json!({"audience": "https://shop.example", "label": "x\u{7}"}),
+            "label",
+        ),
+        (json!({"audience": "https://shop.example"}), "label"),
+        (
+            json!({"audience": "https://shop.example", "label": "x", "secret": "mine"}),
+            "secret",
+        ),
+    ] {
+        let response = post_key(body.clone()).await.expect("POST");
+        assert_eq!(response.status(), 422, "{body}");
+        let error: Value = response.json().await.expect("JSON");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    let listed: Value = client
+        .http
+        .get(service.url("/admin/site-keys"))
+        .bearer_auth(&env.admin_token)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        listed,
+        json!({"site_keys": []}),
+        "nothing refused was stored"
+    );
+    let unknown = client
+        .http
+        .delete(service.url("/admin/site-keys/0123456789abcdef"))
+        .bearer_auth(&env.admin_token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(unknown.status(), 404);
+    let error: Value = unknown.json().await.expect("JSON");
+    assert_eq!(error["error"]["code"], "site_key_not_found");
+    service.stop().await.expect("clean shutdown");
 }
 
 #[tokio::test]

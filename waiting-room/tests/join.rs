@@ -224,6 +224,7 @@ async fn forged_tampered_unsigned_and_expired_tokens_are_refused() {
         queue_number: 0,
         iat: now - 100,
         exp: now + 100,
+        subject: None,
     };
     let foreign = TicketSigner::new(SigningKey::generate(&mut rand::rngs::OsRng)).sign(&claims);
     let expired = TicketSigner::new(env.signing_key.clone()).sign(&TicketClaims {

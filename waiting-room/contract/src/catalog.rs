@@ -135,6 +135,52 @@ impl Default for EntryPolicy {
     }
 }
 
+/// Where the admission token travels when the fan's browser is sent to the site (the
+/// `events.admission_token_in` column).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum TokenPlacement {
+    /// `#admission_token=…`: never sent to a server, so never in an access log; the
+    /// site's page script reads it.
+    #[default]
+    Fragment,
+    /// `?admission_token=…`: the site's server (or its edge) reads it directly.
+    Query,
+}
+
+/// The site an event admits its active fans to (see docs/integration.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdmissionPolicy {
+    /// The admission token's `aud`: the site that checks it.
+    pub audience: String,
+    /// Where an active fan's browser is sent, with the token added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<String>,
+    pub token_in: TokenPlacement,
+}
+
+impl AdmissionPolicy {
+    /// `return_url` with `token` in its query or fragment.
+    pub fn return_url_with(&self, token: &str) -> Option<String> {
+        let url = self.return_url.as_deref()?;
+        Some(match self.token_in {
+            TokenPlacement::Fragment => {
+                let url = url.split('#').next().unwrap_or(url);
+                format!("{url}#admission_token={token}")
+            }
+            TokenPlacement::Query => {
+                let (base, fragment) = url
+                    .split_once('#')
+                    .map_or((url, None), |(b, f)| (b, Some(f)));
+                let separator = if base.contains('?') { '&' } else { '?' };
+                let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+                format!("{base}{separator}admission_token={token}{fragment}")
+            }
+        })
+    }
+}
+
 /// N every M, at most K active, each for T; abandoned after G unseen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivationPolicy {
@@ -174,6 +220,9 @@ pub struct EventConfig {
     pub seats: Option<SeatLayout>,
     pub entry: EntryPolicy,
     pub schedule: Option<Schedule>,
+    /// The site its active fans are admitted to, if it protects one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionPolicy>,
     /// The draw of a `shuffle_prequeue` schedule (its seed is never serialized).
     #[serde(skip)]
     pub draw: Option<DrawState>,
@@ -373,13 +422,17 @@ pub struct EventColumns {
     pub draw_partition: Option<i32>,
     pub draw_first_offset: Option<i64>,
     pub draw_end_offset: Option<i64>,
+    pub admission_audience: Option<String>,
+    pub admission_return_url: Option<String>,
+    pub admission_token_in: TokenPlacement,
 }
 
 impl EventColumns {
     /// The columns, in a `SELECT` list.
     pub const LIST: &'static str = "seat_rows, seats_per_row, entry_identity, entry_issuer, \
         entry_challenge, entry_challenge_difficulty, prequeue_opens_at, sale_starts_at, \
-        sale_ends_at, queue_order, draw_seed, draw_partition, draw_first_offset, draw_end_offset";
+        sale_ends_at, queue_order, draw_seed, draw_partition, draw_first_offset, draw_end_offset, \
+        admission_audience, admission_return_url, admission_token_in";
 
     /// The schedule, if the event has one (the table's CHECKs keep it complete).
     pub fn schedule(&self) -> Option<Schedule> {
@@ -418,6 +471,16 @@ impl EventColumns {
         })
     }
 
+    /// The site its active fans are admitted to (a return URL needs an audience: the
+    /// table's CHECK).
+    pub fn admission(&self) -> Option<AdmissionPolicy> {
+        Some(AdmissionPolicy {
+            audience: self.admission_audience.clone()?,
+            return_url: self.admission_return_url.clone(),
+            token_in: self.admission_token_in,
+        })
+    }
+
     pub fn entry(self) -> EntryPolicy {
         EntryPolicy {
             identity: self.entry_identity,
@@ -449,6 +512,7 @@ impl EventRow {
             seats: self.columns.layout(),
             schedule: self.columns.schedule(),
             draw: self.columns.draw(),
+            admission: self.columns.admission(),
             entry: self.columns.entry(),
         })
     }
@@ -495,6 +559,48 @@ mod tests {
             assert_eq!(serde_json::from_value::<EventState>(json).ok(), Some(state));
         }
         assert!(serde_json::from_value::<EventState>(serde_json::json!("sleeping")).is_err());
+    }
+
+    #[test]
+    fn the_admission_token_goes_into_the_return_url_where_configured() {
+        let policy = |return_url: &str, token_in| AdmissionPolicy {
+            audience: "https://shop.example".into(),
+            return_url: Some(return_url.into()),
+            token_in,
+        };
+        let cases = [
+            (
+                "https://shop.example/buy",
+                TokenPlacement::Fragment,
+                "https://shop.example/buy#admission_token=T",
+            ),
+            (
+                "https://shop.example/buy#old",
+                TokenPlacement::Fragment,
+                "https://shop.example/buy#admission_token=T",
+            ),
+            (
+                "https://shop.example/buy",
+                TokenPlacement::Query,
+                "https://shop.example/buy?admission_token=T",
+            ),
+            (
+                "https://shop.example/buy?show=1#top",
+                TokenPlacement::Query,
+                "https://shop.example/buy?show=1&admission_token=T#top",
+            ),
+        ];
+        for (url, token_in, expected) in cases {
+            assert_eq!(
+                policy(url, token_in).return_url_with("T").as_deref(),
+                Some(expected)
+            );
+        }
+        let no_url = AdmissionPolicy {
+            return_url: None,
+            ..policy("x", TokenPlacement::Query)
+        };
+        assert_eq!(no_url.return_url_with("T"), None);
     }
 
     #[test]

@@ -36,16 +36,22 @@ impl TicketHash {
     /// When its holder last read its status or held its stream open (ms since the
     /// epoch). Absent until the first read: a ticket nobody received has none.
     pub const SEEN: &'static str = "seen";
-    /// Its event, written when the activator defers it (for the counters it moves when
-    /// it settles it later).
+    /// Its event, written when the activator defers or activates it (for the counters it
+    /// moves when it settles it later, and for the slot API).
     pub const EVENT_ID: &'static str = "event_id";
-    /// Its queue number, written when the activator defers it (for the announcement
-    /// that settles it later).
+    /// Its queue number, written when the activator defers or activates it (for the
+    /// announcement that settles it later, and for the slot API).
     pub const QUEUE_NUMBER: &'static str = "queue_number";
     /// End of the active session (ms since the epoch), once activated.
     pub const ACTIVE_UNTIL: &'static str = "active_until";
-    /// When a confirmed reservation spent it (ms since the epoch).
+    /// When a confirmed reservation (or the site, through the slot API) spent it (ms
+    /// since the epoch).
     pub const USED_AT: &'static str = "used_at";
+    /// When the site said its fan left (the slot API's release; ms since the epoch).
+    pub const RELEASED_AT: &'static str = "released_at";
+    /// Its queue, written with its activation (with [`Self::EVENT_ID`] and
+    /// [`Self::QUEUE_NUMBER`]), so a site can free its slot knowing only the ticket id.
+    pub const PARTITION: &'static str = "partition";
     /// When it was issued (ms since the epoch; its sale's start for a pre-queued one),
     /// written when the activator defers it (for the wait it records at activation).
     pub const ISSUED: &'static str = "issued";

@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 use serde::{Serialize, Serializer};
+use uuid::Uuid;
 
 use crate::queue;
 use crate::redis_schema::{EventStats, QueueStats, RedisKeys, StoredState, TicketHash};
@@ -92,15 +93,56 @@ pub struct TicketView {
     pub observed_rate: Option<f64>,
 }
 
-/// The outcome of [`TicketStore::mark_used`].
+/// The outcome of [`TicketStore::mark_used`] and [`TicketStore::end_session`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkUsed {
-    /// The ticket was active; it is now used and its capacity slot is free.
+    /// The ticket was active; it now has the asked outcome and its capacity slot is free.
     Marked,
-    /// The ticket was already used (a repeated call changes nothing).
+    /// The ticket already had the asked outcome (a repeated call changes nothing).
     AlreadyUsed,
-    /// The ticket is not active: it is waiting, expired or abandoned.
+    /// The ticket is not active: it is waiting, expired, or ended otherwise.
     NotActive(TicketState),
+}
+
+/// How a site ends an active session through the slot API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The fan bought: the ticket is used.
+    Completed,
+    /// The fan left without buying: the ticket ends as abandoned.
+    Released,
+}
+
+impl SessionEnd {
+    /// The ticket's state once its session ended this way.
+    pub fn outcome(self) -> TicketState {
+        match self {
+            Self::Completed => TicketState::Used,
+            Self::Released => TicketState::Abandoned,
+        }
+    }
+
+    fn stored_state(self) -> StoredState {
+        match self {
+            Self::Completed => StoredState::Used,
+            Self::Released => StoredState::Abandoned,
+        }
+    }
+
+    fn timestamp_field(self) -> &'static str {
+        match self {
+            Self::Completed => TicketHash::USED_AT,
+            Self::Released => TicketHash::RELEASED_AT,
+        }
+    }
+}
+
+/// Where an activated ticket's slot is, from its own hash (see [`TicketHash::PARTITION`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub event_id: String,
+    pub partition: i32,
+    pub queue_number: i64,
 }
 
 /// Reads and changes tickets' state in Redis.
@@ -134,14 +176,15 @@ static STATUS: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// `mark_used`: KEYS ticket, active set, serving. ARGV now_ms, ticket id.
-static MARK_USED: LazyLock<Script> = LazyLock::new(|| {
+/// `end_session`: KEYS ticket, active set, serving. ARGV now_ms, ticket id, the outcome
+/// (a stored state), the field that records when.
+static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
         local fields = redis.call('HMGET', KEYS[1], '{state}', '{active_until}')
-        if fields[1] == '{used}' then return {{'{used}'}} end
+        if fields[1] == ARGV[3] then return {{'already'}} end
         if fields[1] == '{active}' and tonumber(fields[2]) > tonumber(ARGV[1]) then
-          redis.call('HSET', KEYS[1], '{state}', '{used}', '{used_at}', ARGV[1])
+          redis.call('HSET', KEYS[1], '{state}', ARGV[3], ARGV[4], ARGV[1])
           redis.call('ZREM', KEYS[2], ARGV[2])
           return {{'marked'}}
         end
@@ -149,8 +192,6 @@ static MARK_USED: LazyLock<Script> = LazyLock::new(|| {
         ",
         state = TicketHash::STATE,
         active_until = TicketHash::ACTIVE_UNTIL,
-        used_at = TicketHash::USED_AT,
-        used = StoredState::Used.as_str(),
         active = StoredState::Active.as_str(),
     ))
 });
@@ -211,17 +252,36 @@ impl TicketStore {
     /// Marks an active ticket used (its reservation was confirmed) and frees its
     /// capacity slot at once, so the activator refills it on its next tick.
     pub async fn mark_used(&self, claims: &TicketClaims, now_ms: i64) -> RedisResult<MarkUsed> {
-        let reply: Vec<String> = MARK_USED
-            .key(self.keys.ticket(claims.ticket_id))
-            .key(self.keys.active_set(claims.partition))
-            .key(self.keys.serving(claims.partition))
+        let admitted = Admitted {
+            event_id: claims.event_id.clone(),
+            partition: claims.partition,
+            queue_number: claims.queue_number,
+        };
+        self.end_session(claims.ticket_id, &admitted, SessionEnd::Completed, now_ms)
+            .await
+    }
+
+    /// Ends an active ticket's session as `end` and frees its capacity slot at once.
+    pub async fn end_session(
+        &self,
+        ticket_id: Uuid,
+        admitted: &Admitted,
+        end: SessionEnd,
+        now_ms: i64,
+    ) -> RedisResult<MarkUsed> {
+        let reply: Vec<String> = END_SESSION
+            .key(self.keys.ticket(ticket_id))
+            .key(self.keys.active_set(admitted.partition))
+            .key(self.keys.serving(admitted.partition))
             .arg(now_ms)
-            .arg(claims.ticket_id.to_string())
+            .arg(ticket_id.to_string())
+            .arg(end.stored_state().as_str())
+            .arg(end.timestamp_field())
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match reply.first().map(String::as_str) {
             Some("marked") => MarkUsed::Marked,
-            Some(state) if state == StoredState::Used.as_str() => MarkUsed::AlreadyUsed,
+            Some("already") => MarkUsed::AlreadyUsed,
             _ => {
                 let stored = reply.first().and_then(|state| StoredState::parse(state));
                 let active_until = reply.get(1).and_then(|value| value.parse().ok());
@@ -232,11 +292,32 @@ impl TicketStore {
                 MarkUsed::NotActive(TicketState::derive(
                     stored,
                     active_until,
-                    claims.queue_number,
+                    admitted.queue_number,
                     serving,
                     now_ms,
                 ))
             }
+        })
+    }
+
+    /// Where the activated ticket `ticket_id` is; `None` if it was never activated (or
+    /// Redis no longer has it).
+    pub async fn admitted(&self, ticket_id: Uuid) -> RedisResult<Option<Admitted>> {
+        let (event_id, partition, queue_number): (Option<String>, Option<i32>, Option<i64>) =
+            redis::cmd("HMGET")
+                .arg(self.keys.ticket(ticket_id))
+                .arg(TicketHash::EVENT_ID)
+                .arg(TicketHash::PARTITION)
+                .arg(TicketHash::QUEUE_NUMBER)
+                .query_async(&mut self.redis.clone())
+                .await?;
+        Ok(match (event_id, partition, queue_number) {
+            (Some(event_id), Some(partition), Some(queue_number)) => Some(Admitted {
+                event_id,
+                partition,
+                queue_number,
+            }),
+            _ => None,
         })
     }
 

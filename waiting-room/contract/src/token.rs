@@ -1,4 +1,10 @@
-//! Ticket tokens: compact JWTs signed with Ed25519 (JWS `alg: EdDSA`).
+//! Ticket tokens and admission tokens: compact JWTs signed with Ed25519 (JWS
+//! `alg: EdDSA`), by the same keys (published at `/.well-known/jwks.json`).
+//!
+//! A ticket token is the fan's place in line, the same before and after activation. An
+//! admission token is issued only while the ticket is active, for the site the event
+//! admits fans to: standard claims (`aud`, `jti`, `exp`, `sub`) that any JWT library
+//! checks, so a site needs nothing from us but the JWKS (see docs/integration.md).
 //!
 //! The waiting-room signs (the `signing` feature, which only it enables); every other
 //! service verifies with the public key alone. The
@@ -41,6 +47,110 @@ pub struct TicketClaims {
     pub iat: i64,
     /// Expires at, seconds since the Unix epoch.
     pub exp: i64,
+    /// The fan an enqueue token vouched for (its subject), carried into the admission
+    /// token's `sub`; absent for anonymous fans and typed ids, which prove nothing.
+    #[serde(rename = "fan", default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// What an admission token asserts: this ticket is active for `aud` until `exp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionClaims {
+    /// The site the event admits fans to.
+    pub aud: String,
+    /// The fan an enqueue token vouched for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The ticket id: the slot API's `{jti}`.
+    pub jti: Uuid,
+    pub event_id: String,
+    pub partition: i32,
+    pub queue_number: i64,
+    pub iat: i64,
+    /// The end of the ticket's active window (its `active_until`), in seconds.
+    pub exp: i64,
+}
+
+impl AdmissionClaims {
+    /// The admission of `ticket`, active until `active_until` (seconds), for `audience`.
+    pub fn of(ticket: &TicketClaims, audience: &str, iat: i64, active_until: i64) -> Self {
+        Self {
+            aud: audience.to_owned(),
+            sub: ticket.subject.clone(),
+            jti: ticket.ticket_id,
+            event_id: ticket.event_id.clone(),
+            partition: ticket.partition,
+            queue_number: ticket.queue_number,
+            iat,
+            exp: active_until,
+        }
+    }
+
+    /// The ticket it admits, as our own services read a ticket.
+    pub fn ticket(self) -> TicketClaims {
+        TicketClaims {
+            ticket_id: self.jti,
+            event_id: self.event_id,
+            partition: self.partition,
+            queue_number: self.queue_number,
+            iat: self.iat,
+            exp: self.exp,
+            subject: self.sub,
+        }
+    }
+}
+
+/// Claims that end: checked against `now` after the signature.
+trait Expiring: for<'de> Deserialize<'de> {
+    fn exp(&self) -> i64;
+
+    /// Whether a payload with (or without) an `aud` can hold these claims.
+    fn takes_audience(has_audience: bool) -> bool {
+        let _ = has_audience;
+        true
+    }
+}
+
+impl Expiring for TicketClaims {
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+
+    /// An admission token whose `sub` happens to be a UUID would otherwise read as a
+    /// ticket whose id is the fan's.
+    fn takes_audience(has_audience: bool) -> bool {
+        !has_audience
+    }
+}
+
+/// Only whether a payload names an audience.
+#[derive(Deserialize)]
+struct AudienceProbe {
+    aud: Option<serde::de::IgnoredAny>,
+}
+
+impl Expiring for AdmissionClaims {
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+}
+
+/// Either token, as a fan may present it to our own services.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AnyClaims {
+    // First: an admission token's `sub` is not a ticket id, so it never reads as a ticket.
+    Admission(AdmissionClaims),
+    Ticket(TicketClaims),
+}
+
+impl Expiring for AnyClaims {
+    fn exp(&self) -> i64 {
+        match self {
+            Self::Admission(claims) => claims.exp,
+            Self::Ticket(claims) => claims.exp,
+        }
+    }
 }
 
 /// Why a token was refused. The message is safe to show the client.
@@ -143,8 +253,30 @@ impl TicketVerifier {
     }
 
     /// Checks structure, algorithm, key id, signature and expiry (against `now`, seconds
-    /// since the epoch), in that order, and returns the claims.
+    /// since the epoch), in that order, and returns the ticket's claims.
     pub fn verify(&self, token: &str, now: i64) -> Result<TicketClaims, TokenError> {
+        self.verify_claims(token, now)
+    }
+
+    /// [`TicketVerifier::verify`] for an admission token.
+    pub fn verify_admission(&self, token: &str, now: i64) -> Result<AdmissionClaims, TokenError> {
+        self.verify_claims(token, now)
+    }
+
+    /// A ticket token or an admission token (our reservation service takes either), as
+    /// the ticket's claims.
+    pub fn verify_ticket_or_admission(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<TicketClaims, TokenError> {
+        Ok(match self.verify_claims(token, now)? {
+            AnyClaims::Admission(claims) => claims.ticket(),
+            AnyClaims::Ticket(claims) => claims,
+        })
+    }
+
+    fn verify_claims<T: Expiring>(&self, token: &str, now: i64) -> Result<T, TokenError> {
         let mut parts = token.split('.');
         let (Some(header_part), Some(payload_part), Some(signature_part), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -166,8 +298,13 @@ impl TicketVerifier {
         let signing_input = &token[..header_part.len() + 1 + payload_part.len()];
         key.verify_strict(signing_input.as_bytes(), &signature)
             .map_err(|_| TokenError::BadSignature)?;
-        let claims: TicketClaims = decode_json(payload_part)?;
-        if claims.exp <= now {
+        let payload = decode_part(payload_part)?;
+        let claims: T = parse_json(&payload)?;
+        let probe: AudienceProbe = parse_json(&payload)?;
+        if !T::takes_audience(probe.aud.is_some()) {
+            return Err(TokenError::Malformed);
+        }
+        if claims.exp() <= now {
             return Err(TokenError::Expired);
         }
         Ok(claims)
@@ -182,7 +319,9 @@ mod signing {
     use ed25519_dalek::pkcs8::DecodePrivateKey;
     use ed25519_dalek::{SigningKey, VerifyingKey};
 
-    use super::{encode_json, key_id, Header, TicketClaims, ALGORITHM};
+    use serde::Serialize;
+
+    use super::{encode_json, key_id, Header, ALGORITHM};
 
     /// Signs ticket tokens with the current private key.
     pub struct TicketSigner {
@@ -222,7 +361,8 @@ mod signing {
             self.verifying_key
         }
 
-        pub fn sign(&self, claims: &TicketClaims) -> String {
+        /// Signs any claims: [`super::TicketClaims`] or [`super::AdmissionClaims`].
+        pub fn sign(&self, claims: &impl Serialize) -> String {
             let mut token = format!("{}.{}", self.encoded_header, encode_json(claims));
             let signature = self.key.sign(token.as_bytes());
             token.push('.');
@@ -238,10 +378,17 @@ fn encode_json(value: &impl Serialize) -> String {
 }
 
 fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
+    parse_json(&decode_part(part)?)
+}
+
+fn decode_part(part: &str) -> Result<Vec<u8>, TokenError> {
+    URL_SAFE_NO_PAD
         .decode(part)
-        .map_err(|_| TokenError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+        .map_err(|_| TokenError::Malformed)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, TokenError> {
+    serde_json::from_slice(bytes).map_err(|_| TokenError::Malformed)
 }
 
 #[cfg(all(test, feature = "signing"))]
@@ -262,6 +409,7 @@ mod tests {
             queue_number: 1234,
             iat: 1_000,
             exp,
+            subject: Some("fan-7".into()),
         }
     }
 
@@ -341,6 +489,77 @@ mod tests {
         for garbage in ["", ".", "..", "a.b.c", "a.b.c.d", "ü.ü.ü", "eyJ.eyJ.AAAA"] {
             assert!(verifier.verify(garbage, 0).is_err(), "{garbage:?} accepted");
         }
+    }
+
+    #[test]
+    fn an_admission_token_carries_standard_claims_and_reads_as_its_ticket() {
+        let signer = signer(1);
+        let verifier = TicketVerifier::new([signer.verifying_key()]);
+        let ticket = claims(5_000);
+        let admission = AdmissionClaims::of(&ticket, "https://shop.example", 1_200, 1_800);
+        let token = signer.sign(&admission);
+        let payload: Value = decode_json(token.split('.').nth(1).expect("payload")).expect("JSON");
+        assert_eq!(payload["aud"], "https://shop.example");
+        assert_eq!(payload["jti"], ticket.ticket_id.to_string());
+        assert_eq!(payload["sub"], "fan-7");
+        assert_eq!(payload["exp"], 1_800);
+        assert_eq!(
+            verifier.verify_admission(&token, 1_500),
+            Ok(admission.clone())
+        );
+        // Expired with the active window, not with the ticket.
+        assert_eq!(
+            verifier.verify_admission(&token, 1_800),
+            Err(TokenError::Expired)
+        );
+        let as_ticket = verifier
+            .verify_ticket_or_admission(&token, 1_500)
+            .expect("an admission token is a ticket to us");
+        assert_eq!(
+            (
+                as_ticket.ticket_id,
+                as_ticket.partition,
+                as_ticket.queue_number
+            ),
+            (ticket.ticket_id, ticket.partition, ticket.queue_number)
+        );
+        // A ticket token is no admission token: it names no site.
+        let ticket_token = signer.sign(&ticket);
+        assert_eq!(
+            verifier.verify_admission(&ticket_token, 1_500),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            verifier.verify_ticket_or_admission(&ticket_token, 1_500),
+            Ok(ticket.clone())
+        );
+        // Nor is an admission token a ticket token where only tickets are taken, even
+        // when its subject looks like a ticket id.
+        assert_eq!(verifier.verify(&token, 1_500), Err(TokenError::Malformed));
+        let uuid_subject = AdmissionClaims {
+            sub: Some(Uuid::now_v7().to_string()),
+            ..admission
+        };
+        assert_eq!(
+            verifier.verify(&signer.sign(&uuid_subject), 1_500),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn an_anonymous_fans_tokens_carry_no_subject() {
+        let signer = signer(1);
+        let ticket = TicketClaims {
+            subject: None,
+            ..claims(5_000)
+        };
+        let token = signer.sign(&ticket);
+        let payload: Value = decode_json(token.split('.').nth(1).expect("payload")).expect("JSON");
+        assert!(payload.get("fan").is_none(), "{payload}");
+        let admission = signer.sign(&AdmissionClaims::of(&ticket, "site", 1, 2));
+        let payload: Value =
+            decode_json(admission.split('.').nth(1).expect("payload")).expect("JSON");
+        assert!(payload.get("sub").is_none(), "{payload}");
     }
 
     #[test]

@@ -36,6 +36,17 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
     }
 }
 
+/// Whether two digests of presented credentials are equal, compared in constant time:
+/// how long it takes does not tell which byte differed.
+pub fn digests_equal(stored: &[u8], presented: &[u8]) -> bool {
+    stored.len() == presented.len()
+        && stored
+            .iter()
+            .zip(presented)
+            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::{header, Request};
@@ -50,6 +61,13 @@ mod tests {
         let (mut parts, ()) = request.body(()).expect("request").into_parts();
         let Ok(BearerToken(token)) = BearerToken::from_request_parts(&mut parts, &()).await;
         token
+    }
+
+    #[test]
+    fn digests_are_equal_only_byte_for_byte() {
+        assert!(digests_equal(&[1, 2, 3], &[1, 2, 3]));
+        assert!(!digests_equal(&[1, 2, 3], &[1, 2, 4]));
+        assert!(!digests_equal(&[1, 2, 3], &[1, 2]));
     }
 
     #[tokio::test]

@@ -32,6 +32,10 @@ pub enum AuditAction {
     /// `PUT /admin/partitions/{p}`: events moved to a queue, its mode or policy.
     QueueUpdated,
     PartitionsRaised,
+    /// `POST /admin/site-keys`: a site's API key for the slot API.
+    SiteKeyCreated,
+    /// `DELETE /admin/site-keys/{key_id}`.
+    SiteKeyRevoked,
 }
 
 /// What a change is about; its snapshot is what the log shows before and after.
@@ -43,6 +47,8 @@ pub enum Subject<'a> {
     Queue(i32),
     /// The tickets topic's recorded partition count.
     Topic(&'a str),
+    /// A site's API key (never its secret's hash).
+    SiteKey(&'a str),
 }
 
 /// One entry as `GET /admin/audit` shows it.

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use platform::bearer::BearerToken;
+use platform::bearer::{digests_equal, BearerToken};
 use sha2::{Digest, Sha256};
 
 use super::audit::Operator;
@@ -85,12 +85,7 @@ impl AdminCredentials {
         self.operators
             .iter()
             .fold(None, |found, (label, digest)| {
-                let equal = digest
-                    .iter()
-                    .zip(presented.iter())
-                    .fold(0u8, |diff, (x, y)| diff | (x ^ y))
-                    == 0;
-                if equal {
+                if digests_equal(digest, &presented) {
                     Some(label.clone())
                 } else {
                     found

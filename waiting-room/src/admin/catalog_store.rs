@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use contract::catalog::{
-    ActivationPolicy, EntryPolicy, EventColumns, EventState, PolicyColumns, QueueMode, SeatLayout,
+    ActivationPolicy, AdmissionPolicy, EntryPolicy, EventColumns, EventState, PolicyColumns,
+    QueueMode, SeatLayout, TokenPlacement,
 };
 use contract::draw::DrawSeed;
 use contract::live_catalog::LiveCatalog;
@@ -13,6 +14,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::audit::{AuditAction, AuditEntry, Operator, Subject};
+use crate::admission::site_keys::NewSiteKey;
 use crate::error::WaitingRoomError;
 
 /// What an event looked like before the change.
@@ -28,6 +30,7 @@ pub struct ExistingEvent {
     pub schedule: Option<Schedule>,
     /// Its seed (whatever the order) and recorded range, if it ever shuffled.
     pub draw: Option<DrawState>,
+    pub admission: Option<AdmissionPolicy>,
 }
 
 impl ExistingEvent {
@@ -54,6 +57,7 @@ pub struct EventRecord<'a> {
     pub schedule: Option<Schedule>,
     /// The draw's seed (`shuffle_prequeue` only).
     pub draw_seed: Option<DrawSeed>,
+    pub admission: Option<&'a AdmissionPolicy>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -114,6 +118,10 @@ impl CatalogChange {
                  FROM topic_partitions WHERE topic = $1",
             )
             .bind(topic),
+            Subject::SiteKey(key_id) => sqlx::query_scalar(
+                "SELECT to_jsonb(k) - 'secret_hash' FROM site_api_keys k WHERE key_id = $1",
+            )
+            .bind(key_id),
         };
         query
             .fetch_optional(&mut *self.transaction)
@@ -133,7 +141,7 @@ impl CatalogChange {
         let (event_id, partition) = match subject {
             Subject::Event(event_id) => (Some(event_id), None),
             Subject::Queue(partition) => (None, Some(partition)),
-            Subject::Topic(_) => (None, None),
+            Subject::Topic(_) | Subject::SiteKey(_) => (None, None),
         };
         sqlx::query(
             "INSERT INTO admin_audit (actor, action, event_id, partition, before, after)
@@ -181,6 +189,7 @@ impl CatalogChange {
             layout: row.columns.layout(),
             schedule: row.columns.schedule(),
             draw: row.columns.draw_record(),
+            admission: row.columns.admission(),
             entry: row.columns.entry(),
         }))
     }
@@ -349,6 +358,42 @@ impl CatalogChange {
             .map_err(internal)
     }
 
+    /// Stores a new site API key (only its secret's hash).
+    pub async fn insert_site_key(
+        &mut self,
+        key: &NewSiteKey,
+        audience: &str,
+        label: &str,
+        operator: &Operator,
+    ) -> Result<(), WaitingRoomError> {
+        sqlx::query(
+            "INSERT INTO site_api_keys (key_id, audience, label, secret_hash, created_by)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.key_id)
+        .bind(audience)
+        .bind(label)
+        .bind(key.secret_hash().to_vec())
+        .bind(&*operator.0)
+        .execute(&mut *self.transaction)
+        .await
+        .map(drop)
+        .map_err(internal)
+    }
+
+    /// Revokes a site API key now; `false` if there is no such key. Revoking a revoked
+    /// key keeps its first revocation time.
+    pub async fn revoke_site_key(&mut self, key_id: &str) -> Result<bool, WaitingRoomError> {
+        sqlx::query(
+            "UPDATE site_api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE key_id = $1",
+        )
+        .bind(key_id)
+        .execute(&mut *self.transaction)
+        .await
+        .map(|done| done.rows_affected() == 1)
+        .map_err(internal)
+    }
+
     /// Creates or updates the event (a new one is `open` unless a state is given).
     pub async fn upsert_event(&mut self, event: &EventRecord<'_>) -> Result<(), WaitingRoomError> {
         let (rows, per_row) = match event.layout {
@@ -362,11 +407,12 @@ impl CatalogChange {
             "INSERT INTO events (event_id, name, state, partition, seat_rows, seats_per_row,
                                  entry_identity, entry_issuer, entry_challenge,
                                  entry_challenge_difficulty, prequeue_opens_at, sale_starts_at,
-                                 sale_ends_at, queue_order, draw_seed)
+                                 sale_ends_at, queue_order, draw_seed, admission_audience,
+                                 admission_return_url, admission_token_in)
              VALUES ($1, COALESCE($2, $1),
                      -- Checked before the conflict is: a released event's row stays closed.
                      COALESCE($3, CASE WHEN $4::int IS NULL THEN 'closed' ELSE 'open' END),
-                     $4, $5, $6, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                     $4, $5, $6, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
              ON CONFLICT (event_id) DO UPDATE SET
                  name = COALESCE($2, events.name),
                  state = COALESCE($3, events.state),
@@ -382,6 +428,9 @@ impl CatalogChange {
                  sale_ends_at = $14,
                  queue_order = $15,
                  draw_seed = $16,
+                 admission_audience = $17,
+                 admission_return_url = $18,
+                 admission_token_in = $19,
                  updated_at = now()",
         )
         .bind(event.event_id)
@@ -404,6 +453,17 @@ impl CatalogChange {
                 .map_or(QueueOrder::Fifo, |schedule| schedule.order),
         )
         .bind(event.draw_seed.map(|seed| seed.as_bytes().to_vec()))
+        .bind(event.admission.map(|admission| admission.audience.as_str()))
+        .bind(
+            event
+                .admission
+                .and_then(|admission| admission.return_url.as_deref()),
+        )
+        .bind(
+            event
+                .admission
+                .map_or(TokenPlacement::default(), |admission| admission.token_in),
+        )
         .execute(&mut *self.transaction)
         .await
         .map(drop)

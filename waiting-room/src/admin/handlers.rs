@@ -85,6 +85,13 @@ pub async fn put_event(
         Utc::now(),
         || DrawSeed::from_bytes(rand::random()),
     )?;
+    let admission = match &update.admission {
+        None => existing
+            .as_ref()
+            .and_then(|existing| existing.admission.clone()),
+        Some(None) => None,
+        Some(Some(admission)) => Some(admission.policy()?),
+    };
     if let Some(partition) = partition {
         change.ensure_queue(partition).await?;
         if let Some(activation) = &update.activation {
@@ -107,6 +114,7 @@ pub async fn put_event(
             entry: &entry,
             schedule: schedule.schedule,
             draw_seed: schedule.draw_seed,
+            admission: admission.as_ref(),
         })
         .await?;
     change.stamp_closing(event_id.as_str()).await?;
@@ -305,6 +313,7 @@ pub(super) async fn event_view(
         "activation": queue.as_ref().map(|queue| queue.activation),
         "seats": event.seats,
         "entry": event.entry,
+        "admission": event.admission,
         "shared_queue_with": shared_with,
     });
     let sale = SaleView::of(event, Utc::now());

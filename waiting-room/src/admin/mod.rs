@@ -10,10 +10,11 @@
 //! [`auth`] checks the credentials and names the operator, [`audit`] logs every change, [`requests`] parses and validates bodies,
 //! [`handlers`] answers, [`catalog_store`] holds the SQL, [`stats`] reads the live
 //! counters from Redis, [`live_stats`] streams them to the console, [`reports`] serves the post-sale report.
+//! The sites' API keys (`/admin/site-keys`) are handled in [`crate::admission`].
 
-mod audit;
+pub(crate) mod audit;
 mod auth;
-mod catalog_store;
+pub(crate) mod catalog_store;
 pub mod console;
 mod handlers;
 mod live_stats;
@@ -21,12 +22,13 @@ mod reports;
 mod requests;
 mod stats;
 
-use axum::routing::{get, put};
+use axum::routing::{delete, get, put};
 use axum::{middleware, Router};
 use platform::error;
 
 pub use self::auth::AdminCredentials;
 pub use self::live_stats::LiveStats;
+use crate::admission::admin_keys;
 use crate::state::SharedState;
 
 /// The admin routes, every one of them (unknown paths included) behind the credentials,
@@ -54,6 +56,8 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
             get(handlers::list_partitions).put(handlers::raise_partitions),
         )
         .route("/partitions/{partition}", put(handlers::put_partition))
+        .route("/site-keys", get(admin_keys::list).post(admin_keys::create))
+        .route("/site-keys/{key_id}", delete(admin_keys::revoke))
         .fallback(error::route_not_found)
         // A layer, not a route layer: unknown admin paths are refused without credentials too.
         .layer(middleware::from_fn_with_state(state, auth::require_admin))

@@ -10,6 +10,7 @@ use contract::schedule::{DrawState, QueueOrder, Schedule};
 use contract::seats::{MAX_ROWS, MAX_SEATS_PER_ROW};
 use serde::Deserialize;
 
+use crate::admission::policy_update::AdmissionUpdate;
 use crate::error::WaitingRoomError;
 
 /// `PUT /admin/events/{id}` body. Every field is optional on update.
@@ -25,6 +26,9 @@ pub struct EventUpdate {
     /// A whole schedule, or `null` to remove it.
     #[serde(default, deserialize_with = "present_or_null")]
     pub schedule: Option<Option<ScheduleUpdate>>,
+    /// The site its active fans are admitted to, or `null` to stop admitting to one.
+    #[serde(default, deserialize_with = "present_or_null")]
+    pub admission: Option<Option<AdmissionUpdate>>,
 }
 
 /// A scheduled on-sale (RFC 3339 instants).

@@ -123,6 +123,13 @@ impl Entrant {
             Self::Verified(fan) => Some(&fan.subject),
         }
     }
+    /// The fan the site vouched for, whose admission token names them (`sub`).
+    pub fn verified_subject(&self) -> Option<&str> {
+        match self {
+            Self::Verified(fan) => Some(&fan.subject),
+            Self::Anonymous | Self::Named(_) => None,
+        }
+    }
 }
 
 /// Verifies the solved challenge and spends it: a second join with it is refused.

@@ -225,6 +225,7 @@ async fn issue(
         event.event_id.to_string(),
         partition,
         entrant.record_name().map(str::to_owned),
+        entrant.verified_subject().map(str::to_owned),
         place,
     ));
     issuing.await.map_err(WaitingRoomError::internal)?
@@ -235,6 +236,7 @@ async fn issue_ticket(
     event_id: String,
     partition: i32,
     record_name: Option<String>,
+    subject: Option<String>,
     place: Option<Place>,
 ) -> Result<TicketStatus, WaitingRoomError> {
     let now = Utc::now();
@@ -268,6 +270,7 @@ async fn issue_ticket(
         queue_number: delivery.offset,
         iat: now.timestamp(),
         exp: now.timestamp() + state.ticket_ttl_seconds,
+        subject,
     };
     let token = state.signer.sign(&claims);
     let registration = Registration {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use contract::queue;
 use contract::schedule::Standing;
 use contract::ticket_state::{seen_refresh_ms, TicketState};
-use contract::token::TicketClaims;
+use contract::token::{AdmissionClaims, TicketClaims};
 use platform::bearer::BearerToken;
 use serde::Serialize;
 use uuid::Uuid;
@@ -41,6 +41,14 @@ pub struct TicketStatus {
     /// never reaches a server log).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation_url: Option<String>,
+    /// While active, when the event admits fans to a site: the signed JWT that site
+    /// checks (`aud` = the site, `jti` = the ticket id, `exp` = `active_until`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission_token: Option<String>,
+    /// With the admission token: the site's return URL carrying it, where the fan's
+    /// page sends the browser.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<String>,
     /// The token and its URLs, in responses to requests (not repeated in every
     /// stream event: the stream's client already holds them).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -120,6 +128,22 @@ impl TicketStatus {
                 claims.event_id
             )
         });
+        let admission = catalog
+            .event(&claims.event_id)
+            .and_then(|event| event.admission.as_ref());
+        let (admission_token, return_url) = match (ticket_state, admission) {
+            (TicketState::Active { active_until_ms }, Some(admission)) => {
+                let token = state.signer.sign(&AdmissionClaims::of(
+                    claims,
+                    &admission.audience,
+                    Utc::now().timestamp(),
+                    active_until_ms / 1000,
+                ));
+                let return_url = admission.return_url_with(&token);
+                (Some(token), return_url)
+            }
+            _ => (None, None),
+        };
         Self {
             ticket_id: claims.ticket_id,
             event_id: claims.event_id.clone(),
@@ -132,6 +156,8 @@ impl TicketStatus {
             sale_starts_at,
             active_until,
             reservation_url,
+            admission_token,
+            return_url,
             links: None,
         }
     }
