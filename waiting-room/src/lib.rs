@@ -2,7 +2,7 @@
 //! SSE, the pages) and the operators' admin API.
 //!
 //! [`tickets`] holds the fans' side, [`admin`] the operators', [`draw_audit`] the
-//! public side of a shuffled pre-queue's draw; [`build`] wires
+//! public side of a shuffled pre-queue's draw, [`openapi`] the API's description; [`build`] wires
 //! configuration to real connections and a router. `main.rs` and the integration tests
 //! both start the service through it, so tests run exactly what production runs (on a
 //! port-0 listener).
@@ -14,6 +14,7 @@ mod config;
 pub mod draw_audit;
 mod entry;
 mod error;
+pub mod openapi;
 mod page_messages;
 mod pages;
 pub mod report;
@@ -184,6 +185,10 @@ fn routes(state: SharedState) -> Router {
         .route("/v1/tickets/{token}", get(tickets::status::by_path))
         .route("/v1/tickets/{token}/events", get(tickets::stream::events))
         .route("/.well-known/jwks.json", get(tickets::status::jwks))
+        .route(
+            "/openapi.json",
+            platform::openapi::get(&openapi::document()),
+        )
         .nest("/admin", admin::routes(state.clone()))
         .with_state(state)
 }

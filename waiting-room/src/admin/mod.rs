@@ -11,13 +11,13 @@
 //! [`handlers`] answers, [`catalog_store`] holds the SQL, [`stats`] reads the live
 //! counters from Redis, [`live_stats`] streams them to the console, [`reports`] serves the post-sale report.
 
-mod audit;
+pub(crate) mod audit;
 mod auth;
 mod catalog_store;
 pub mod console;
-mod handlers;
-mod live_stats;
-mod reports;
+pub(crate) mod handlers;
+pub(crate) mod live_stats;
+pub(crate) mod reports;
 mod requests;
 mod stats;
 
