@@ -28,6 +28,7 @@ pub enum ReportFormat {
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {
     /// `json` (the default) or `csv`.
+    #[param(inline)]
     format: Option<ReportFormat>,
 }
 
