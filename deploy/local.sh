@@ -557,6 +557,8 @@ cmd_test() {
   check_no_test_code_in_services
   say "cargo test (unit and integration, against the real services)"
   cargo test --workspace
+  say "the services against their OpenAPI documents (deploy/api-fuzz.sh, schemathesis)"
+  deploy/api-fuzz.sh
   say "all test suites passed in $((SECONDS - started)) s"
 }
 

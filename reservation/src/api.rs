@@ -19,13 +19,24 @@ use crate::error::ReservationError;
 use crate::state::SharedState;
 use crate::store::{HoldError, Reservation, ReservationStatus, Seat, TransitionError};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SeatMap {
     pub event_id: String,
     pub seats: Vec<Seat>,
 }
 
 /// `GET /v1/events/{event_id}/seats`.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}/seats",
+    tag = "seats",
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "The event's seats and their states", body = SeatMap),
+        (status = 404, description = "`event_not_found`"),
+        (status = 503, description = "`service_unavailable`: PostgreSQL or Redis is unreachable"),
+    )
+)]
 pub async fn seats(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,
@@ -54,13 +65,31 @@ pub async fn seat_map(state: &SharedState, event_id: &str) -> Result<SeatMap, Re
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
+    /// 1 to `MAX_SEATS_PER_RESERVATION` distinct seat ids.
     seat_ids: Vec<String>,
 }
 
 /// `POST /v1/events/{event_id}/reservations` with the ticket's token.
+#[utoipa::path(
+    post,
+    path = "/v1/events/{event_id}/reservations",
+    tag = "reservations",
+    security(("ticket_token" = [])),
+    params(("event_id" = String, Path, description = "The event's id")),
+    request_body = ReserveRequest,
+    responses(
+        (status = 201, description = "The seats are held for this ticket", body = Reservation),
+        (status = 401, description = "`invalid_token`: missing, malformed, forged, expired, or for another event"),
+        (status = 403, description = "`ticket_not_active` (with the ticket's `state`)"),
+        (status = 404, description = "`event_not_found`"),
+        (status = 409, description = "`seats_unavailable` (with `seat_ids`) or `reservation_exists` (with the existing reservation)"),
+        (status = 422, description = "`invalid_request`: no seats, too many, repeated, or unknown seat ids"),
+        (status = 503, description = "`service_unavailable`: PostgreSQL or Redis is unreachable"),
+    )
+)]
 pub async fn reserve(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,
@@ -155,6 +184,17 @@ fn transition_error(state: &SharedState, error: TransitionError) -> ReservationE
 }
 
 /// `GET /v1/reservations/{reservation_id}` (the id is the capability, like a URL).
+#[utoipa::path(
+    get,
+    path = "/v1/reservations/{reservation_id}",
+    tag = "reservations",
+    params(("reservation_id" = String, Path, description = "The reservation's id (a UUID)")),
+    responses(
+        (status = 200, description = "The reservation", body = Reservation),
+        (status = 404, description = "`not_found`: no such reservation, or not a reservation id"),
+        (status = 503, description = "`service_unavailable`: PostgreSQL or Redis is unreachable"),
+    )
+)]
 pub async fn get(
     State(state): State<SharedState>,
     Path(raw_id): Path<String>,
@@ -188,6 +228,21 @@ async fn finish(
 }
 
 /// `POST /v1/reservations/{reservation_id}/confirm`: seats sold, ticket used.
+#[utoipa::path(
+    post,
+    path = "/v1/reservations/{reservation_id}/confirm",
+    tag = "reservations",
+    security(("ticket_token" = [])),
+    params(("reservation_id" = String, Path, description = "The reservation's id (a UUID)")),
+    responses(
+        (status = 200, description = "Confirmed: the seats are sold", body = Reservation),
+        (status = 401, description = "`invalid_token`"),
+        (status = 403, description = "`forbidden`: the reservation belongs to another ticket"),
+        (status = 404, description = "`not_found`: no such reservation, or not a reservation id"),
+        (status = 409, description = "`reservation_not_held` (with its `status`)"),
+        (status = 503, description = "`service_unavailable`: PostgreSQL or Redis is unreachable"),
+    )
+)]
 pub async fn confirm(
     State(state): State<SharedState>,
     Path(raw_id): Path<String>,
@@ -217,6 +272,21 @@ pub async fn confirm(
 }
 
 /// `DELETE /v1/reservations/{reservation_id}` with the same ticket's token.
+#[utoipa::path(
+    delete,
+    path = "/v1/reservations/{reservation_id}",
+    tag = "reservations",
+    security(("ticket_token" = [])),
+    params(("reservation_id" = String, Path, description = "The reservation's id (a UUID)")),
+    responses(
+        (status = 200, description = "Released: the seats are free again", body = Reservation),
+        (status = 401, description = "`invalid_token`"),
+        (status = 403, description = "`forbidden`: the reservation belongs to another ticket"),
+        (status = 404, description = "`not_found`: no such reservation, or not a reservation id"),
+        (status = 409, description = "`reservation_not_held` (with its `status`)"),
+        (status = 503, description = "`service_unavailable`: PostgreSQL or Redis is unreachable"),
+    )
+)]
 pub async fn release(
     State(state): State<SharedState>,
     Path(raw_id): Path<String>,

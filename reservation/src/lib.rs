@@ -5,12 +5,14 @@
 //!
 //! [`store`] owns the SQL (holds, transitions, outbox rows); [`api`] the HTTP API;
 //! [`streams`] the live pushes fed by [`changes`]; [`outbox`] the relay to Kafka;
-//! [`sweeper`] expires holds; [`error`] says how each refusal looks over HTTP.
+//! [`sweeper`] expires holds; [`error`] says how each refusal looks over HTTP;
+//! [`openapi`] describes the API.
 
 mod api;
 mod changes;
 mod config;
 mod error;
+pub mod openapi;
 mod outbox;
 mod pages;
 mod state;
@@ -110,6 +112,10 @@ fn routes(state: SharedState) -> Router {
         .route(
             "/v1/reservations/{reservation_id}/events",
             get(streams::reservation_events),
+        )
+        .route(
+            "/openapi.json",
+            platform::openapi::get(&openapi::document()),
         )
         .with_state(state)
 }

@@ -23,6 +23,16 @@ pub fn render_seat_page(waiting_room_base_url: &str) -> String {
     SEATS_HTML.replace("{{WAITING_ROOM_URL}}", &escaped)
 }
 
+/// The seat page (the ticket token travels in the fragment).
+#[utoipa::path(
+    get,
+    path = "/events/{event_id}/seats",
+    tag = "pages",
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "HTML page", content_type = "text/html", body = String),
+    )
+)]
 pub async fn seat_page(
     State(state): State<SharedState>,
     Path(_event_id): Path<String>,
@@ -44,6 +54,17 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
+/// The seat page's scripts and styles.
+#[utoipa::path(
+    get,
+    path = "/assets/{file}",
+    tag = "pages",
+    params(("file" = String, Path, description = "An asset's file name")),
+    responses(
+        (status = 200, description = "The asset (JavaScript or CSS)", content_type = "text/plain", body = String),
+        (status = 404, description = "`route_not_found`: no such asset"),
+    )
+)]
 pub async fn asset(Path(file): Path<String>) -> Result<Response, RequestError> {
     assets::serve(ASSETS, &file)
 }

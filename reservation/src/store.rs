@@ -17,7 +17,7 @@ const HOLD_RETRIES: &str = "reservation_hold_retries_total";
 
 /// A reservation's lifecycle: `held` until confirmed, released or expired (the
 /// `reservations.status` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ReservationStatus {
@@ -51,7 +51,7 @@ impl ReservationStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Reservation {
     pub reservation_id: Uuid,
     pub event_id: String,
@@ -122,7 +122,7 @@ pub enum TransitionError {
 }
 
 /// A seat as the seat map shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Seat {
     pub seat_id: String,
     pub row_index: i32,

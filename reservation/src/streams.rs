@@ -58,6 +58,17 @@ async fn next_change(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reservations/{reservation_id}/events",
+    tag = "reservations",
+    params(("reservation_id" = String, Path, description = "The reservation's id (a UUID)")),
+    responses(
+        (status = 200, description = "`status` events (the reservation) until its status is final", content_type = "text/event-stream", body = String),
+        (status = 404, description = "`not_found`: no such reservation, or not a reservation id"),
+        (status = 503, description = "`service_unavailable`: PostgreSQL or Redis is unreachable"),
+    )
+)]
 pub async fn reservation_events(
     State(state): State<SharedState>,
     Path(raw_id): Path<String>,
@@ -122,6 +133,17 @@ fn status_event(reservation: &Reservation) -> Event {
         .unwrap_or_else(|_| Event::default().event("status"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}/seats/events",
+    tag = "seats",
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "`seats` events: the seat map, then each change", content_type = "text/event-stream", body = String),
+        (status = 404, description = "`event_not_found`"),
+        (status = 503, description = "`service_unavailable`: PostgreSQL or Redis is unreachable"),
+    )
+)]
 pub async fn seat_events(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,

@@ -17,7 +17,7 @@ use contract::topic_reader::TopicReader;
 use serde::{Deserialize, Serialize};
 
 /// A shuffled pre-queue's draw as fans and auditors see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PublicDraw {
     /// SHA-256 of the seed's 32 bytes, in hex: public from the moment the sale is
     /// scheduled, so the seed cannot be chosen after the pre-queue is known.
@@ -50,7 +50,7 @@ impl PublicDraw {
 }
 
 /// A scheduled sale as the public and admin event views show it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SaleView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,

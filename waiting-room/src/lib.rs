@@ -2,8 +2,9 @@
 //! SSE, the pages) and the operators' admin API.
 //!
 //! [`tickets`] holds the fans' side, [`admin`] the operators', [`admission`] the
-//! protected site's (admission tokens' settings, site keys, the slot API), [`draw_audit`] the
-//! public side of a shuffled pre-queue's draw; [`build`] wires
+//! protected site's (admission tokens' settings, site keys, the slot API), [`draw_audit`]
+//! the public side of a shuffled pre-queue's draw, [`openapi`] the API's description;
+//! [`build`] wires
 //! configuration to real connections and a router. `main.rs` and the integration tests
 //! both start the service through it, so tests run exactly what production runs (on a
 //! port-0 listener).
@@ -17,6 +18,7 @@ mod config;
 pub mod draw_audit;
 mod entry;
 mod error;
+pub mod openapi;
 mod page_messages;
 mod pages;
 pub mod report;
@@ -194,6 +196,10 @@ fn routes(state: SharedState) -> Router {
         .route(
             "/v1/admissions/{jti}/release",
             post(admission::slot_api::release),
+        )
+        .route(
+            "/openapi.json",
+            platform::openapi::get(&openapi::document()),
         )
         .nest("/admin", admin::routes(state.clone()))
         .with_state(state)

@@ -42,14 +42,21 @@ enum Command {
     /// Recompute a shuffled pre-queue's ranks from the Kafka records and the published
     /// seed, checking the seed against its commitment (one JSON line per ticket, by rank).
     VerifyDraw(VerifyDraw),
+    /// Print the API's OpenAPI 3.1 document (served at /openapi.json) and exit:
+    /// `waiting-room openapi > docs/openapi/waiting-room.json` refreshes the checked-in copy.
+    Openapi,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let common = &cli.config.common;
-    observability::init_tracing(common.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The document alone goes to standard output, no logs.
+    if !matches!(command, Command::Openapi) {
+        observability::init_tracing(common.log_format);
+    }
+    match command {
         Command::Serve => {
             let shutdown = shutdown::on_signals();
             waiting_room::build(cli.config, shutdown).await?.run().await
@@ -60,6 +67,10 @@ async fn main() -> anyhow::Result<()> {
         Command::CreateTopics => {
             common.kafka.validate()?;
             kafka::ensure_topics(&common.kafka, &common.topics()).await
+        }
+        Command::Openapi => {
+            println!("{}", waiting_room::openapi::document().to_pretty_json()?);
+            Ok(())
         }
     }
 }

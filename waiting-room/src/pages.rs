@@ -25,12 +25,26 @@ use crate::state::SharedState;
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const EVENT_HTML: &str = include_str!("../assets/event.html");
 
+/// The events page, in the fan's language.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "pages",
+    responses((status = 200, description = "HTML page", content_type = "text/html", body = String))
+)]
 pub async fn index(State(state): State<SharedState>, headers: HeaderMap) -> Response {
     localized_page(&state, &headers, INDEX_HTML)
 }
 
 /// The same page for every event: the script reads the event id from the path, so an
 /// unknown event still gets a page that says so.
+#[utoipa::path(
+    get,
+    path = "/events/{event_id}",
+    tag = "pages",
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses((status = 200, description = "HTML page (for unknown events too: the page says so)", content_type = "text/html", body = String))
+)]
 pub async fn event_page(
     State(state): State<SharedState>,
     Path(_event_id): Path<String>,
@@ -71,6 +85,16 @@ fn localized_page(state: &SharedState, headers: &HeaderMap, html: &str) -> Respo
 }
 
 /// `GET /assets/messages/{language}.json`: a language's words for the pages.
+#[utoipa::path(
+    get,
+    path = "/assets/messages/{file}",
+    tag = "pages",
+    params(("file" = String, Path, description = "`{language}.json`, e.g. `en.json`")),
+    responses(
+        (status = 200, description = "The language's messages", body = Object),
+        (status = 404, description = "`route_not_found`: no such language"),
+    )
+)]
 pub async fn messages(
     State(state): State<SharedState>,
     Path(file): Path<String>,
@@ -115,12 +139,23 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
+/// The pages' scripts and styles.
+#[utoipa::path(
+    get,
+    path = "/assets/{file}",
+    tag = "pages",
+    params(("file" = String, Path, description = "An asset's file name")),
+    responses(
+        (status = 200, description = "The asset (JavaScript or CSS)", content_type = "text/plain", body = String),
+        (status = 404, description = "`route_not_found`: no such asset"),
+    )
+)]
 pub async fn asset(Path(file): Path<String>) -> Result<Response, RequestError> {
     assets::serve(ASSETS, &file)
 }
 
 /// What a fan may know about an event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PublicEvent {
     pub event_id: String,
     pub name: String,
@@ -131,7 +166,7 @@ pub struct PublicEvent {
 }
 
 /// How to get in: the waiting page tells a fan without the site's link what to do.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PublicEntry {
     pub identity: EntryIdentity,
     pub challenge: EntryChallenge,
@@ -152,12 +187,18 @@ impl From<&EventConfig> for PublicEvent {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PublicEvents {
     pub events: Vec<PublicEvent>,
 }
 
 /// `GET /v1/events`: the events a fan can join (every state but closed), by name.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    responses((status = 200, description = "The events on sale, by name", body = PublicEvents))
+)]
 pub async fn list_events(State(state): State<SharedState>) -> Json<PublicEvents> {
     let catalog = state.catalog.current();
     let mut events: Vec<PublicEvent> = catalog
@@ -174,6 +215,16 @@ pub async fn list_events(State(state): State<SharedState>) -> Json<PublicEvents>
 }
 
 /// `GET /v1/events/{event_id}`: name and state, or 404 `event_not_found`.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}",
+    tag = "events",
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "The event", body = PublicEvent),
+        (status = 404, description = "`event_not_found`"),
+    )
+)]
 pub async fn get_event(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,

@@ -8,6 +8,7 @@
 //! - [`client`]: admin and fan calls against a running waiting-room.
 //! - [`issuer`]: ticketing sites that sign enqueue tokens (JWKS over HTTP, key files).
 //! - [`kafka`]: reading records back from a topic.
+//! - [`openapi`]: a service's OpenAPI document is checked in and lists every route.
 //! - [`firewall`]: packet loss on one loopback port (a client that vanished).
 //! - [`broker`]: a private Tansu broker, for tests that stop the broker.
 //! - [`proxy`]: HAProxy with the deployment's settings in front of several instances.
@@ -24,6 +25,7 @@ pub mod env;
 pub mod firewall;
 pub mod issuer;
 pub mod kafka;
+pub mod openapi;
 pub mod postgres_server;
 pub mod proxy;
 pub mod redis_server;

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::draw::{Draw, DrawRange, DrawSeed};
 
 /// In what order the pre-queue is served (the `events.queue_order` column).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum QueueOrder {
@@ -25,7 +27,7 @@ pub enum QueueOrder {
     ShufflePrequeue,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Schedule {
     pub prequeue_opens_at: DateTime<Utc>,
     pub sale_starts_at: DateTime<Utc>,
@@ -35,7 +37,7 @@ pub struct Schedule {
 }
 
 /// Where a scheduled sale stands at an instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SalePhase {
     /// Joins refused (`not_open_yet`).

@@ -13,7 +13,9 @@ pub const MAX_SEATS_PER_ROW: u32 = 1_000;
 pub const MAX_SEAT_ID_LEN: usize = 16;
 
 /// Where a seat stands (the `seats.state` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum SeatState {

@@ -44,6 +44,25 @@ impl Serialize for TicketState {
     }
 }
 
+/// The names [`Serialize`] writes.
+impl utoipa::PartialSchema for TicketState {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some([
+                "prequeued",
+                "waiting",
+                "active",
+                "used",
+                "expired",
+                "abandoned",
+            ]))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TicketState {}
+
 impl TicketState {
     pub fn as_str(self) -> &'static str {
         match self {

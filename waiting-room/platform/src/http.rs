@@ -72,11 +72,29 @@ fn finish(router: Router, settings: &ServerSettings) -> Router {
     .layer(middleware::from_fn(track_http))
 }
 
-async fn healthz() -> impl IntoResponse {
+/// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Alive: `{\"status\": \"ok\"}`", body = Object))
+)]
+pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
+/// Readiness: every dependency check passes. Served on `OPERATIONS_LISTEN` instead when
+/// that is set.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready; each named check and its result", body = Object),
+        (status = 503, description = "Not ready; the same report names the failing checks", body = Object)
+    )
+)]
+pub async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
     let report = readiness.check().await;
     let status = if report.is_ready() {
         StatusCode::OK
@@ -86,7 +104,14 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
     (status, Json(report.to_json()))
 }
 
-async fn metrics(State(readiness): State<Readiness>) -> impl IntoResponse {
+/// Prometheus metrics. Served on `OPERATIONS_LISTEN` instead when that is set.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String))
+)]
+pub async fn metrics(State(readiness): State<Readiness>) -> impl IntoResponse {
     // Readiness as metrics, so an alert can name the failing check without probing
     // `/readyz` itself.
     let report = readiness.check().await;

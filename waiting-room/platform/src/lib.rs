@@ -11,7 +11,8 @@
 //! ([`error`], [`bearer`]); the public API's cross-origin allow-list ([`cors`]);
 //! PostgreSQL and Redis connections ([`connections`]) and
 //! TLS to them and to key servers ([`tls`]); event streams that proxies pass through
-//! unbuffered ([`sse`]); the fan pages' shared assets ([`assets`]).
+//! unbuffered ([`sse`]); the fan pages' shared assets ([`assets`]); what every
+//! service's OpenAPI document shares ([`openapi`]).
 //!
 //! Nothing here knows about tickets, queues or events: that is the contract crate.
 
@@ -22,6 +23,7 @@ pub mod cors;
 pub mod error;
 pub mod http;
 pub mod observability;
+pub mod openapi;
 pub mod readiness;
 pub mod retry;
 pub mod server;

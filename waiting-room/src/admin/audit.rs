@@ -65,11 +65,14 @@ pub struct AuditEntry {
 }
 
 /// Which entries to read, newest first.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Only this event's entries.
     event_id: Option<String>,
     /// Entries older than this id (the previous page's `next`).
     before: Option<i64>,
+    /// Entries per page, 1-500 (default 50).
     limit: Option<i64>,
 }
 
@@ -77,6 +80,18 @@ pub const DEFAULT_PAGE: i64 = 50;
 pub const MAX_PAGE: i64 = 500;
 
 /// `GET /admin/audit?event_id=&before=&limit=`: the log, newest first, in pages.
+#[utoipa::path(
+    get,
+    path = "/admin/audit",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "`{\"entries\": [...], \"next\": id or null}`", body = Object),
+        (status = 422, description = "`invalid_request`: a malformed parameter, or `limit` out of 1-500"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn list_audit(
     State(state): State<SharedState>,
     Query(query): Query<AuditQuery>,

@@ -22,6 +22,13 @@ pub const CONSOLE_CSS: Asset = Asset {
     body: include_str!("../../assets/console.css"),
 };
 
+/// The operators' console page (it signs in itself, so no credentials).
+#[utoipa::path(
+    get,
+    path = "/admin",
+    tag = "admin",
+    responses((status = 200, description = "HTML page", content_type = "text/html", body = String))
+)]
 pub async fn page() -> Response {
     assets::page(include_str!("../../assets/console.html"))
 }

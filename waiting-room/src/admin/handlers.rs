@@ -25,6 +25,21 @@ use crate::state::SharedState;
 
 /// `PUT /admin/events/{id}`: creates the event (201) or updates it (200), and the
 /// configuration of its queue.
+#[utoipa::path(
+    put,
+    path = "/admin/events/{event_id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("event_id" = String, Path, description = "The event's id")),
+    request_body = EventUpdate,
+    responses(
+        (status = 200, description = "Updated: the event as `GET` shows it", body = Object),
+        (status = 201, description = "Created: the event as `GET` shows it", body = Object),
+        (status = 409, description = "`conflict` (seat layout in use), `draw_needs_own_queue`, `draw_already_made`, `queue_fixed_by_schedule` or `no_free_partition`"),
+        (status = 503, description = "`service_unavailable`: Redis is unreachable"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn put_event(
     State(state): State<SharedState>,
     Extension(operator): Extension<Operator>,
@@ -156,6 +171,17 @@ pub async fn put_event(
 }
 
 /// `GET /admin/events`: every event, by id, as `GET /admin/events/{id}` shows it.
+#[utoipa::path(
+    get,
+    path = "/admin/events",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "`{\"events\": [...]}`", body = Object),
+        (status = 503, description = "`service_unavailable`: Redis is unreachable"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn list_events(
     State(state): State<SharedState>,
 ) -> Result<Json<Value>, WaitingRoomError> {
@@ -177,6 +203,21 @@ pub async fn list_events(
 /// whose queue has no live ticket left (none waiting, none active) and that has no
 /// reservations (they are the sale's record); its seats, counters and fans' places go
 /// with it and its partition is free for the next new event.
+#[utoipa::path(
+    delete,
+    path = "/admin/events/{event_id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`event_not_found`"),
+        (status = 409, description = "`event_not_closed`, `event_closing` (with `Retry-After`), `event_has_live_tickets` or `event_has_reservations`"),
+        (status = 422, description = "`invalid_request`: not an event id"),
+        (status = 503, description = "`service_unavailable`: Redis is unreachable"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn delete_event(
     State(state): State<SharedState>,
     Extension(operator): Extension<Operator>,
@@ -276,6 +317,20 @@ async fn forget_event(state: &SharedState, event_id: &str) -> Result<(), Waiting
     Ok(())
 }
 
+/// Configuration plus live statistics of one event.
+#[utoipa::path(
+    get,
+    path = "/admin/events/{event_id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "The event, its queue and live statistics", body = Object),
+        (status = 404, description = "`event_not_found`"),
+        (status = 503, description = "`service_unavailable`: Redis is unreachable"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn get_event(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,
@@ -374,6 +429,17 @@ fn partition_view(catalog: &Catalog, queue: &QueueConfig) -> Value {
     })
 }
 
+/// The partition mapping: each queue, its mode, policy and events.
+#[utoipa::path(
+    get,
+    path = "/admin/partitions",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every partition of the tickets topic", body = Object),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn list_partitions(State(state): State<SharedState>) -> Json<Value> {
     let catalog = state.catalog.current();
     let partition_count = state.partition_count();
@@ -393,6 +459,19 @@ pub async fn list_partitions(State(state): State<SharedState>) -> Json<Value> {
 /// every instance (its catalog) and every activator (its group's metadata refresh)
 /// takes them up. Runs as its own task: a client that hangs up cannot leave a raise
 /// unrecorded.
+#[utoipa::path(
+    put,
+    path = "/admin/partitions",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = PartitionCountUpdate,
+    responses(
+        (status = 200, description = "The partition mapping after the raise", body = Object),
+        (status = 502, description = "`partitions_not_raised`: the broker refused or did not answer"),
+        (status = 503, description = "`service_unavailable`: configuration not loaded yet"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn raise_partitions(
     State(state): State<SharedState>,
     Extension(operator): Extension<Operator>,
@@ -437,6 +516,20 @@ pub async fn raise_partitions(
 
 /// Maps the listed events to the partition (their new tickets go there; tickets already
 /// issued stay in their old queue) and updates the queue's mode and policy.
+#[utoipa::path(
+    put,
+    path = "/admin/partitions/{partition}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("partition" = String, Path, description = "A partition number of the tickets topic")),
+    request_body = PartitionUpdate,
+    responses(
+        (status = 200, description = "The partition after the change", body = Object),
+        (status = 404, description = "`event_not_found`: a listed event does not exist"),
+        (status = 409, description = "`queue_fixed_by_schedule` or `draw_needs_own_queue`"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn put_partition(
     State(state): State<SharedState>,
     Extension(operator): Extension<Operator>,

@@ -154,6 +154,19 @@ async fn read(
 
 /// `GET /admin/events/{id}/stats/events`: a `stats` event per aggregation (`gone` once
 /// the event no longer exists, which ends the stream).
+#[utoipa::path(
+    get,
+    path = "/admin/events/{event_id}/stats/events",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "`stats` events, then `gone` when the event is deleted", content_type = "text/event-stream", body = String),
+        (status = 404, description = "`event_not_found`"),
+        (status = 422, description = "`invalid_request`: not an event id"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn stats_events(
     State(state): State<SharedState>,
     Path(raw_event_id): Path<String>,

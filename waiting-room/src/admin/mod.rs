@@ -16,9 +16,9 @@ pub(crate) mod audit;
 mod auth;
 pub(crate) mod catalog_store;
 pub mod console;
-mod handlers;
-mod live_stats;
-mod reports;
+pub(crate) mod handlers;
+pub(crate) mod live_stats;
+pub(crate) mod reports;
 mod requests;
 mod stats;
 

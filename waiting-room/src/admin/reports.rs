@@ -17,15 +17,18 @@ use crate::state::SharedState;
 /// Session length assumed for an event that no longer has a queue to read it from.
 const DEFAULT_ACTIVE_TTL_SECONDS: i64 = 600;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportFormat {
     Json,
     Csv,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReportQuery {
+    /// `json` (the default) or `csv`.
+    #[param(inline)]
     format: Option<ReportFormat>,
 }
 
@@ -59,6 +62,20 @@ pub fn compute_after_close(state: &SharedState, event_id: &str) {
 }
 
 /// `POST /admin/events/{id}/report`.
+#[utoipa::path(
+    post,
+    path = "/admin/events/{event_id}/report",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "The report, computed now and stored", body = Object),
+        (status = 404, description = "`event_not_found`"),
+        (status = 422, description = "`invalid_request`: not an event id"),
+        (status = 502, description = "`report_unavailable`: Kafka or PostgreSQL did not answer"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn recompute(
     State(state): State<SharedState>,
     Path(raw_event_id): Path<String>,
@@ -72,6 +89,19 @@ pub async fn recompute(
 
 /// `GET /admin/events/{id}/report[?format=csv]`: the stored report (also of a deleted
 /// event).
+#[utoipa::path(
+    get,
+    path = "/admin/events/{event_id}/report",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("event_id" = String, Path, description = "The event's id"), ReportQuery),
+    responses(
+        (status = 200, description = "The stored report", content((Object = "application/json"), (String = "text/csv"))),
+        (status = 404, description = "`report_not_found`"),
+        (status = 422, description = "`invalid_request`: not an event id, or an unknown `format`"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn get(
     State(state): State<SharedState>,
     Path(raw_event_id): Path<String>,

@@ -14,7 +14,7 @@ use crate::admission::policy_update::AdmissionUpdate;
 use crate::error::WaitingRoomError;
 
 /// `PUT /admin/events/{id}` body. Every field is optional on update.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventUpdate {
     pub name: Option<String>,
@@ -32,7 +32,7 @@ pub struct EventUpdate {
 }
 
 /// A scheduled on-sale (RFC 3339 instants).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleUpdate {
     pub prequeue_opens_at: DateTime<Utc>,
@@ -135,7 +135,7 @@ pub fn change_schedule(
 }
 
 /// Who may join; absent fields keep their value. `issuer: null` takes any trusted issuer.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntryUpdate {
     identity: Option<EntryIdentity>,
@@ -151,7 +151,7 @@ const MAX_CHALLENGE_DIFFICULTY: u32 = 10_000_000;
 
 /// Activation policy fields; absent fields keep their value. `max_active: null` means
 /// no capacity limit.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivationUpdate {
     batch_size: Option<i64>,
@@ -162,7 +162,7 @@ pub struct ActivationUpdate {
     grace_seconds: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeatsUpdate {
     rows: i64,
@@ -170,7 +170,7 @@ pub struct SeatsUpdate {
 }
 
 /// `PUT /admin/partitions` body: the tickets topic's new partition count.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionCountUpdate {
     pub partition_count: i64,
@@ -195,7 +195,7 @@ impl PartitionCountUpdate {
 }
 
 /// `PUT /admin/partitions/{partition}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionUpdate {
     #[serde(default)]

@@ -16,7 +16,7 @@ use crate::state::SharedState;
 use platform::error::Json as JsonBody;
 
 /// `POST /admin/site-keys` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
     /// The site: the `aud` its events' admission tokens carry.
@@ -28,6 +28,17 @@ pub struct NewKeyRequest {
 const MAX_LABEL: usize = 200;
 
 /// `POST /admin/site-keys`: 201 with the key, shown this once.
+#[utoipa::path(
+    post,
+    path = "/admin/site-keys",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = NewKeyRequest,
+    responses(
+        (status = 201, description = "The key's record and `api_key`, shown this once", body = Object),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn create(
     State(state): State<SharedState>,
     Extension(operator): Extension<Operator>,
@@ -64,6 +75,16 @@ pub async fn create(
 }
 
 /// `GET /admin/site-keys`: every key, revoked ones too, never a secret.
+#[utoipa::path(
+    get,
+    path = "/admin/site-keys",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "`{\"site_keys\": [...]}`, newest first", body = Object),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn list(State(state): State<SharedState>) -> Result<Json<Value>, WaitingRoomError> {
     let keys = site_keys::list(&state.postgres)
         .await
@@ -73,6 +94,18 @@ pub async fn list(State(state): State<SharedState>) -> Result<Json<Value>, Waiti
 
 /// `DELETE /admin/site-keys/{key_id}`: 204; the key stops working on every instance
 /// at once. Revoking it again changes nothing.
+#[utoipa::path(
+    delete,
+    path = "/admin/site-keys/{key_id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("key_id" = String, Path, description = "The key's id")),
+    responses(
+        (status = 204, description = "Revoked (or already revoked)"),
+        (status = 404, description = "`site_key_not_found`"),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token"),
+    )
+)]
 pub async fn revoke(
     State(state): State<SharedState>,
     Extension(operator): Extension<Operator>,

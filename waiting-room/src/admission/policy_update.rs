@@ -7,10 +7,12 @@ use serde::Deserialize;
 use crate::error::WaitingRoomError;
 
 /// `admission` in an event update: a whole policy (`null` removes it).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionUpdate {
+    /// The site (the admission token's `aud`): 1-256 printable characters, no spaces.
     audience: String,
+    /// An absolute http(s) URL, at most 2,048 characters.
     #[serde(default)]
     return_url: Option<String>,
     #[serde(default)]

@@ -20,7 +20,7 @@ use crate::error::WaitingRoomError;
 use crate::state::SharedState;
 
 /// What a settled admission is now.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Settled {
     pub jti: Uuid,
     pub event_id: String,
@@ -28,6 +28,20 @@ pub struct Settled {
     pub state: TicketState,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admissions/{jti}/complete",
+    tag = "admissions",
+    security(("site_api_key" = [])),
+    params(("jti" = String, Path, description = "The admission token's `jti` (the ticket id)")),
+    responses(
+        (status = 200, description = "The ticket is used and its slot free (again: the same answer)", body = Settled),
+        (status = 401, description = "`invalid_api_key`: missing, wrong or revoked site API key"),
+        (status = 404, description = "`admission_not_found`: not an admission of the key's site"),
+        (status = 409, description = "`admission_not_active`: it already ended otherwise (`state`)"),
+        (status = 503, description = "`service_unavailable`: Redis or PostgreSQL is unreachable"),
+    )
+)]
 pub async fn complete(
     State(state): State<SharedState>,
     Path(jti): Path<String>,
@@ -38,6 +52,20 @@ pub async fn complete(
         .map(Json)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admissions/{jti}/release",
+    tag = "admissions",
+    security(("site_api_key" = [])),
+    params(("jti" = String, Path, description = "The admission token's `jti` (the ticket id)")),
+    responses(
+        (status = 200, description = "The ticket ended as abandoned and its slot is free (again: the same answer)", body = Settled),
+        (status = 401, description = "`invalid_api_key`: missing, wrong or revoked site API key"),
+        (status = 404, description = "`admission_not_found`: not an admission of the key's site"),
+        (status = 409, description = "`admission_not_active`: it already ended otherwise (`state`)"),
+        (status = 503, description = "`service_unavailable`: Redis or PostgreSQL is unreachable"),
+    )
+)]
 pub async fn release(
     State(state): State<SharedState>,
     Path(jti): Path<String>,

@@ -129,14 +129,25 @@ impl ChallengeKeys {
 }
 
 /// `GET /v1/events/{event_id}/challenge`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedChallenge {
     /// What the client solves and sends back unchanged.
+    #[schema(value_type = Object)]
     pub challenge: Challenge,
     /// The largest counter the solution can have (for a progress indication).
     pub difficulty: u32,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}/challenge",
+    tag = "tickets",
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "A proof-of-work challenge for one join", body = IssuedChallenge),
+        (status = 404, description = "`event_not_found`"),
+    )
+)]
 pub async fn issue(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,

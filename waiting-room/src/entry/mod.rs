@@ -23,11 +23,12 @@ use crate::state::AppState;
 const MAX_USER_ID_LEN: usize = 128;
 
 /// `POST /v1/events/{event_id}/tickets` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct JoinRequest {
     pub user_id: Option<String>,
     pub enqueue_token: Option<String>,
     /// A solved challenge of `GET /v1/events/{event_id}/challenge`.
+    #[schema(value_type = Option<Object>)]
     pub proof_of_work: Option<altcha::Payload>,
 }
 

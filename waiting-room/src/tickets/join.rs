@@ -52,6 +52,24 @@ pub fn register_metrics() {
 /// How often a request waiting for a racing duplicate checks whether it finished.
 const CLAIM_POLL: Duration = Duration::from_millis(20);
 
+/// Joins the event's queue: a ticket token and its status.
+#[utoipa::path(
+    post,
+    path = "/v1/events/{event_id}/tickets",
+    tag = "tickets",
+    params(("event_id" = String, Path, description = "The event's id")),
+    request_body(content = Option<JoinRequest>, description = "Optional: who is joining and what proves it; an empty body joins anonymously"),
+    responses(
+        (status = 201, description = "A new ticket", body = TicketStatus),
+        (status = 200, description = "The ticket this enqueue token's fan already holds", body = TicketStatus),
+        (status = 401, description = "`invalid_enqueue_token`"),
+        (status = 403, description = "`enqueue_token_required`, `challenge_required` or `challenge_failed`"),
+        (status = 404, description = "`event_not_found`"),
+        (status = 409, description = "`event_closed`, `not_open_yet` (with `Retry-After`) or `already_in_line` (with the place in line)"),
+        (status = 429, description = "`rate_limited`"),
+        (status = 503, description = "`queue_unavailable` (no ticket was issued) or `service_unavailable`"),
+    )
+)]
 pub async fn join(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,

@@ -19,7 +19,7 @@ use crate::error::WaitingRoomError;
 use crate::state::SharedState;
 
 /// A ticket as the fan sees it (the join response carries the token and URLs too).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TicketStatus {
     pub ticket_id: Uuid,
     pub event_id: String,
@@ -55,7 +55,7 @@ pub struct TicketStatus {
     pub links: Option<TicketLinks>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TicketLinks {
     pub token: String,
     pub status_url: String,
@@ -248,6 +248,18 @@ pub fn verify(state: &SharedState, token: &str) -> Result<TicketClaims, WaitingR
     Ok(state.verifier.verify(token, Utc::now().timestamp())?)
 }
 
+/// Where the ticket in the path stands.
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/{token}",
+    tag = "tickets",
+    params(("token" = String, Path, description = "The ticket token")),
+    responses(
+        (status = 200, description = "The ticket's status", body = TicketStatus),
+        (status = 401, description = "`invalid_token`: missing, malformed, forged, expired or of an unknown queue"),
+        (status = 503, description = "`service_unavailable`: the ticket store is unreachable"),
+    )
+)]
 pub async fn by_path(
     State(state): State<SharedState>,
     Path(token): Path<String>,
@@ -256,6 +268,18 @@ pub async fn by_path(
     ticket_status(&state, &claims, &token, true).await.map(Json)
 }
 
+/// Where the bearer's ticket stands.
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/me",
+    tag = "tickets",
+    security(("ticket_token" = [])),
+    responses(
+        (status = 200, description = "The ticket's status", body = TicketStatus),
+        (status = 401, description = "`invalid_token`: missing, malformed, forged, expired or of an unknown queue"),
+        (status = 503, description = "`service_unavailable`: the ticket store is unreachable"),
+    )
+)]
 pub async fn me(
     State(state): State<SharedState>,
     bearer: BearerToken,
@@ -265,6 +289,13 @@ pub async fn me(
     ticket_status(&state, &claims, token, true).await.map(Json)
 }
 
+/// The public keys that verify ticket tokens (current and rotated-out).
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "tickets",
+    responses((status = 200, description = "A JSON Web Key Set", body = Object))
+)]
 pub async fn jwks(State(state): State<SharedState>) -> Json<serde_json::Value> {
     Json(state.verifier.jwks())
 }

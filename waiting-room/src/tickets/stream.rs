@@ -46,6 +46,18 @@ use crate::state::SharedState;
 
 /// `GET /v1/tickets/{token}/events`: the token in the path, for `EventSource`, which
 /// cannot send headers.
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/{token}/events",
+    tag = "tickets",
+    params(("token" = String, Path, description = "The ticket token")),
+    responses(
+        (status = 200, description = "`status` events until the ticket is used, expired or abandoned", content_type = "text/event-stream", body = String),
+        (status = 401, description = "`invalid_token`: missing, malformed, forged, expired or of an unknown queue"),
+        (status = 429, description = "`too_many_streams`: this ticket has its most streams open"),
+        (status = 503, description = "`too_many_streams`: this server has its most streams open; or `service_unavailable`"),
+    )
+)]
 pub async fn events(
     State(state): State<SharedState>,
     Path(token): Path<String>,
@@ -55,6 +67,18 @@ pub async fn events(
 
 /// `GET /v1/tickets/me/events` with `Authorization: Bearer <ticket token>`, for clients
 /// that keep tokens out of URLs (and so out of proxies' access logs).
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/me/events",
+    tag = "tickets",
+    security(("ticket_token" = [])),
+    responses(
+        (status = 200, description = "`status` events until the ticket is used, expired or abandoned", content_type = "text/event-stream", body = String),
+        (status = 401, description = "`invalid_token`: missing, malformed, forged, expired or of an unknown queue"),
+        (status = 429, description = "`too_many_streams`: this ticket has its most streams open"),
+        (status = 503, description = "`too_many_streams`: this server has its most streams open; or `service_unavailable`"),
+    )
+)]
 pub async fn my_events(
     State(state): State<SharedState>,
     bearer: BearerToken,
