@@ -81,7 +81,7 @@ async fn capacity_is_never_exceeded_and_freed_slots_are_refilled() {
             .mark_used(&claims, Utc::now().timestamp_millis())
             .await
             .expect("mark used"),
-        MarkUsed::AlreadyUsed
+        MarkUsed::AlreadyEnded
     );
     support::wait_for_serving(&env, 1, 4, WAIT).await;
 

@@ -9,7 +9,7 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use contract::token::{AdmissionClaims, TicketSigner};
+use contract::token::{key_id, AdmissionClaims, TicketSigner};
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
@@ -245,6 +245,17 @@ async fn join(stack: &Stack, event_id: &str) -> (String, String) {
     )
 }
 
+/// The `kid` in a token's header.
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().expect("header");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64");
+    let header: Value = serde_json::from_slice(&bytes).expect("JSON");
+    header["kid"].as_str().expect("kid").to_owned()
+}
+
 fn admission_token(status: &Value) -> String {
     status["admission_token"]
         .as_str()
@@ -254,7 +265,11 @@ fn admission_token(status: &Value) -> String {
 
 #[tokio::test]
 async fn an_external_checkout_admits_only_active_fans_and_frees_their_slot_for_the_next() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_configured(
+        |_| {},
+        |reservation| reservation.admission_audiences = vec![SITE.to_owned()],
+    )
+    .await;
     let client = stack.client();
     client.put_event("shop", shop_event(1)).await;
     client
@@ -269,8 +284,10 @@ async fn an_external_checkout_admits_only_active_fans_and_frees_their_slot_for_t
 
     let (first_ticket, first_id) = join(&stack, "shop").await;
     let (second_ticket, second_id) = join(&stack, "shop").await;
+    let (third_ticket, _) = join(&stack, "shop").await;
     let first = wait_for(&stack.waiting_room, &first_ticket, "active").await;
     let second = wait_for(&stack.waiting_room, &second_ticket, "waiting").await;
+    wait_for(&stack.waiting_room, &third_ticket, "waiting").await;
     let admission = admission_token(&first);
     assert_eq!(
         first["return_url"],
@@ -329,6 +346,18 @@ async fn an_external_checkout_admits_only_active_fans_and_frees_their_slot_for_t
     let (elsewhere_ticket, elsewhere_id) = join(&stack, "elsewhere").await;
     let elsewhere =
         admission_token(&wait_for(&stack.waiting_room, &elsewhere_ticket, "active").await);
+    let foreign_hold = reqwest::Client::new()
+        .post(stack.reservation.url("/v1/events/elsewhere/reservations"))
+        .bearer_auth(&elsewhere)
+        .json(&json!({"seat_ids": ["A-1"]}))
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(
+        foreign_hold.status(),
+        401,
+        "the reservation service takes only the admissions of the sites it is told to"
+    );
     let now = chrono::Utc::now().timestamp();
     let claims: AdmissionClaims = {
         let payload = admission.split('.').nth(1).expect("payload");
@@ -448,9 +477,11 @@ async fn an_external_checkout_admits_only_active_fans_and_frees_their_slot_for_t
     let next = admission_token(&wait_for(&stack.waiting_room, &second_ticket, "active").await);
     assert_eq!(checkout.checkout(&next).await.0, 200);
 
-    // The next fan leaves instead.
+    // The next fan leaves instead: their slot goes to the third.
     assert_eq!(checkout.leave(&next).await.1["state"], "abandoned");
     assert_eq!(checkout.leave(&next).await.0, 200, "idempotent");
+    let third = admission_token(&wait_for(&stack.waiting_room, &third_ticket, "active").await);
+    assert_eq!(checkout.checkout(&third).await.0, 200);
     assert_eq!(
         slot(&stack, &second_id, "complete", Some(&key)).await,
         (409, "admission_not_active".to_owned())
@@ -472,15 +503,7 @@ async fn an_external_checkout_admits_only_active_fans_and_frees_their_slot_for_t
         slot(&stack, &first_id, "complete", Some(&key)).await,
         (401, "invalid_api_key".to_owned())
     );
-    let listed: Value = reqwest::Client::new()
-        .get(stack.waiting_room.url("/admin/site-keys"))
-        .bearer_auth(&stack.env.admin_token)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("JSON");
+    let listed = client.admin_get("/admin/site-keys").await;
     let keys = listed["site_keys"].as_array().expect("keys");
     assert_eq!(keys.len(), 2, "{listed}");
     assert!(!listed.to_string().contains(
@@ -494,15 +517,7 @@ async fn an_external_checkout_admits_only_active_fans_and_frees_their_slot_for_t
         .find(|entry| entry["key_id"] == key_id.as_str())
         .expect("listed");
     assert!(revoked_entry["revoked_at"].is_string(), "{revoked_entry}");
-    let audit: Value = reqwest::Client::new()
-        .get(stack.waiting_room.url("/admin/audit"))
-        .bearer_auth(&stack.env.admin_token)
-        .send()
-        .await
-        .expect("audit")
-        .json()
-        .await
-        .expect("JSON");
+    let audit = client.admin_get("/admin/audit").await;
     let actions: Vec<&str> = audit["entries"]
         .as_array()
         .expect("entries")
@@ -538,6 +553,7 @@ async fn a_rotated_signing_key_keeps_admitting_fans_with_tokens_of_the_previous_
     let directory = std::env::temp_dir().join(format!("rotation-{}", Uuid::now_v7()));
     std::fs::create_dir_all(&directory).expect("key directory");
     let new_key = SigningKey::from_bytes(&rand::random());
+    let env_key_before = env.signing_key.verifying_key();
     let new_key_file = directory.join("new.pem");
     let old_public_file = directory.join("old.pub.pem");
     let pem = new_key.to_pkcs8_pem(Default::default()).expect("PEM");
@@ -561,7 +577,16 @@ async fn a_rotated_signing_key_keeps_admitting_fans_with_tokens_of_the_previous_
     };
 
     let after = admission_token(&wait_for(&stack.waiting_room, &ticket, "active").await);
-    assert_ne!(after, before, "signed with the new key");
+    assert_eq!(
+        kid_of(&before),
+        key_id(&env_key_before),
+        "signed with the old key"
+    );
+    assert_eq!(
+        kid_of(&after),
+        key_id(&new_key.verifying_key()),
+        "signed with the new key"
+    );
     let started = Instant::now();
     // The checkout refetches the keys on the new key id (at most every 2 s).
     while checkout.checkout(&after).await.0 != 200 {

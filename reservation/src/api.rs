@@ -257,7 +257,7 @@ pub async fn confirm(
         .mark_used(&claims, Utc::now().timestamp_millis())
         .await
     {
-        Ok(MarkUsed::Marked | MarkUsed::AlreadyUsed) => {}
+        Ok(MarkUsed::Marked | MarkUsed::AlreadyEnded) => {}
         Ok(MarkUsed::NotActive(ticket)) => {
             tracing::info!(
                 state = ticket.as_str(),

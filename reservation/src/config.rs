@@ -30,6 +30,12 @@ pub struct ReservationConfig {
     )]
     pub ticket_jwks_url: String,
 
+    /// Sites (admission tokens' `aud`) whose admission tokens this service takes in
+    /// place of ticket tokens, comma separated; none by default, so a token issued to a
+    /// site cannot act as the fan here unless the operator says so.
+    #[arg(long, env = "ADMISSION_AUDIENCES", value_delimiter = ',')]
+    pub admission_audiences: Vec<String>,
+
     /// How often the JWKS is fetched again, in seconds.
     #[arg(long, env = "JWKS_REFRESH_SECONDS", default_value_t = 300)]
     pub jwks_refresh_seconds: u64,

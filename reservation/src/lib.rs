@@ -80,6 +80,7 @@ pub async fn build(
         store,
         tickets: TicketStore::new(redis, RedisKeys::new(common.redis_key_prefix.clone())),
         keys,
+        admission_audiences: config.admission_audiences.clone(),
         changes,
         max_seats: config.max_seats_per_reservation.max(1),
         hold_slots: tokio::sync::Semaphore::new(common.database_max_connections.max(1) as usize),

@@ -20,6 +20,8 @@ pub struct AppState {
     pub store: ReservationStore,
     pub tickets: TicketStore,
     pub keys: TicketKeys,
+    /// Sites whose admission tokens are taken as tickets (`ADMISSION_AUDIENCES`).
+    pub admission_audiences: Vec<String>,
     pub changes: ChangeFeed,
     pub max_seats: usize,
     /// Holds in flight at once: the rest queue here instead of piling onto PostgreSQL's
@@ -33,14 +35,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The ticket behind `Authorization: Bearer <ticket token or admission token>`; 401
-    /// otherwise.
+    /// The ticket behind `Authorization: Bearer <ticket token>`, or an admission token
+    /// for one of `ADMISSION_AUDIENCES`; 401 otherwise.
     pub fn authenticate(&self, bearer: &BearerToken) -> Result<TicketClaims, ReservationError> {
         let token = bearer.token().ok_or(ReservationError::MissingToken)?;
-        Ok(self
-            .keys
-            .current()
-            .verify_ticket_or_admission(token, Utc::now().timestamp())?)
+        Ok(self.keys.current().verify_ticket_or_admission(
+            token,
+            Utc::now().timestamp(),
+            &self.admission_audiences,
+        )?)
     }
 
     /// A dependency failed: the fan retries in a moment.

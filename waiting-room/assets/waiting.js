@@ -133,7 +133,8 @@ function finish(status) {
     show("active");
     // An event in front of a site sends the fan there, admission token in hand.
     $("reserve").href = status.return_url || status.reservation_url || "#";
-    if (status.return_url) location.assign(status.return_url);
+    // replace(): Back must not land here again and bounce the fan forward once more.
+    if (status.return_url) location.replace(status.return_url);
     $("announcer").textContent = t("announce.turn");
     const until = Date.parse(status.active_until);
     const tick = () => {

@@ -515,16 +515,7 @@ async fn an_events_admission_site_is_kept_until_removed_and_site_keys_are_valida
         let message = error["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(field), "{body}: {message}");
     }
-    let listed: Value = client
-        .http
-        .get(service.url("/admin/site-keys"))
-        .bearer_auth(&env.admin_token)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let listed = client.admin_get("/admin/site-keys").await;
     assert_eq!(
         listed,
         json!({"site_keys": []}),

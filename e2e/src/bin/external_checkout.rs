@@ -3,7 +3,8 @@
 //! would: the waiting room's JWKS URL, its own audience and its site API key.
 //!
 //! - `GET /checkout` with `Authorization: Bearer <admission token>` (or
-//!   `?admission_token=`): 200 `{"admitted": jti, "sub": …}` for an admitted fan, 401
+//!   `?admission_token=`): 200 `{"admitted": jti, "sub": …}` (and `X-Admitted: jti`)
+//!   for an admitted fan, 401
 //!   `{"refused": reason}` otherwise.
 //! - `POST /buy` and `POST /leave`, with the same token: the purchase is done (or the
 //!   fan leaves), so the site frees the slot through the slot API and answers what the
@@ -180,34 +181,24 @@ async fn checkout(
     Query(query): Query<TokenQuery>,
 ) -> Response {
     match admitted(&site, &headers, query).await {
-        Ok(admission) => Json(json!({
-            "admitted": admission.jti,
-            "sub": admission.sub,
-            "event_id": admission.event_id,
-        }))
-        .into_response(),
+        Ok(admission) => (
+            // For an edge in front (nginx `auth_request_set`): who was admitted.
+            [("x-admitted", admission.jti.clone())],
+            Json(json!({
+                "admitted": admission.jti,
+                "sub": admission.sub,
+                "event_id": admission.event_id,
+            })),
+        )
+            .into_response(),
         Err(refusal) => refusal,
     }
 }
 
-async fn buy(
-    State(site): State<Arc<Site>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
-) -> Response {
+/// `POST /buy` (`complete`) and `POST /leave` (`release`) for an admitted fan.
+async fn settle(site: Arc<Site>, headers: HeaderMap, query: TokenQuery, action: &str) -> Response {
     match admitted(&site, &headers, query).await {
-        Ok(admission) => site.settle(&admission.jti, "complete").await,
-        Err(refusal) => refusal,
-    }
-}
-
-async fn leave(
-    State(site): State<Arc<Site>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
-) -> Response {
-    match admitted(&site, &headers, query).await {
-        Ok(admission) => site.settle(&admission.jti, "release").await,
+        Ok(admission) => site.settle(&admission.jti, action).await,
         Err(refusal) => refusal,
     }
 }
@@ -229,8 +220,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let app = Router::new()
         .route("/checkout", get(checkout))
-        .route("/buy", post(buy))
-        .route("/leave", post(leave))
+        .route(
+            "/buy",
+            post(|State(site), headers, Query(query)| settle(site, headers, query, "complete")),
+        )
+        .route(
+            "/leave",
+            post(|State(site), headers, Query(query)| settle(site, headers, query, "release")),
+        )
         .with_state(Arc::new(site));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("listening on {}", listener.local_addr()?);

@@ -41,12 +41,17 @@ impl<'a> WaitingRoomClient<'a> {
 
     /// `GET /admin/events/{event_id}`: configuration and live statistics.
     pub async fn get_event(&self, event_id: &str) -> serde_json::Value {
+        self.admin_get(&format!("/admin/events/{event_id}")).await
+    }
+
+    /// `GET path` with the admin token: the JSON body.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
         self.http
-            .get(self.service.url(&format!("/admin/events/{event_id}")))
+            .get(self.service.url(path))
             .bearer_auth(self.admin_token)
             .send()
             .await
-            .expect("GET /admin/events")
+            .unwrap_or_else(|error| panic!("GET {path}: {error}"))
             .json()
             .await
             .expect("JSON body")

@@ -4,6 +4,8 @@
 //! The routes are read from the router's source (`.route("/path", get(..).put(..))`
 //! calls), so a route added without its annotation fails the test rather than going
 //! undocumented. The operational routes come from the platform's own router source.
+//! The contract's endpoint index (`docs/api.md`) is read too, so the prose contract and
+//! the generated document cannot drift apart.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -88,6 +90,40 @@ pub fn routes(prefix: &str, source: &str) -> BTreeSet<Route> {
     routes
 }
 
+/// The operations `docs/api.md`'s endpoint index lists for `service`: rows whose service
+/// column names it (or says `all three`), every backticked method by every backticked
+/// path.
+pub fn contract_index(api_md: &str, service: &str) -> BTreeSet<Route> {
+    let index = api_md
+        .split("## Endpoint index")
+        .nth(1)
+        .expect("docs/api.md has an endpoint index")
+        .split("\n## ")
+        .next()
+        .unwrap_or_default();
+    let mut listed = BTreeSet::new();
+    for row in index.lines().filter(|line| line.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (methods, paths, services) = (cells[1], cells[2], cells[3]);
+        let ours =
+            services == "all three" || services.split(',').any(|named| named.trim() == service);
+        if !ours {
+            continue;
+        }
+        for method in backticked(methods) {
+            for path in backticked(paths) {
+                listed.insert((method.to_owned(), path.to_owned()));
+            }
+        }
+    }
+    listed
+}
+
+/// The `backticked` parts of a table cell.
+fn backticked(cell: &str) -> impl Iterator<Item = &str> {
+    cell.split('`').skip(1).step_by(2)
+}
+
 /// Where the parenthesis closing the text's first open one is.
 fn closing_paren(text: &str) -> usize {
     let mut depth = 1;
@@ -134,6 +170,26 @@ mod tests {
         ]
         .map(|(method, path)| (method.to_owned(), path.to_owned()));
         assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn reads_the_contracts_endpoint_index_by_service() {
+        let api_md = "# API\n\n## Endpoint index\n\n| method | path | service | auth |\n\
+            | --- | --- | --- | --- |\n\
+            | `POST`, `GET` | `/a` (SSE) | one | none |\n\
+            | `GET` | `/b`, `/c` (pages) | two | none |\n\
+            | `GET` | `/healthz` | all three | none |\n\
+            | `GET` | `/openapi.json` | one, two | none |\n\n## Next\n| `GET` | `/x` | one | |\n";
+        let one: Vec<Route> = contract_index(api_md, "one").into_iter().collect();
+        let expected = [
+            ("GET", "/a"),
+            ("GET", "/healthz"),
+            ("GET", "/openapi.json"),
+            ("POST", "/a"),
+        ]
+        .map(|(method, path)| (method.to_owned(), path.to_owned()));
+        assert_eq!(one, expected);
+        assert_eq!(contract_index(api_md, "two").len(), 4);
     }
 
     #[test]

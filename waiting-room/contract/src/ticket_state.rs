@@ -118,7 +118,7 @@ pub enum MarkUsed {
     /// The ticket was active; it now has the asked outcome and its capacity slot is free.
     Marked,
     /// The ticket already had the asked outcome (a repeated call changes nothing).
-    AlreadyUsed,
+    AlreadyEnded,
     /// The ticket is not active: it is waiting, expired, or ended otherwise.
     NotActive(TicketState),
 }
@@ -300,7 +300,7 @@ impl TicketStore {
             .await?;
         Ok(match reply.first().map(String::as_str) {
             Some("marked") => MarkUsed::Marked,
-            Some("already") => MarkUsed::AlreadyUsed,
+            Some("already") => MarkUsed::AlreadyEnded,
             _ => {
                 let stored = reply.first().and_then(|state| StoredState::parse(state));
                 let active_until = reply.get(1).and_then(|value| value.parse().ok());

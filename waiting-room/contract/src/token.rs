@@ -166,6 +166,8 @@ pub enum TokenError {
     BadSignature,
     #[error("token has expired")]
     Expired,
+    #[error("admission token is for a site this service does not admit")]
+    OtherAudience,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -263,15 +265,17 @@ impl TicketVerifier {
         self.verify_claims(token, now)
     }
 
-    /// A ticket token or an admission token (our reservation service takes either), as
-    /// the ticket's claims.
+    /// A ticket token, or an admission token for one of `audiences` (the sites a
+    /// service admits as itself), as the ticket's claims.
     pub fn verify_ticket_or_admission(
         &self,
         token: &str,
         now: i64,
+        audiences: &[String],
     ) -> Result<TicketClaims, TokenError> {
         Ok(match self.verify_claims(token, now)? {
-            AnyClaims::Admission(claims) => claims.ticket(),
+            AnyClaims::Admission(claims) if audiences.contains(&claims.aud) => claims.ticket(),
+            AnyClaims::Admission(_) => return Err(TokenError::OtherAudience),
             AnyClaims::Ticket(claims) => claims,
         })
     }
@@ -512,9 +516,10 @@ mod tests {
             verifier.verify_admission(&token, 1_800),
             Err(TokenError::Expired)
         );
+        let ours = ["https://shop.example".to_owned()];
         let as_ticket = verifier
-            .verify_ticket_or_admission(&token, 1_500)
-            .expect("an admission token is a ticket to us");
+            .verify_ticket_or_admission(&token, 1_500, &ours)
+            .expect("an admission token for a site we admit is a ticket to us");
         assert_eq!(
             (
                 as_ticket.ticket_id,
@@ -530,8 +535,21 @@ mod tests {
             Err(TokenError::Malformed)
         );
         assert_eq!(
-            verifier.verify_ticket_or_admission(&ticket_token, 1_500),
+            verifier.verify_ticket_or_admission(&ticket_token, 1_500, &ours),
             Ok(ticket.clone())
+        );
+        // Another site's admission is not a ticket to a service that admits only its own.
+        assert_eq!(
+            verifier.verify_ticket_or_admission(
+                &token,
+                1_500,
+                &["https://other.example".to_owned()]
+            ),
+            Err(TokenError::OtherAudience)
+        );
+        assert_eq!(
+            verifier.verify_ticket_or_admission(&token, 1_500, &[]),
+            Err(TokenError::OtherAudience)
         );
         // Nor is an admission token a ticket token where only tickets are taken, even
         // when its subject looks like a ticket id.

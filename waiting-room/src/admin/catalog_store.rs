@@ -86,8 +86,14 @@ impl CatalogChange {
     /// Commits, then reloads this instance's catalog so the response reads the change
     /// (other instances follow through LISTEN/NOTIFY).
     pub async fn commit(self, catalog: &LiveCatalog) -> Result<(), WaitingRoomError> {
-        self.transaction.commit().await.map_err(internal)?;
+        self.commit_outside_catalog().await?;
         catalog.reload().await.map_err(internal)
+    }
+
+    /// Commits a change the catalog does not hold (site keys): nothing to reload, so a
+    /// failing reload cannot turn a committed change into an error answer.
+    pub async fn commit_outside_catalog(self) -> Result<(), WaitingRoomError> {
+        self.transaction.commit().await.map_err(internal)
     }
 
     /// What the audit log shows of `subject` now, within this change (`None`: it does

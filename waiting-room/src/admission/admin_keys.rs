@@ -68,7 +68,7 @@ pub async fn create(
             after.clone(),
         )
         .await?;
-    change.commit(&state.catalog).await?;
+    change.commit_outside_catalog().await?;
     let mut body = after.unwrap_or_else(|| json!({}));
     body["api_key"] = json!(key.reveal());
     Ok((StatusCode::CREATED, Json(body)))
@@ -111,6 +111,9 @@ pub async fn revoke(
     Extension(operator): Extension<Operator>,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, WaitingRoomError> {
+    if !site_keys::is_key_id(&key_id) {
+        return Err(WaitingRoomError::SiteKeyNotFound(key_id));
+    }
     let mut change = CatalogChange::begin(&state.postgres).await?;
     let subject = Subject::SiteKey(&key_id);
     let before = change.snapshot(subject).await?;
@@ -132,6 +135,6 @@ pub async fn revoke(
             )
             .await?;
     }
-    change.commit(&state.catalog).await?;
+    change.commit_outside_catalog().await?;
     Ok(StatusCode::NO_CONTENT)
 }

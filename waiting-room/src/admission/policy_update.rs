@@ -48,11 +48,16 @@ pub fn audience(field: &str, raw: &str) -> Result<String, WaitingRoomError> {
 
 /// An absolute http(s) URL: where a fan's browser is sent with the token.
 fn return_url(raw: &str) -> Result<String, WaitingRoomError> {
-    let parsed = reqwest::Url::parse(raw).ok().filter(|url| {
-        matches!(url.scheme(), "https" | "http")
-            && url.host().is_some()
-            && raw.len() <= MAX_RETURN_URL
-    });
+    // The parser drops tabs and newlines and keeps NUL; none belongs in a stored URL.
+    let clean = !raw.chars().any(|c| c.is_control() || c.is_whitespace());
+    let parsed = reqwest::Url::parse(raw)
+        .ok()
+        .filter(|_| clean)
+        .filter(|url| {
+            matches!(url.scheme(), "https" | "http")
+                && url.host().is_some()
+                && raw.len() <= MAX_RETURN_URL
+        });
     match parsed {
         Some(_) => Ok(raw.to_owned()),
         None => Err(WaitingRoomError::invalid(format!(
@@ -95,6 +100,16 @@ mod tests {
             ("ok", Some("/relative"), "admission.return_url"),
             ("ok", Some("javascript:alert(1)"), "admission.return_url"),
             ("ok", Some("ftp://shop.example/"), "admission.return_url"),
+            (
+                "ok",
+                Some("https://shop.example/\0"),
+                "admission.return_url",
+            ),
+            (
+                "ok",
+                Some("https://shop.example/a\tb"),
+                "admission.return_url",
+            ),
         ] {
             let error = update(audience, url).policy().expect_err("refused");
             assert!(error.to_string().contains(field), "{error}");

@@ -51,13 +51,16 @@ struct PresentedKey<'a> {
     secret: &'a str,
 }
 
+/// Whether `raw` could be a key id (anything else names no key).
+pub fn is_key_id(raw: &str) -> bool {
+    raw.len() == KEY_ID_LEN && raw.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
 fn parse(presented: &str) -> Option<PresentedKey<'_>> {
     let rest = presented.strip_prefix(PREFIX)?;
     let key_id = rest.get(..KEY_ID_LEN)?;
     let secret = rest.get(KEY_ID_LEN..)?.strip_prefix('_')?;
-    let plausible = key_id.bytes().all(|byte| byte.is_ascii_hexdigit())
-        && !secret.is_empty()
-        && secret.len() <= 64;
+    let plausible = is_key_id(key_id) && !secret.is_empty() && secret.len() <= 64;
     plausible.then_some(PresentedKey { key_id, secret })
 }
 

@@ -100,9 +100,15 @@ async fn settle(
         .await
         .map_err(|error| state.store_unavailable(error))?
         .ok_or_else(not_found)?;
-    let ours = state
-        .catalog
-        .current()
+    let catalog = state.catalog.current();
+    if !catalog.loaded {
+        return Err(WaitingRoomError::CatalogNotLoaded {
+            retry_after_seconds: state.retry_after_seconds,
+        });
+    }
+    // The event's site now: an operator who changes it hands the live admissions'
+    // slots to the new site's key (docs/integration.md).
+    let ours = catalog
         .event(&admitted.event_id)
         .and_then(|event| event.admission.as_ref())
         .is_some_and(|admission| admission.audience == audience);
@@ -115,7 +121,7 @@ async fn settle(
         .await
         .map_err(|error| state.store_unavailable(error))?;
     match outcome {
-        MarkUsed::Marked | MarkUsed::AlreadyUsed => Ok(Settled {
+        MarkUsed::Marked | MarkUsed::AlreadyEnded => Ok(Settled {
             jti,
             event_id: admitted.event_id,
             state: end.outcome(),
