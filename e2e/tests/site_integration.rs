@@ -478,8 +478,9 @@ async fn an_external_checkout_admits_only_active_fans_and_frees_their_slot_for_t
     assert_eq!(checkout.checkout(&next).await.0, 200);
 
     // The next fan leaves instead: their slot goes to the third.
-    assert_eq!(checkout.leave(&next).await.1["state"], "abandoned");
+    assert_eq!(checkout.leave(&next).await.1["state"], "released");
     assert_eq!(checkout.leave(&next).await.0, 200, "idempotent");
+    wait_for(&stack.waiting_room, &second_ticket, "released").await;
     let third = admission_token(&wait_for(&stack.waiting_room, &third_ticket, "active").await);
     assert_eq!(checkout.checkout(&third).await.0, 200);
     assert_eq!(

@@ -209,6 +209,50 @@ async fn the_page_solves_the_events_challenge_before_joining() {
 }
 
 #[tokio::test]
+async fn an_active_fan_is_sent_to_the_sites_return_url_with_the_admission_token() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    // Any page on loopback stands in for the site's checkout.
+    let return_url = stack.waiting_room.url("/healthz");
+    let mut event = event_body("passthrough", 10, 100, 600);
+    event["admission"] =
+        json!({"audience": "https://shop.example", "return_url": return_url, "token_in": "query"});
+    client.put_event("page-site", event).await;
+
+    let browser = Browser::start("waiting_page_site").await;
+    let page = &browser.client;
+    page.goto(&stack.waiting_room.url("/events/page-site"))
+        .await
+        .unwrap();
+    wait_displayed(page, "#join-form").await;
+    click(page, "#join-button").await;
+    let started = Instant::now();
+    let arrived = loop {
+        let url = page.current_url().await.unwrap().to_string();
+        if url.starts_with(&return_url) {
+            break url;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "never sent on: still at {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let token = arrived
+        .split("admission_token=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no token in {arrived}"));
+    let verifier = contract::token::TicketVerifier::new([stack.env.signing_key.verifying_key()]);
+    let admission = verifier
+        .verify_admission(token, chrono::Utc::now().timestamp())
+        .expect("a valid admission token");
+    assert_eq!(admission.aud, "https://shop.example");
+    assert_eq!(admission.event_id, "page-site");
+    browser.close().await;
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn a_korean_fan_counts_down_in_the_pre_queue_and_follows_the_line_after_the_start() {
     let stack = Stack::start().await;
     let client = stack.client();

@@ -19,7 +19,7 @@ if (enqueueToken) {
 }
 const storageKey = `waiting-room.ticket.${eventId}`;
 const POLL_MS = 2000;
-const TERMINAL = ["active", "expired", "abandoned", "used"];
+const TERMINAL = ["active", "expired", "abandoned", "released", "used"];
 // Pages reconnect at a random moment this long after the start.
 const OPENING_SPREAD_MS = 10000;
 // While the draw is being made, each page looks again after 2 to 5 s.
@@ -151,7 +151,7 @@ function finish(status) {
     return;
   }
   clearInterval(countdownTimer);
-  const known = ["expired", "abandoned", "used"];
+  const known = ["expired", "abandoned", "released", "used"];
   show("ended");
   $("ended-message").textContent = t(known.includes(status.state) ? `ended.${status.state}` : "ended.invalid");
   $("announcer").textContent = $("ended-message").textContent;

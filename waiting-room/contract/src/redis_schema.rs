@@ -128,6 +128,8 @@ pub enum StoredState {
     Used,
     Expired,
     Abandoned,
+    /// Its site said the fan left (the slot API's release).
+    Released,
     /// The serving counter passed it before its holder ever read it: it takes no slot
     /// and waits, first in line, in its queue's deferred set until the holder reads it
     /// (then it is activated before anyone behind it) or its grace period since issue
@@ -142,15 +144,17 @@ impl StoredState {
             Self::Used => "used",
             Self::Expired => "expired",
             Self::Abandoned => "abandoned",
+            Self::Released => "released",
             Self::Deferred => "deferred",
         }
     }
 
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Active,
         Self::Used,
         Self::Expired,
         Self::Abandoned,
+        Self::Released,
         Self::Deferred,
     ];
 

@@ -35,6 +35,8 @@ pub enum TicketState {
     Used,
     Expired,
     Abandoned,
+    /// The protected site said the fan left (the slot API's release).
+    Released,
 }
 
 /// As its name (`"waiting"`, `"active"`, …): the session's end travels separately.
@@ -56,6 +58,7 @@ impl utoipa::PartialSchema for TicketState {
                 "used",
                 "expired",
                 "abandoned",
+                "released",
             ]))
             .into()
     }
@@ -72,6 +75,7 @@ impl TicketState {
             Self::Used => "used",
             Self::Expired => "expired",
             Self::Abandoned => "abandoned",
+            Self::Released => "released",
         }
     }
 
@@ -90,6 +94,7 @@ impl TicketState {
         match (stored_state, active_until_ms) {
             (Some(StoredState::Used), _) => Self::Used,
             (Some(StoredState::Abandoned), _) => Self::Abandoned,
+            (Some(StoredState::Released), _) => Self::Released,
             (Some(StoredState::Expired), _) => Self::Expired,
             (Some(StoredState::Active), Some(until)) if until > now_ms => Self::Active {
                 active_until_ms: until,
@@ -128,7 +133,7 @@ pub enum MarkUsed {
 pub enum SessionEnd {
     /// The fan bought: the ticket is used.
     Completed,
-    /// The fan left without buying: the ticket ends as abandoned.
+    /// The fan left without buying: the ticket ends as released.
     Released,
 }
 
@@ -137,14 +142,14 @@ impl SessionEnd {
     pub fn outcome(self) -> TicketState {
         match self {
             Self::Completed => TicketState::Used,
-            Self::Released => TicketState::Abandoned,
+            Self::Released => TicketState::Released,
         }
     }
 
     fn stored_state(self) -> StoredState {
         match self {
             Self::Completed => StoredState::Used,
-            Self::Released => StoredState::Abandoned,
+            Self::Released => StoredState::Released,
         }
     }
 
@@ -378,6 +383,11 @@ mod tests {
         assert_eq!(
             TicketState::derive(Some(StoredState::Abandoned), None, 10, 11, 0),
             TicketState::Abandoned
+        );
+        assert_eq!(
+            TicketState::derive(Some(StoredState::Released), Some(2_000), 10, 11, 1_000),
+            TicketState::Released,
+            "released by its site before its window ended"
         );
     }
 

@@ -1,6 +1,6 @@
 //! The slot API a protected site calls with its API key: `POST
 //! /v1/admissions/{jti}/complete` (the fan bought: the ticket is used) and `POST
-//! /v1/admissions/{jti}/release` (the fan left: the ticket ends as abandoned). Either
+//! /v1/admissions/{jti}/release` (the fan left: the ticket ends as released). Either
 //! frees the ticket's capacity slot at once, so the activator lets the next fan in on
 //! its next tick. Both are idempotent: the same call again answers the same.
 //!
@@ -24,7 +24,7 @@ use crate::state::SharedState;
 pub struct Settled {
     pub jti: Uuid,
     pub event_id: String,
-    /// `used` after complete, `abandoned` after release.
+    /// `used` after complete, `released` after release.
     pub state: TicketState,
 }
 
@@ -59,7 +59,7 @@ pub async fn complete(
     security(("site_api_key" = [])),
     params(("jti" = String, Path, description = "The admission token's `jti` (the ticket id)")),
     responses(
-        (status = 200, description = "The ticket ended as abandoned and its slot is free (again: the same answer)", body = Settled),
+        (status = 200, description = "The ticket ended as released and its slot is free (again: the same answer)", body = Settled),
         (status = 401, description = "`invalid_api_key`: missing, wrong or revoked site API key"),
         (status = 404, description = "`admission_not_found`: not an admission of the key's site"),
         (status = 409, description = "`admission_not_active`: it already ended otherwise (`state`)"),

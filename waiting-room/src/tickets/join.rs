@@ -207,7 +207,9 @@ async fn existing_ticket(
         return Ok(None);
     };
     let status = ticket_status(state, &claims, token, touch).await?;
-    Ok((status.state != TicketState::Abandoned).then_some(status))
+    let ended_without_the_fan =
+        matches!(status.state, TicketState::Abandoned | TicketState::Released);
+    Ok((!ended_without_the_fan).then_some(status))
 }
 
 async fn issue_claimed(
