@@ -6,7 +6,7 @@
 #   helm      deploy/helm/waiting-room helm lint --strict and helm template, with Helm 3 and
 #                                      Helm 4, every manifest checked against the Kubernetes
 #                                      JSON schemas (strict) of two Kubernetes versions
-#   image     deploy/Dockerfile        hadolint; the image's shell scripts with shellcheck
+#   image     deploy/Dockerfile        hadolint; the image's shell scripts (and api-fuzz.sh) with shellcheck
 #   proxy     deploy/proxy/            haproxy -c on haproxy.cfg with compose.cfg, as compose.yaml
 #                                      loads them, and with a servers file like local.sh's (the
 #                                      Debian build of the image's branch)
@@ -309,8 +309,9 @@ print(f"build context: {len(members)} workspace members, migrations and the copi
 EOF
   hadolint deploy/Dockerfile
   echo "Dockerfile: hadolint $(hadolint --version | grep -o '[0-9][0-9.]*' | head -n 1) clean"
-  shellcheck deploy/docker/entrypoint.sh deploy/docker/healthcheck.sh deploy/validate.sh
-  echo "entrypoint.sh, healthcheck.sh, validate.sh: shellcheck $(shellcheck --version | sed -n 's/^version: //p') clean"
+  shellcheck deploy/docker/entrypoint.sh deploy/docker/healthcheck.sh deploy/validate.sh \
+    deploy/api-fuzz.sh
+  echo "entrypoint.sh, healthcheck.sh, validate.sh, api-fuzz.sh: shellcheck $(shellcheck --version | sed -n 's/^version: //p') clean"
 }
 
 # One combination of proxy files as a deployment loads it, with its listen addresses; a
