@@ -497,6 +497,9 @@ async fn two_activators_share_the_queues_and_one_survives_the_others_sigkill() {
     deployment.stop().await;
 }
 
+/// Seat-map viewers with `?diffs=true` opened on each reservation instance.
+const DIFF_VIEWERS: usize = 20;
+
 #[tokio::test]
 async fn reservation_streams_see_changes_made_through_the_other_instance() {
     let deployment = Deployment::start().await;
@@ -512,6 +515,21 @@ async fn reservation_streams_see_changes_made_through_the_other_instance() {
 
     let mut seat_map = open_events(second.url("/v1/events/seats/seats/events")).await;
     until_seat(&mut seat_map, "A-1", "available").await;
+    // Many viewers on both instances, each sent only the seats that change.
+    let mut viewers = Vec::new();
+    for instance in [first, second] {
+        for _ in 0..DIFF_VIEWERS {
+            let mut viewer =
+                open_events(instance.url("/v1/events/seats/seats/events?diffs=true")).await;
+            let map = within(PATIENCE, viewer.next_event())
+                .await
+                .expect("the whole map first");
+            assert_eq!(map.event, "seats");
+            assert_eq!(map.json()["seats"].as_array().map(Vec::len), Some(4));
+            viewers.push(viewer);
+        }
+    }
+    let reads_before = seat_map_reads(&deployment).await;
 
     // A hold on the first instance shows on the second's seat map.
     let held: Value = http
@@ -528,6 +546,27 @@ async fn reservation_streams_see_changes_made_through_the_other_instance() {
         .as_str()
         .unwrap_or_else(|| panic!("{held}"));
     until_seat(&mut seat_map, "A-1", "held").await;
+    // The instance that held it answers with the hold at once: its viewers' copy.
+    let map: Value = http
+        .get(first.url("/v1/events/seats/seats"))
+        .send()
+        .await
+        .expect("GET seats")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(map["seats"][0]["state"], "held", "{map}");
+    until_changes(&mut viewers, "held").await;
+    // One read per instance and change (two at most: the instance's own signal, then
+    // the notification), whatever the number of viewers.
+    let reads_after = seat_map_reads(&deployment).await;
+    for (before, after) in reads_before.iter().zip(&reads_after) {
+        assert!(
+            after - before <= 3.0,
+            "{DIFF_VIEWERS} viewers cost {} reads",
+            after - before
+        );
+    }
 
     // The reservation followed on the second instance, confirmed on the first.
     let mut status = open_events(second.url(&format!("/v1/reservations/{id}/events"))).await;
@@ -552,7 +591,45 @@ async fn reservation_streams_see_changes_made_through_the_other_instance() {
         "the stream ends at a final status"
     );
     until_seat(&mut seat_map, "A-1", "sold").await;
+    until_changes(&mut viewers, "sold").await;
+
+    // The last viewer gone, neither instance keeps a live map.
+    drop((viewers, seat_map, status));
+    for instance in [first, second] {
+        wait::until_true(
+            "the seat maps stop with their viewers",
+            PATIENCE,
+            || async { instance.metric("reservation_seat_maps_live").await == Some(0.0) },
+        )
+        .await;
+    }
     deployment.stop().await;
+}
+
+async fn seat_map_reads(deployment: &Deployment) -> Vec<f64> {
+    let mut reads = Vec::new();
+    for instance in &deployment.reservations {
+        let count = instance.metric("reservation_seat_map_reads_total").await;
+        reads.push(count.expect("reservation_seat_map_reads_total"));
+    }
+    reads
+}
+
+/// Each viewer's next event: A-1 alone, now `state`.
+async fn until_changes(viewers: &mut [EventStream], state: &str) {
+    for viewer in viewers {
+        let changes = within(PATIENCE, viewer.next_event())
+            .await
+            .expect("the viewer's stream stays open");
+        assert_eq!(changes.event, "seat_changes", "{}", changes.data);
+        let body = changes.json();
+        assert_eq!(body["event_id"], "seats");
+        assert_eq!(changes.id, Some(body["version"].to_string()));
+        let seats = body["seats"].as_array().expect("seats");
+        assert_eq!(seats.len(), 1, "{body}");
+        assert_eq!(seats[0]["seat_id"], "A-1");
+        assert_eq!(seats[0]["state"], state);
+    }
 }
 
 /// Joins this instance refused under the per-client-and-event limit.

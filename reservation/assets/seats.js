@@ -92,9 +92,15 @@ function toggle(seatId) {
 }
 
 function followSeats() {
-  const source = new EventSource(`/v1/events/${encodeURIComponent(eventId)}/seats/events`);
+  // With diffs, a hold sends the seats it changed, not the whole map.
+  const source = new EventSource(`/v1/events/${encodeURIComponent(eventId)}/seats/events?diffs=true`);
   source.addEventListener("seats", (event) => {
     seatMap = JSON.parse(event.data).seats;
+    renderMap();
+  });
+  source.addEventListener("seat_changes", (event) => {
+    const changed = new Map(JSON.parse(event.data).seats.map((seat) => [seat.seat_id, seat]));
+    seatMap = seatMap.map((seat) => changed.get(seat.seat_id) || seat);
     renderMap();
   });
   source.addEventListener("error", () => {

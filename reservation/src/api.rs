@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 
 use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use contract::seats::MAX_SEAT_ID_LEN;
@@ -12,18 +14,12 @@ use contract::ticket_state::{MarkUsed, TicketState};
 use contract::token::TicketClaims;
 use platform::bearer::BearerToken;
 use platform::error::Json as JsonBody;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::ReservationError;
 use crate::state::SharedState;
-use crate::store::{HoldError, Reservation, ReservationStatus, Seat, TransitionError};
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SeatMap {
-    pub event_id: String,
-    pub seats: Vec<Seat>,
-}
+use crate::store::{HoldError, Reservation, ReservationStatus, TransitionError};
 
 /// `GET /v1/events/{event_id}/seats`.
 #[utoipa::path(
@@ -32,7 +28,7 @@ pub struct SeatMap {
     tag = "seats",
     params(("event_id" = String, Path, description = "The event's id")),
     responses(
-        (status = 200, description = "The event's seats and their states", body = SeatMap),
+        (status = 200, description = "The event's seats and their states", body = crate::seat_maps::SeatMap),
         (status = 404, description = "`event_not_found`"),
         (status = 503, description = "`service_unavailable`: PostgreSQL or Redis is unreachable"),
     )
@@ -40,29 +36,14 @@ pub struct SeatMap {
 pub async fn seats(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,
-) -> Result<Json<SeatMap>, ReservationError> {
-    seat_map(&state, &event_id).await.map(Json)
-}
-
-pub async fn seat_map(state: &SharedState, event_id: &str) -> Result<SeatMap, ReservationError> {
-    let seats = state
-        .store
-        .seats(event_id)
+) -> Result<Response, ReservationError> {
+    let copy = state
+        .seat_maps
+        .current(&event_id)
         .await
-        .map_err(|error| state.unavailable(error))?;
-    if seats.is_empty()
-        && !state
-            .store
-            .event_exists(event_id)
-            .await
-            .map_err(|error| state.unavailable(error))?
-    {
-        return Err(ReservationError::EventNotFound(event_id.to_owned()));
-    }
-    Ok(SeatMap {
-        event_id: event_id.to_owned(),
-        seats,
-    })
+        .into_copy(&event_id)?;
+    // Serialised once for every reader of this copy.
+    Ok(([(CONTENT_TYPE, "application/json")], copy.map_json.clone()).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -135,6 +116,7 @@ pub async fn reserve(
             HoldError::Database(error) => state.unavailable(error),
         })?;
     ReservationStatus::Held.count(1);
+    state.seat_maps.changed(&event_id);
     // The operators' `reserved` count; PostgreSQL stays the record of the hold.
     if let Err(error) = state.tickets.count_hold(&event_id).await {
         tracing::warn!(%error, "cannot count a hold in the event's statistics");
@@ -224,6 +206,7 @@ async fn finish(
         .await
         .map_err(|error| transition_error(state, error))?;
     status.count(1);
+    state.seat_maps.changed(&reservation.event_id);
     Ok((claims, reservation))
 }
 

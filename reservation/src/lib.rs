@@ -4,7 +4,8 @@
 //! transactional outbox. It also serves the fan's seat page.
 //!
 //! [`store`] owns the SQL (holds, transitions, outbox rows); [`api`] the HTTP API;
-//! [`streams`] the live pushes fed by [`changes`]; [`outbox`] the relay to Kafka;
+//! [`streams`] the live pushes fed by [`changes`], seat maps through [`seat_maps`] (one
+//! read per change, whatever the number of viewers); [`outbox`] the relay to Kafka;
 //! [`sweeper`] expires holds; [`error`] says how each refusal looks over HTTP;
 //! [`openapi`] describes the API.
 
@@ -15,6 +16,7 @@ mod error;
 pub mod openapi;
 mod outbox;
 mod pages;
+mod seat_maps;
 mod state;
 mod store;
 mod streams;
@@ -37,6 +39,7 @@ pub use config::ReservationConfig;
 
 use self::changes::ChangeFeed;
 use self::outbox::OutboxRelay;
+use self::seat_maps::SeatMaps;
 use self::state::{AppState, SharedState};
 use self::store::{ReservationStatus, ReservationStore};
 use self::ticket_keys::TicketKeys;
@@ -57,6 +60,7 @@ pub async fn build(
     let keys = TicketKeys::load(&config, &supervisor).await?;
     let changes = ChangeFeed::start(postgres.clone(), &supervisor);
     let store = ReservationStore::new(postgres.clone());
+    let seat_maps = SeatMaps::start(store.clone(), &changes, &supervisor);
     // Every outcome is a series from the start, so rates over it are never absent.
     for status in ReservationStatus::ALL {
         status.count(0);
@@ -82,6 +86,7 @@ pub async fn build(
         keys,
         admission_audiences: config.admission_audiences.clone(),
         changes,
+        seat_maps,
         max_seats: config.max_seats_per_reservation.max(1),
         hold_slots: tokio::sync::Semaphore::new(common.database_max_connections.max(1) as usize),
         hold: chrono::Duration::seconds(i64::try_from(config.hold_seconds)?),

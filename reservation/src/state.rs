@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::changes::ChangeFeed;
 use crate::error::ReservationError;
+use crate::seat_maps::SeatMaps;
 use crate::store::ReservationStore;
 use crate::ticket_keys::TicketKeys;
 
@@ -23,6 +24,7 @@ pub struct AppState {
     /// Sites whose admission tokens are taken as tickets (`ADMISSION_AUDIENCES`).
     pub admission_audiences: Vec<String>,
     pub changes: ChangeFeed,
+    pub seat_maps: SeatMaps,
     pub max_seats: usize,
     /// Holds in flight at once: the rest queue here instead of piling onto PostgreSQL's
     /// pool and Redis, so a rush is served in order rather than timing out.

@@ -122,7 +122,7 @@ pub enum TransitionError {
 }
 
 /// A seat as the seat map shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Seat {
     pub seat_id: String,
     pub row_index: i32,

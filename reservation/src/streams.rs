@@ -4,32 +4,35 @@
 //! - `GET /v1/reservations/{id}/events`: a `status` event on connect and on every change,
 //!   ending after `confirmed`, `released` or `expired`.
 //! - `GET /v1/events/{event_id}/seats/events`: the seat map (`seats` event) on connect
-//!   and after changes, bursts coalesced; for the seat page.
+//!   and after changes, or only the changed seats (`seat_changes`) with `diffs=true`;
+//!   every viewer of an event is served from one live copy ([`SeatMaps`]).
 //!
 //! Both end when the server shuts down.
 //!
 //! [`ChangeFeed`]: crate::changes::ChangeFeed
+//! [`SeatMaps`]: crate::seat_maps::SeatMaps
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::sse::Event;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
+use platform::error::Query;
+use serde::Deserialize;
+use tokio::sync::watch;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
-use crate::api::{parse_reservation_id, seat_map};
+use crate::api::parse_reservation_id;
 use crate::changes::Change;
 use crate::error::ReservationError;
+use crate::seat_maps::{Latest, Reading, SeatMapCopy};
 use crate::state::SharedState;
 use crate::store::{Reservation, ReservationStatus};
-
-/// Seat changes arriving within this window are sent as one map.
-const COALESCE: Duration = Duration::from_millis(150);
 
 fn sse_response<S>(state: &SharedState, stream: S) -> Response
 where
@@ -133,51 +136,110 @@ fn status_event(reservation: &Reservation) -> Event {
         .unwrap_or_else(|_| Event::default().event("status"))
 }
 
+/// `GET /v1/events/{event_id}/seats/events` options.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeatStreamOptions {
+    /// `true`: after the first map, `seat_changes` events carry only the seats that
+    /// changed (a whole map again after a new layout, or when this stream fell behind).
+    #[serde(default)]
+    diffs: bool,
+}
+
 #[utoipa::path(
     get,
     path = "/v1/events/{event_id}/seats/events",
     tag = "seats",
-    params(("event_id" = String, Path, description = "The event's id")),
+    params(("event_id" = String, Path, description = "The event's id"), SeatStreamOptions),
     responses(
-        (status = 200, description = "`seats` events: the seat map, then each change", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`seats` events: the seat map, then each change (`seat_changes` with `diffs=true`)", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_request`: `diffs` is not `true` or `false`"),
         (status = 404, description = "`event_not_found`"),
-        (status = 503, description = "`service_unavailable`: PostgreSQL or Redis is unreachable"),
+        (status = 503, description = "`service_unavailable`: PostgreSQL is unreachable"),
     )
 )]
 pub async fn seat_events(
     State(state): State<SharedState>,
     Path(event_id): Path<String>,
+    Query(options): Query<SeatStreamOptions>,
 ) -> Result<Response, ReservationError> {
-    let changes = BroadcastStream::new(state.changes.subscribe());
-    let first = seat_map(&state, &event_id).await?;
-    let first_event = Event::default()
-        .event("seats")
-        .json_data(&first)
-        .unwrap_or_default();
-    let initial = (state.clone(), changes, Some(first_event));
-    let stream = futures::stream::unfold(initial, move |(state, mut changes, first)| {
-        let event_id = event_id.clone();
-        async move {
-            if let Some(event) = first {
-                return Some((Ok(event), (state, changes, None)));
-            }
-            loop {
-                next_change(&state, &mut changes, |change| {
-                    matches!(change, Change::Seats { event_id: changed } if *changed == event_id)
-                })
-                .await?;
-                // A burst of holds becomes one map.
-                tokio::time::sleep(COALESCE).await;
-                while let Some(Some(_)) = changes.next().now_or_never() {}
-                if let Ok(map) = seat_map(&state, &event_id).await {
-                    let event = Event::default()
-                        .event("seats")
-                        .json_data(&map)
-                        .unwrap_or_default();
-                    return Some((Ok(event), (state, changes, None)));
-                }
-            }
-        }
+    let mut latest = state.seat_maps.watch(&event_id);
+    let first = latest
+        .wait_for(|latest| !matches!(latest.reading, Reading::Pending))
+        .await
+        .map(|latest| latest.reading.clone())
+        .unwrap_or(Reading::Unavailable)
+        .into_copy(&event_id)?;
+    let mut viewer = SeatViewer {
+        latest,
+        seen: 0,
+        diffs: options.diffs,
+        queued: VecDeque::new(),
+    };
+    viewer.catch_up(&first);
+    let stream = futures::stream::unfold((state.clone(), viewer), |(state, mut viewer)| async {
+        let event = viewer.next_event(&state).await?;
+        Some((Ok(event), (state, viewer)))
     });
     Ok(sse_response(&state, stream))
+}
+
+/// One seat-map stream: what it has sent, and what it still has to send.
+struct SeatViewer {
+    latest: watch::Receiver<Latest>,
+    /// The version of the last copy sent (0: none yet).
+    seen: u64,
+    diffs: bool,
+    queued: VecDeque<Event>,
+}
+
+impl SeatViewer {
+    /// Queues what brings this viewer from `seen` to `copy`.
+    fn catch_up(&mut self, copy: &SeatMapCopy) {
+        if copy.version == self.seen {
+            return;
+        }
+        let changes = if self.diffs && self.seen > 0 {
+            copy.changes_since(self.seen)
+        } else {
+            None
+        };
+        match changes {
+            Some(changes) => self.queued.extend(
+                changes
+                    .iter()
+                    .map(|changes| sse_json("seat_changes", changes.version, &changes.json)),
+            ),
+            None => self
+                .queued
+                .push_back(sse_json("seats", copy.version, &copy.map_json)),
+        }
+        self.seen = copy.version;
+    }
+
+    /// The next event; `None` when the server shuts down.
+    async fn next_event(&mut self, state: &SharedState) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                return Some(event);
+            }
+            tokio::select! {
+                () = state.shutdown.cancelled() => return None,
+                changed = self.latest.changed() => changed.ok()?,
+            }
+            // A missing event or a failed read keeps the map shown.
+            let reading = self.latest.borrow_and_update().reading.clone();
+            if let Reading::Seats(copy) = reading {
+                self.catch_up(&copy);
+            }
+        }
+    }
+}
+
+fn sse_json(name: &'static str, version: u64, json: &[u8]) -> Event {
+    // The JSON was serialised from Rust strings: it is UTF-8.
+    Event::default()
+        .event(name)
+        .id(version.to_string())
+        .data(std::str::from_utf8(json).unwrap_or_default())
 }
