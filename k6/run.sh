@@ -13,6 +13,13 @@
 #                            while the activator drains them (Rust tool: e2e sse-load):
 #                            connects, tick-to-client delay, terminal events, server RSS
 #
+#   k6/run.sh seats          SEAT_VIEWERS=10000 seat-map streams (?diffs=true) on one
+#                            reservation instance while seats are held at
+#                            SEAT_HOLD_RATE=300/s on a 50,000-seat layout, after the
+#                            same holds under SEAT_FEW_VIEWERS=10 (Rust tool: e2e
+#                            seat-load): DB transactions and seat-map reads per hold,
+#                            change→viewer delay, hold refusals, server RSS
+#
 #   k6/run.sh challenge      proof-of-work cost: issuing and verifying per operation on
 #                            the server, solving at CHALLENGE_DIFFICULTY=50000 (Rust:
 #                            waiting-room/examples/challenge_cost.rs)
@@ -273,6 +280,28 @@ bench_sse() {
   say "results appended to docs/benchmarks.md"
 }
 
+bench_seats() {
+  local pid report
+  cargo build --quiet --release -p e2e --bin seat-load
+  pid=$(pid_on_port "${RESERVATION_LISTEN##*:}")
+  # One socket per viewer in this tool.
+  ulimit -n "$(ulimit -Hn)"
+  say "seat maps: ${SEAT_VIEWERS:-10000} viewers, holds at ${SEAT_HOLD_RATE:-300}/s"
+  report=$(SERVER_PID=$pid WAITING_ROOM_URL="http://$WAITING_ROOM_LISTEN" \
+    RESERVATION_URL="http://$RESERVATION_LISTEN" "${CARGO_TARGET_DIR:-target}/release/seat-load")
+  echo "$report"
+  {
+    echo
+    echo "## seats, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo "Machine: $(machine_line). Change→viewer: from the hold's 201 to the"
+    echo "\`seat_changes\` event showing the seat held, on the timed viewers."
+    echo
+    echo "$report"
+  } >>"$OUT"
+  say "results appended to docs/benchmarks.md"
+}
+
 bench_fan_journey() {
   local fans=${FANS:-1000} vus=${VUS:-200} event="journey-$(date +%s)" tmp
   tmp=$(mktemp -d)
@@ -461,6 +490,11 @@ case "${1:-}" in
     deploy/local.sh up
     eval "$(deploy/local.sh env)"
     bench_sse
+    ;;
+  seats)
+    deploy/local.sh up
+    eval "$(deploy/local.sh env)"
+    bench_seats
     ;;
   challenge)
     bench_challenge

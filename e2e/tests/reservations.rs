@@ -9,6 +9,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use e2e::sse::EventStream;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -653,6 +654,12 @@ async fn the_seat_layout_cannot_change_under_a_hold() {
         .await;
     assert_eq!(seat_states(&stack, "layout").await["B-3"], "held");
 
+    // A viewer sent only what changes: the seat a release frees, then, for a new
+    // layout, the whole map.
+    let mut viewer = seat_events(&stack, "layout").await;
+    let map = within(PATIENCE, viewer.next_event()).await.unwrap();
+    assert_eq!(map.event, "seats");
+    assert_eq!(map.json()["seats"].as_array().unwrap().len(), 6);
     let path = format!(
         "/v1/reservations/{}",
         held["reservation_id"].as_str().unwrap()
@@ -661,12 +668,87 @@ async fn the_seat_layout_cannot_change_under_a_hold() {
         .await
         .status()
         .is_success());
+    let freed = within(PATIENCE, viewer.next_event()).await.unwrap();
+    assert_eq!(freed.event, "seat_changes", "{}", freed.data);
+    assert_eq!(
+        freed.json()["seats"],
+        json!([{"seat_id": "B-3", "row_index": 1, "seat_number": 3, "state": "available"}])
+    );
     client
         .put_event("layout", json!({"seats": {"rows": 27, "seats_per_row": 2}}))
         .await;
     let seats = seat_states(&stack, "layout").await;
-    assert_eq!(seats.len(), 54);
+    assert_eq!(
+        seats.len(),
+        54,
+        "GET /seats from the viewer's copy is fresh"
+    );
     assert!(seats.contains_key("AA-2"), "rows after Z are AA, AB, …");
+    let relaid = within(PATIENCE, viewer.next_event()).await.unwrap();
+    assert_eq!(relaid.event, "seats", "a new layout is sent whole");
+    assert_eq!(relaid.json()["seats"].as_array().unwrap().len(), 54);
+    stack.stop().await;
+}
+
+async fn seat_events(stack: &Stack, event_id: &str) -> EventStream {
+    let url = stack
+        .reservation
+        .url(&format!("/v1/events/{event_id}/seats/events?diffs=true"));
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    EventStream::new(response)
+}
+
+/// A deleted event had no seat whose change would say so: its live map learns it from
+/// the event's own trigger and answers 404, like a direct read.
+#[tokio::test]
+async fn a_watched_event_that_is_deleted_is_no_longer_found() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    client
+        .put_event("bare", json!({"name": "No seats", "state": "paused"}))
+        .await;
+    let mut viewer = seat_events(&stack, "bare").await;
+    let map = within(PATIENCE, viewer.next_event()).await.unwrap();
+    assert_eq!(map.json()["seats"], json!([]));
+    client.put_event("bare", json!({"state": "closed"})).await;
+    // A closed event is deleted once its queue has settled (409 `event_closing` until).
+    let started = Instant::now();
+    loop {
+        let deleted = client
+            .http
+            .delete(stack.waiting_room.url("/admin/events/bare"))
+            .bearer_auth(client.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if deleted.is_success() {
+            break;
+        }
+        assert_eq!(deleted, 409);
+        assert!(started.elapsed() < PATIENCE, "never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = stack.reservation.url("/v1/events/bare/seats");
+    let started = Instant::now();
+    loop {
+        let status = reqwest::get(&url).await.unwrap().status().as_u16();
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < PATIENCE, "still found after deletion");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        reqwest::get(stack.reservation.url("/v1/events/bare/seats/events"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    drop(viewer);
     stack.stop().await;
 }
 

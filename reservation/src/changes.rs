@@ -3,6 +3,8 @@
 //! triggers) feeds a broadcast channel that every live stream of this instance reads.
 //! After the listener reconnects, a `Resync` tells streams to re-read what they show.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use platform::retry::retry_until_ok;
@@ -26,13 +28,18 @@ pub enum Change {
 #[derive(Clone)]
 pub struct ChangeFeed {
     sender: broadcast::Sender<Change>,
+    /// Listening now: while it is not, other instances' changes go unnoticed.
+    connected: Arc<AtomicBool>,
 }
 
 impl ChangeFeed {
     /// Listens until shutdown, under `supervisor`.
     pub fn start(postgres: PgPool, supervisor: &Supervisor) -> Self {
         let (sender, _) = broadcast::channel(4_096);
-        let feed = Self { sender };
+        let feed = Self {
+            sender,
+            connected: Arc::new(AtomicBool::new(false)),
+        };
         let listening = feed.clone();
         let shutdown = supervisor.shutdown().clone();
         supervisor.spawn("change listener", async move {
@@ -44,6 +51,10 @@ impl ChangeFeed {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.sender.subscribe()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
     }
 
     async fn run(self, postgres: PgPool, shutdown: CancellationToken) {
@@ -66,8 +77,11 @@ impl ChangeFeed {
             };
             // Changes made while nobody listened were not notified: re-read, now that
             // every later change will be.
+            self.connected.store(true, Ordering::SeqCst);
             let _ = self.sender.send(Change::Resync);
-            match self.relay(&mut listener, &shutdown).await {
+            let relayed = self.relay(&mut listener, &shutdown).await;
+            self.connected.store(false, Ordering::SeqCst);
+            match relayed {
                 Ok(()) => return,
                 Err(error) => tracing::warn!(%error, "change listener failed; reconnecting"),
             }
@@ -85,17 +99,21 @@ impl ChangeFeed {
                 () = shutdown.cancelled() => return Ok(()),
                 notification = listener.try_recv() => notification?,
             };
-            let change = match notification {
-                // The connection dropped and sqlx reconnected: notifications were lost.
-                None => Change::Resync,
-                Some(notification) => match notification.channel() {
-                    "reservation_changed" => match notification.payload().parse() {
-                        Ok(id) => Change::Reservation(id),
-                        Err(_) => continue,
-                    },
-                    _ => Change::Seats {
-                        event_id: notification.payload().to_owned(),
-                    },
+            // The connection dropped: listen again on a new one (then resync), so
+            // `connected` says when notifications flow again.
+            let Some(notification) = notification else {
+                return Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the LISTEN connection was lost",
+                )));
+            };
+            let change = match notification.channel() {
+                "reservation_changed" => match notification.payload().parse() {
+                    Ok(id) => Change::Reservation(id),
+                    Err(_) => continue,
+                },
+                _ => Change::Seats {
+                    event_id: notification.payload().to_owned(),
                 },
             };
             // No receivers is fine: nobody is streaming right now.

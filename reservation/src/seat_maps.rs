@@ -36,8 +36,9 @@ const COALESCE: Duration = Duration::from_millis(150);
 /// How many past changes a copy keeps, so a viewer a few copies behind is sent those
 /// changes rather than the whole map.
 const RECENT_CHANGES: usize = 32;
-/// How long a reader waits for a copy that includes the changes it knows of.
-const FRESH_COPY_WAIT: Duration = Duration::from_secs(3);
+/// How long a reader waits for a copy that includes the changes it knows of before it
+/// reads the seats itself.
+const FRESH_COPY_WAIT: Duration = Duration::from_secs(1);
 /// After a failed read, the next try.
 const RETRY: Duration = Duration::from_secs(1);
 const READS: &str = "reservation_seat_map_reads_total";
@@ -51,6 +52,7 @@ pub struct SeatMaps {
 
 struct Shared {
     store: ReservationStore,
+    changes: ChangeFeed,
     live: Mutex<HashMap<String, Arc<LiveMap>>>,
     shutdown: CancellationToken,
 }
@@ -76,7 +78,7 @@ pub enum Reading {
     Pending,
     /// The event does not exist.
     Missing,
-    /// PostgreSQL failed before the first read.
+    /// The last read failed (viewers keep the map they have).
     Unavailable,
     Seats(Arc<SeatMapCopy>),
 }
@@ -209,6 +211,7 @@ impl SeatMaps {
         let maps = Self {
             shared: Arc::new(Shared {
                 store,
+                changes: changes.clone(),
                 live: Mutex::new(HashMap::new()),
                 shutdown: supervisor.shutdown().clone(),
             }),
@@ -296,9 +299,14 @@ impl SeatMaps {
         }
     }
 
-    /// A watched map's copy that includes every change signalled so far; `None` when
-    /// nobody watches `event_id` here.
+    /// A watched map's copy (or `Missing`) that includes every change signalled so far;
+    /// `None` when the caller had better read the seats itself: nobody watches
+    /// `event_id` here, the change feed is reconnecting (other instances' changes would
+    /// be missed), or the map's reads fail or lag.
     async fn fresh(&self, event_id: &str) -> Option<Reading> {
+        if !self.shared.changes.is_connected() {
+            return None;
+        }
         let (wanted, mut receiver) = {
             let live_maps = self.live();
             let live = live_maps.get(event_id)?;
@@ -310,10 +318,9 @@ impl SeatMaps {
         let fresh = receiver.wait_for(|latest| latest.covers >= wanted);
         let reading = match tokio::time::timeout(FRESH_COPY_WAIT, fresh).await {
             Ok(Ok(latest)) => latest.reading.clone(),
-            // No read covering the change in time (PostgreSQL is failing), or shut down.
-            _ => Reading::Unavailable,
+            _ => return None,
         };
-        Some(reading)
+        matches!(reading, Reading::Seats(_) | Reading::Missing).then_some(reading)
     }
 
     /// Reads `event_id`'s seats after each change until the last viewer leaves.
@@ -327,24 +334,22 @@ impl SeatMaps {
             let failed = read.is_err();
             let reading = match read {
                 Ok(Some(map)) => {
-                    let unchanged = previous
-                        .as_ref()
-                        .is_some_and(|copy| copy.map.seats == map.seats);
-                    if !unchanged {
-                        previous = Some(Arc::new(SeatMapCopy::next(previous.as_deref(), map)));
-                    }
-                    previous.clone().map(Reading::Seats)
+                    let copy = match previous {
+                        // Nothing changed (a resync, a burst's second signal): same copy.
+                        Some(copy) if copy.map.seats == map.seats => copy,
+                        _ => Arc::new(SeatMapCopy::next(previous.as_deref(), map)),
+                    };
+                    previous = Some(copy.clone());
+                    Reading::Seats(copy)
                 }
-                Ok(None) => Some(Reading::Missing),
+                Ok(None) => Reading::Missing,
                 Err(error) => {
                     tracing::warn!(%error, event_id, "cannot read the seat map");
-                    previous.is_none().then_some(Reading::Unavailable)
+                    Reading::Unavailable
                 }
             };
-            if let Some(reading) = reading {
-                live.latest.send_replace(Latest { covers, reading });
-            }
-            if !self.wait_for_change(&event_id, &live, failed).await {
+            live.latest.send_replace(Latest { covers, reading });
+            if !self.wait_for_change(&event_id, &live, covers, failed).await {
                 return;
             }
         }
@@ -362,10 +367,19 @@ impl SeatMaps {
         }))
     }
 
-    /// Waits for the next change (then for the rest of its burst), or for `RETRY` after
-    /// a failed read; `false` when the map is no longer watched or the server stops.
-    async fn wait_for_change(&self, event_id: &str, live: &Arc<LiveMap>, retry: bool) -> bool {
-        loop {
+    /// Waits for a change signalled after the read that covered `covers` (then for the
+    /// rest of its burst), or for `RETRY` after a failed read; `false` when the map is no
+    /// longer watched or the server stops.
+    async fn wait_for_change(
+        &self,
+        event_id: &str,
+        live: &Arc<LiveMap>,
+        covers: u64,
+        retry: bool,
+    ) -> bool {
+        // The counter decides: a wake-up may be left over from a change the read
+        // already covered.
+        while retry || live.signalled.load(Ordering::SeqCst) == covers {
             tokio::select! {
                 () = self.shared.shutdown.cancelled() => {
                     self.stop(event_id, live, true);
@@ -376,12 +390,10 @@ impl SeatMaps {
                         return false;
                     }
                     // Somebody started watching again while it closed.
-                    continue;
                 }
                 () = live.wake.notified() => {}
-                () = tokio::time::sleep(RETRY), if retry => {}
+                () = tokio::time::sleep(RETRY), if retry => break,
             }
-            break;
         }
         tokio::select! {
             () = self.shared.shutdown.cancelled() => {

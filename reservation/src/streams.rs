@@ -164,12 +164,13 @@ pub async fn seat_events(
     Query(options): Query<SeatStreamOptions>,
 ) -> Result<Response, ReservationError> {
     let mut latest = state.seat_maps.watch(&event_id);
-    let first = latest
-        .wait_for(|latest| !matches!(latest.reading, Reading::Pending))
-        .await
-        .map(|latest| latest.reading.clone())
-        .unwrap_or(Reading::Unavailable)
-        .into_copy(&event_id)?;
+    let first = tokio::select! {
+        () = state.shutdown.cancelled() => Reading::Unavailable,
+        read = latest.wait_for(|latest| !matches!(latest.reading, Reading::Pending)) => {
+            read.map_or(Reading::Unavailable, |latest| latest.reading.clone())
+        }
+    }
+    .into_copy(&event_id)?;
     let mut viewer = SeatViewer {
         latest,
         seen: 0,

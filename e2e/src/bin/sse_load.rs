@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use e2e::load::{format_counts, join_tickets, percentile, root_cause, rss_bytes};
 use e2e::sse::EventStream;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -110,7 +111,14 @@ async fn main() -> anyhow::Result<()> {
         args.streams
     );
 
-    let tokens = join_tickets(&http, &args, &event_id).await?;
+    let tokens = join_tickets(
+        &http,
+        &args.base_url,
+        &event_id,
+        args.streams,
+        args.concurrency,
+    )
+    .await?;
     let ticks = listen_to_ticks(&args, partition).await?;
 
     eprintln!("opening {} streams", tokens.len());
@@ -193,47 +201,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A distinct private address per fan: 10.a.b.c.
-fn fan_address(index: usize) -> String {
-    let [_, a, b, c] = u32::try_from(index).unwrap_or(u32::MAX).to_be_bytes();
-    format!("10.{a}.{b}.{c}")
-}
-
-async fn join_tickets(
-    http: &reqwest::Client,
-    args: &Args,
-    event_id: &str,
-) -> anyhow::Result<Vec<String>> {
-    let url = format!("{}/v1/events/{event_id}/tickets", args.base_url);
-    let joined = AtomicUsize::new(0);
-    let (url, joined) = (&url, &joined);
-    let tokens: Vec<anyhow::Result<String>> = futures::stream::iter(0..args.streams)
-        .map(|index| async move {
-            // Each fan from its own address (the local stack trusts loopback as a proxy),
-            // so the join rate limits see many clients, as in a real sale.
-            let body: serde_json::Value = http
-                .post(url)
-                .header("x-forwarded-for", fan_address(index))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            let done = joined.fetch_add(1, Ordering::Relaxed) + 1;
-            if done.is_multiple_of(5_000) {
-                eprintln!("  {done} joined");
-            }
-            body["token"]
-                .as_str()
-                .map(str::to_owned)
-                .context("token in the join response")
-        })
-        .buffered(args.concurrency)
-        .collect()
-        .await;
-    tokens.into_iter().collect()
-}
-
 /// Records when each serving number of the partition was announced.
 async fn listen_to_ticks(
     args: &Args,
@@ -314,30 +281,6 @@ async fn follow(
     outcome
 }
 
-/// The innermost error, without the request URL (which holds the token).
-fn root_cause(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
-}
-
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-fn percentile(sorted: &[f64], fraction: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
-
 fn report(
     args: &Args,
     outcomes: &[StreamOutcome],
@@ -394,14 +337,4 @@ fn report(
             format!(" Refusals: {}.", format_counts(&refusals))
         },
     )
-}
-
-fn format_counts(counts: &HashMap<&str, usize>) -> String {
-    let mut entries: Vec<_> = counts.iter().collect();
-    entries.sort();
-    entries
-        .iter()
-        .map(|(name, count)| format!("{name} {count}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

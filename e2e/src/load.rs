@@ -1,0 +1,89 @@
+//! What the load tools (`sse-load`, `seat-load`) share: joining many real tickets as
+//! many fans, reading a process's memory, percentiles and the report's counts.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context;
+use futures::StreamExt;
+
+/// A distinct private address per fan: 10.a.b.c.
+fn fan_address(index: usize) -> String {
+    let [_, a, b, c] = u32::try_from(index).unwrap_or(u32::MAX).to_be_bytes();
+    format!("10.{a}.{b}.{c}")
+}
+
+/// Joins `count` tickets of `event_id`, `concurrency` at a time; their tokens.
+pub async fn join_tickets(
+    http: &reqwest::Client,
+    base_url: &str,
+    event_id: &str,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<String>> {
+    let url = format!("{base_url}/v1/events/{event_id}/tickets");
+    let joined = AtomicUsize::new(0);
+    let (url, joined) = (&url, &joined);
+    let tokens: Vec<anyhow::Result<String>> = futures::stream::iter(0..count)
+        .map(|index| async move {
+            // Each fan from its own address (the local stack trusts loopback as a proxy),
+            // so the join rate limits see many clients, as in a real sale.
+            let body: serde_json::Value = http
+                .post(url)
+                .header("x-forwarded-for", fan_address(index))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let done = joined.fetch_add(1, Ordering::Relaxed) + 1;
+            if done.is_multiple_of(5_000) {
+                eprintln!("  {done} joined");
+            }
+            body["token"]
+                .as_str()
+                .map(str::to_owned)
+                .context("token in the join response")
+        })
+        .buffered(concurrency)
+        .collect()
+        .await;
+    tokens.into_iter().collect()
+}
+
+/// The innermost error, without the request URL (which may hold a token).
+pub fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// The resident memory of process `pid`.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The `fraction` percentile of `sorted` (nearest rank); NaN when empty.
+pub fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+/// `a 3, b 1`, sorted by name.
+pub fn format_counts(counts: &HashMap<&str, usize>) -> String {
+    let mut entries: Vec<_> = counts.iter().collect();
+    entries.sort();
+    entries
+        .iter()
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
