@@ -7,6 +7,9 @@
 //   FANS        journeys to run (default 1000)
 //   VUS         fans in flight at once (default 200)
 //   THINK       seconds a fan thinks before each decision (default 1)
+//   DURATION    run for this long instead (e.g. 30m), VUS fans at a time (the soak)
+//   WAIT_BY     how a fan waits for their turn: poll (default: the status every second),
+//               stream (the live SSE stream, which ends at `active`) or mixed (half each)
 import http from 'k6/http';
 import { sleep } from 'k6';
 import exec from 'k6/execution';
@@ -19,10 +22,13 @@ const FANS = parseInt(__ENV.FANS || '1000', 10);
 const VUS = parseInt(__ENV.VUS || '200', 10);
 const THINK = parseFloat(__ENV.THINK || '1');
 const RUN_ID = __ENV.RUN_ID || `${Date.now()}`;
+const DURATION = __ENV.DURATION;
+const WAIT_BY = __ENV.WAIT_BY || 'poll';
 
 const steps = {
   join: new Trend('step_join', true),
   status: new Trend('step_status', true),
+  stream: new Trend('step_stream_connect', true),
   seats: new Trend('step_seats', true),
   reserve: new Trend('step_reserve', true),
   confirm: new Trend('step_confirm', true),
@@ -37,7 +43,9 @@ const refusals = {
 
 export const options = {
   scenarios: {
-    fans: { executor: 'shared-iterations', vus: VUS, iterations: FANS, maxDuration: '10m' },
+    fans: DURATION
+      ? { executor: 'constant-vus', vus: VUS, duration: DURATION }
+      : { executor: 'shared-iterations', vus: VUS, iterations: FANS, maxDuration: '10m' },
   },
   summaryTrendStats: ['avg', 'med', 'p(95)', 'p(99)', 'max'],
 };
@@ -53,6 +61,19 @@ function refuse(response) {
     // Not JSON: counted as other.
   }
   (refusals[code] || refusals.other).add(1);
+}
+
+// Follows the ticket's live stream until its terminal event; the state it ends in
+// ('waiting' if it broke off: the fan polls on).
+function streamUntilDecided(token) {
+  const response = http.get(`${WR_URL}/v1/tickets/${token}/events`, { timeout: '10m', tags: { name: 'stream' } });
+  steps.stream.add(response.timings.waiting);
+  if (response.status !== 200) {
+    refuse(response);
+    return 'waiting';
+  }
+  const terminal = /event: (active|expired|abandoned|released|used)\n/.exec(response.body || '');
+  return terminal ? terminal[1] : 'waiting';
 }
 
 export default function () {
@@ -73,6 +94,9 @@ export default function () {
   // holder has read takes a slot, so a fan who looked late would wait longer.
   const joinedAt = Date.now();
   let state = 'waiting';
+  if (WAIT_BY === 'stream' || (WAIT_BY === 'mixed' && fan % 2 === 1)) {
+    state = streamUntilDecided(token);
+  }
   for (let first = true; state === 'waiting'; first = false) {
     if (!first) sleep(1);
     response = http.get(`${WR_URL}/v1/tickets/${token}`);

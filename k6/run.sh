@@ -20,6 +20,12 @@
 #                            seat-load): DB transactions and seat-map reads per hold,
 #                            change→viewer delay, hold refusals, server RSS
 #
+#   k6/run.sh soak           SOAK_MINUTES=30 of mixed traffic: SOAK_VUS=40 fans in a
+#                            loop (join, then half poll their status and half follow
+#                            the live stream until active, seat map, hold, confirm);
+#                            every minute each service's RSS and open descriptors and
+#                            the minute's p99 of the fans' requests
+#
 #   k6/run.sh challenge      proof-of-work cost: issuing and verifying per operation on
 #                            the server, solving at CHALLENGE_DIFFICULTY=50000 (Rust:
 #                            waiting-room/examples/challenge_cost.rs)
@@ -360,6 +366,105 @@ PY
   say "results appended to docs/benchmarks.md"
 }
 
+# RSS (KiB) and open descriptors of a process: "rss fds".
+rss_and_fds() {
+  local rss fds
+  rss=$(awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0)
+  fds=$(find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+  echo "${rss:-0} $fds"
+}
+
+bench_soak() {
+  local minutes=${SOAK_MINUTES:-30} vus=${SOAK_VUS:-40} event tmp k6_pid minute service
+  event="soak-$(date +%s)"
+  tmp=$(mktemp -d)
+  local admin="Authorization: Bearer $(cat "$ADMIN_TOKEN_FILE")"
+  # 100 in per second, at most 400 active; 20,000 seats (a fan holds one).
+  curl -fsS -X PUT -H "$admin" -H 'Content-Type: application/json' \
+    "http://$WAITING_ROOM_LISTEN/admin/events/$event" \
+    -d '{"name":"Soak","state":"open","activation":{"batch_size":100,"interval_ms":1000,"max_active":400,"active_ttl_seconds":120,"grace_seconds":30},"seats":{"rows":40,"seats_per_row":500}}' >/dev/null
+  declare -A pids=(
+    [waiting-room]=$(pid_on_port "${WAITING_ROOM_LISTEN##*:}")
+    [activator]=$(pid_on_port "${ACTIVATOR_LISTEN##*:}")
+    [reservation]=$(pid_on_port "${RESERVATION_LISTEN##*:}")
+  )
+  say "soak: $minutes minutes, $vus fans at a time, on event $event"
+  k6 run --quiet --summary-export "$tmp/soak.json" --out "csv=$tmp/requests.csv" \
+    -e WR_URL="http://$WAITING_ROOM_LISTEN" -e RES_URL="http://$RESERVATION_LISTEN" \
+    -e EVENT_ID="$event" -e VUS="$vus" -e DURATION="${minutes}m" -e WAIT_BY=mixed \
+    -e RUN_ID="$event" k6/fan-journey.js >"$tmp/k6.log" 2>&1 &
+  k6_pid=$!
+  : >"$tmp/samples"
+  for minute in $(seq 0 "$minutes"); do
+    [ "$minute" -eq 0 ] || sleep 60
+    local line="$minute"
+    for service in waiting-room activator reservation; do
+      line+=" $(rss_and_fds "${pids[$service]}")"
+    done
+    echo "$line" >>"$tmp/samples"
+    say "minute $minute: RSS KiB / descriptors (waiting-room, activator, reservation): ${line#* }"
+  done
+  wait "$k6_pid" || true
+  curl -fsS -X PUT -H "$admin" -H 'Content-Type: application/json' \
+    "http://$WAITING_ROOM_LISTEN/admin/events/$event" -d '{"state":"closed"}' >/dev/null
+  local summary
+  summary=$(python3 - "$tmp/samples" "$tmp/requests.csv" "$tmp/soak.json" <<'PY'
+import csv, json, sys
+samples = [list(map(int, line.split())) for line in open(sys.argv[1]) if line.strip()]
+# The fans' requests (the steps, not the stream held while waiting), per minute.
+steps = {"step_join", "step_status", "step_seats", "step_reserve", "step_confirm"}
+durations, start = {}, None
+with open(sys.argv[2]) as f:
+    for row in csv.DictReader(f):
+        if row["metric_name"] not in steps:
+            continue
+        at = int(row["timestamp"])
+        start = at if start is None else min(start, at)
+        durations.setdefault(at, []).append(float(row["metric_value"]))
+per_minute = {}
+for at, values in durations.items():
+    per_minute.setdefault((at - start) // 60, []).extend(values)
+def p99(values):
+    values = sorted(values)
+    return values[max(0, -(-len(values) * 99 // 100) - 1)] if values else float("nan")
+print("| minute | waiting-room RSS MiB / fds | activator RSS MiB / fds | reservation RSS MiB / fds | requests | p99 ms |")
+print("| --- | --- | --- | --- | --- | --- |")
+for sample in samples:
+    minute = sample[0]
+    cells = ["%.0f / %d" % (sample[i] / 1024, sample[i + 1]) for i in (1, 3, 5)]
+    values = per_minute.get(minute - 1, []) if minute > 0 else []
+    print("| %d | %s | %d | %s |" % (minute, " | ".join(cells), len(values), "%.0f" % p99(values) if values else "-"))
+warm = samples[min(len(samples) - 1, max(1, len(samples) // 3))]
+last = samples[-1]
+print()
+growth = []
+for name, i in (("waiting-room", 1), ("activator", 3), ("reservation", 5)):
+    growth.append("%s RSS %+.0f%% (%.0f → %.0f MiB), descriptors %d → %d" % (
+        name, 100.0 * (last[i] - warm[i]) / max(1, warm[i]), warm[i] / 1024, last[i] / 1024, warm[i + 1], last[i + 1]))
+print("From minute %d (after warm-up) to the end: %s." % (warm[0], "; ".join(growth)))
+metrics = json.load(open(sys.argv[3]))["metrics"]
+count = lambda name: int(metrics.get(name, {}).get("count", 0))
+print()
+print("Journeys completed: %d; refusals: seats_unavailable %d, ticket_not_active %d, other %d." % (
+    count("journeys_completed"), count("refusal_seats_unavailable"),
+    count("refusal_ticket_not_active"), count("refusal_other")))
+PY
+)
+  echo "$summary"
+  {
+    echo
+    echo "## soak, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo "Machine: $(machine_line). $minutes minutes, $vus fans at a time in a loop (half poll,"
+    echo "half stream until active), think time about 1 s; 100 let in per second, at most 400"
+    echo "active; 20,000 seats. Minute 0 is before the load."
+    echo
+    echo "$summary"
+  } >>"$OUT"
+  rm -rf "$tmp"
+  say "results appended to docs/benchmarks.md"
+}
+
 # HAProxy's runtime API, on the admin socket deploy/local.sh gives it.
 proxy_command() {
   python3 - "$LOCAL_DIR/run/haproxy.sock" "$1" <<'PY'
@@ -495,6 +600,12 @@ case "${1:-}" in
     deploy/local.sh up
     eval "$(deploy/local.sh env)"
     bench_seats
+    ;;
+  soak)
+    deploy/local.sh up
+    eval "$(deploy/local.sh env)"
+    ensure_tools
+    bench_soak
     ;;
   challenge)
     bench_challenge

@@ -1,11 +1,79 @@
-//! What the load tools (`sse-load`, `seat-load`) share: joining many real tickets as
-//! many fans, reading a process's memory, percentiles and the report's counts.
+//! What the load tools (`sse-load`, `seat-load`) share: the stack they run against and
+//! the event of their own they create there, joining many real tickets as many fans,
+//! reading a process's memory, percentiles and the report's counts.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use futures::StreamExt;
+use serde_json::Value;
+
+/// Where the running stack's waiting-room and its admin token are.
+#[derive(Debug, clap::Args)]
+pub struct StackArgs {
+    /// Waiting-room base URL.
+    #[arg(
+        long,
+        env = "WAITING_ROOM_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub waiting_room_url: String,
+    /// File holding the admin token (the local stack's generated secret).
+    #[arg(
+        long,
+        env = "ADMIN_TOKEN_FILE",
+        default_value = ".local/secrets/admin-token"
+    )]
+    pub admin_token_file: PathBuf,
+}
+
+/// A load tool's own event (`{prefix}-{unix time}`), changed through the admin API.
+pub struct LoadEvent {
+    pub event_id: String,
+    url: String,
+    admin_token: String,
+    http: reqwest::Client,
+}
+
+impl LoadEvent {
+    /// Creates the event from `body`; with the event as the admin API answers it.
+    pub async fn create(
+        stack: &StackArgs,
+        http: &reqwest::Client,
+        prefix: &str,
+        body: &Value,
+    ) -> anyhow::Result<(Self, Value)> {
+        let admin_token = std::fs::read_to_string(&stack.admin_token_file)
+            .with_context(|| format!("read {}", stack.admin_token_file.display()))?
+            .trim()
+            .to_owned();
+        let event_id = format!("{prefix}-{}", chrono::Utc::now().timestamp());
+        let event = Self {
+            url: format!("{}/admin/events/{event_id}", stack.waiting_room_url),
+            event_id,
+            admin_token,
+            http: http.clone(),
+        };
+        let created = event.update(body).await?;
+        Ok((event, created))
+    }
+
+    /// Applies `body` (a new state, say).
+    pub async fn update(&self, body: &Value) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .put(&self.url)
+            .bearer_auth(&self.admin_token)
+            .json(body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+}
 
 /// A distinct private address per fan: 10.a.b.c.
 fn fan_address(index: usize) -> String {

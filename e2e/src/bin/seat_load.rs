@@ -11,14 +11,15 @@
 //! `docs/benchmarks.md`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use e2e::load::{format_counts, join_tickets, percentile, root_cause, rss_bytes};
+use e2e::load::{
+    format_counts, join_tickets, percentile, root_cause, rss_bytes, LoadEvent, StackArgs,
+};
 use e2e::sse::EventStream;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -27,23 +28,11 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Parser)]
 #[command(about = "Hold seats under thousands of seat-map viewers; measure the cost")]
 struct Args {
-    /// Waiting-room base URL (admin API, joins).
-    #[arg(
-        long,
-        env = "WAITING_ROOM_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    waiting_room_url: String,
+    #[command(flatten)]
+    stack: StackArgs,
     /// Reservation service base URL (one instance: its viewers and holds).
     #[arg(long, env = "RESERVATION_URL", default_value = "http://127.0.0.1:8081")]
     reservation_url: String,
-    /// File holding the admin token (the local stack's generated secret).
-    #[arg(
-        long,
-        env = "ADMIN_TOKEN_FILE",
-        default_value = ".local/secrets/admin-token"
-    )]
-    admin_token_file: PathBuf,
     /// The database the reservation service uses, for its transaction counts.
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
@@ -111,10 +100,6 @@ async fn main() -> anyhow::Result<()> {
         args.few_viewers <= args.viewers,
         "SEAT_FEW_VIEWERS > SEAT_VIEWERS"
     );
-    let admin_token = std::fs::read_to_string(&args.admin_token_file)
-        .with_context(|| format!("read {}", args.admin_token_file.display()))?
-        .trim()
-        .to_owned();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -131,8 +116,6 @@ async fn main() -> anyhow::Result<()> {
         seats_needed <= layout_seats,
         "{seats_needed} seats needed, the layout has {layout_seats}"
     );
-    let event_id = format!("seat-load-{}", chrono::Utc::now().timestamp());
-    let event_url = format!("{}/admin/events/{event_id}", args.waiting_room_url);
     let event = |state: &str| {
         json!({
             "name": "Seat map load test",
@@ -142,18 +125,15 @@ async fn main() -> anyhow::Result<()> {
             "seats": {"rows": args.rows, "seats_per_row": args.seats_per_row},
         })
     };
-    http.put(&event_url)
-        .bearer_auth(&admin_token)
-        .json(&event("passthrough"))
-        .send()
-        .await?
-        .error_for_status()?;
+    let (load_event, _) =
+        LoadEvent::create(&args.stack, &http, "seat-load", &event("passthrough")).await?;
+    let event_id = &load_event.event_id;
     eprintln!(
         "event {event_id}: {layout_seats} seats; making {} tickets active",
         2 * holds_per_run
     );
-    let tokens = active_tickets(&http, &args, &event_id, 2 * holds_per_run).await?;
-    let seat_ids = seat_ids(&http, &args, &event_id).await?;
+    let tokens = active_tickets(&http, &args, event_id, 2 * holds_per_run).await?;
+    let seat_ids = seat_ids(&http, &args, event_id).await?;
 
     let stream_client = reqwest::Client::builder().http1_only().build()?;
     let url = format!(
@@ -171,16 +151,11 @@ async fn main() -> anyhow::Result<()> {
         }
         let tickets = &tokens[run * holds_per_run..(run + 1) * holds_per_run];
         let seats = &seat_ids[run * holds_per_run * args.seats_per_hold..];
-        results.push(hold_run(&http, &args, &database, &event_id, &viewers, tickets, seats).await?);
+        results.push(hold_run(&http, &args, &database, event_id, &viewers, tickets, seats).await?);
     }
 
     eprintln!("closing {event_id}");
-    http.put(&event_url)
-        .bearer_auth(&admin_token)
-        .json(&event("closed"))
-        .send()
-        .await?
-        .error_for_status()?;
+    load_event.update(&event("closed")).await?;
     println!("{}", report(&args, &results, connect_seconds));
     Ok(())
 }
@@ -195,7 +170,7 @@ async fn active_tickets(
 ) -> anyhow::Result<Vec<String>> {
     let tokens = join_tickets(
         http,
-        &args.waiting_room_url,
+        &args.stack.waiting_room_url,
         event_id,
         count,
         args.concurrency,
@@ -211,7 +186,10 @@ async fn active_tickets(
         let states: Vec<anyhow::Result<bool>> = futures::stream::iter(waiting.iter().copied())
             .map(|token| async move {
                 let status: Value = http
-                    .get(format!("{}/v1/tickets/{token}", args.waiting_room_url))
+                    .get(format!(
+                        "{}/v1/tickets/{token}",
+                        args.stack.waiting_room_url
+                    ))
                     .send()
                     .await?
                     .error_for_status()?

@@ -9,14 +9,15 @@
 //! appends it to `docs/benchmarks.md`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use e2e::load::{format_counts, join_tickets, percentile, root_cause, rss_bytes};
+use e2e::load::{
+    format_counts, join_tickets, percentile, root_cause, rss_bytes, LoadEvent, StackArgs,
+};
 use e2e::sse::EventStream;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -24,20 +25,8 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Parser)]
 #[command(about = "Hold N live ticket streams and measure tick-to-client delay")]
 struct Args {
-    /// Waiting-room base URL.
-    #[arg(
-        long,
-        env = "WAITING_ROOM_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    base_url: String,
-    /// File holding the admin token (the local stack's generated secret).
-    #[arg(
-        long,
-        env = "ADMIN_TOKEN_FILE",
-        default_value = ".local/secrets/admin-token"
-    )]
-    admin_token_file: PathBuf,
+    #[command(flatten)]
+    stack: StackArgs,
     /// Redis URL, to hear the activator's announcements (tick times).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     redis_url: String,
@@ -77,15 +66,9 @@ struct StreamOutcome {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let admin_token = std::fs::read_to_string(&args.admin_token_file)
-        .with_context(|| format!("read {}", args.admin_token_file.display()))?
-        .trim()
-        .to_owned();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let event_id = format!("sse-load-{}", chrono::Utc::now().timestamp());
-    let event_url = format!("{}/admin/events/{event_id}", args.base_url);
     let event = |state: &str| {
         serde_json::json!({
             "name": "SSE load test",
@@ -94,15 +77,9 @@ async fn main() -> anyhow::Result<()> {
                            "max_active": null, "active_ttl_seconds": 600, "grace_seconds": 600},
         })
     };
-    let created: serde_json::Value = http
-        .put(&event_url)
-        .bearer_auth(&admin_token)
-        .json(&event("paused"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let (load_event, created) =
+        LoadEvent::create(&args.stack, &http, "sse-load", &event("paused")).await?;
+    let event_id = &load_event.event_id;
     let partition = created["partition"]
         .as_i64()
         .context("partition in the event")?;
@@ -113,8 +90,8 @@ async fn main() -> anyhow::Result<()> {
 
     let tokens = join_tickets(
         &http,
-        &args.base_url,
-        &event_id,
+        &args.stack.waiting_room_url,
+        event_id,
         args.streams,
         args.concurrency,
     )
@@ -129,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     let handles: Vec<_> = tokens
         .into_iter()
         .map(|token| {
-            let url = format!("{}/v1/tickets/{token}/events", args.base_url);
+            let url = format!("{}/v1/tickets/{token}/events", args.stack.waiting_room_url);
             let (client, gate) = (stream_client.clone(), gate.clone());
             let (connected, settled) = (connected.clone(), settled.clone());
             tokio::spawn(async move { follow(client, url, gate, connected, settled).await })
@@ -153,12 +130,7 @@ async fn main() -> anyhow::Result<()> {
     let rss_connected = args.server_pid.and_then(rss_bytes);
 
     eprintln!("all streams open; opening the event");
-    http.put(&event_url)
-        .bearer_auth(&admin_token)
-        .json(&event("open"))
-        .send()
-        .await?
-        .error_for_status()?;
+    load_event.update(&event("open")).await?;
     let drain_started = Instant::now();
     let mut rss_peak = rss_connected.unwrap_or(0);
     let deadline = drain_started + Duration::from_secs(args.timeout_seconds);
@@ -177,12 +149,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let drain_seconds = drain_started.elapsed().as_secs_f64();
     eprintln!("drained in {drain_seconds:.1} s; closing the event (its partition comes back once its fans' active time runs out)");
-    http.put(&event_url)
-        .bearer_auth(&admin_token)
-        .json(&event("closed"))
-        .send()
-        .await?
-        .error_for_status()?;
+    load_event.update(&event("closed")).await?;
 
     let ticks = ticks.lock().expect("tick times").clone();
     let outcomes: Vec<StreamOutcome> = results.into_iter().filter_map(Result::ok).collect();
