@@ -20,7 +20,7 @@
 #                            seat-load): DB transactions and seat-map reads per hold,
 #                            change→viewer delay, hold refusals, server RSS
 #
-#   k6/run.sh soak           SOAK_MINUTES=30 of mixed traffic: SOAK_VUS=40 fans in a
+#   k6/run.sh soak           SOAK_MINUTES=30 of mixed traffic: SOAK_VUS=30 fans in a
 #                            loop (join, then half poll their status and half follow
 #                            the live stream until active, seat map, hold, confirm);
 #                            every minute each service's RSS and open descriptors and
@@ -375,14 +375,15 @@ rss_and_fds() {
 }
 
 bench_soak() {
-  local minutes=${SOAK_MINUTES:-30} vus=${SOAK_VUS:-40} event tmp k6_pid minute service
+  local minutes=${SOAK_MINUTES:-30} vus=${SOAK_VUS:-30} event tmp k6_pid minute service
   event="soak-$(date +%s)"
   tmp=$(mktemp -d)
   local admin="Authorization: Bearer $(cat "$ADMIN_TOKEN_FILE")"
-  # 100 in per second, at most 400 active; 20,000 seats (a fan holds one).
+  # 100 in per second, at most 400 active; 25,000 seats (a fan buys one; 30 fans buy
+  # about 9 a second).
   curl -fsS -X PUT -H "$admin" -H 'Content-Type: application/json' \
     "http://$WAITING_ROOM_LISTEN/admin/events/$event" \
-    -d '{"name":"Soak","state":"open","activation":{"batch_size":100,"interval_ms":1000,"max_active":400,"active_ttl_seconds":120,"grace_seconds":30},"seats":{"rows":40,"seats_per_row":500}}' >/dev/null
+    -d '{"name":"Soak","state":"open","activation":{"batch_size":100,"interval_ms":1000,"max_active":400,"active_ttl_seconds":120,"grace_seconds":30},"seats":{"rows":50,"seats_per_row":500}}' >/dev/null
   declare -A pids=(
     [waiting-room]=$(pid_on_port "${WAITING_ROOM_LISTEN##*:}")
     [activator]=$(pid_on_port "${ACTIVATOR_LISTEN##*:}")
@@ -457,7 +458,7 @@ PY
     echo
     echo "Machine: $(machine_line). $minutes minutes, $vus fans at a time in a loop (half poll,"
     echo "half stream until active), think time about 1 s; 100 let in per second, at most 400"
-    echo "active; 20,000 seats. Minute 0 is before the load."
+    echo "active; 25,000 seats. Minute 0 is before the load."
     echo
     echo "$summary"
   } >>"$OUT"

@@ -57,12 +57,12 @@ impl DrawSeed {
     }
 
     pub fn to_hex(&self) -> String {
-        hex(&self.0)
+        platform::hex::encode(&self.0)
     }
 
     /// What is published before the start: SHA-256 of the seed's bytes, in hex.
     pub fn commitment(&self) -> String {
-        hex(&Sha256::digest(self.0))
+        platform::hex::encode(&Sha256::digest(self.0))
     }
 }
 
@@ -71,10 +71,6 @@ impl fmt::Debug for DrawSeed {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "DrawSeed(commitment {})", self.commitment())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// The pre-queue: the partition's offsets `[first, end)` at the start.

@@ -12,7 +12,8 @@
 //! PostgreSQL and Redis connections ([`connections`]) and
 //! TLS to them and to key servers ([`tls`]); event streams that proxies pass through
 //! unbuffered ([`sse`]); the fan pages' shared assets ([`assets`]); what every
-//! service's OpenAPI document shares ([`openapi`]).
+//! service's OpenAPI document shares ([`openapi`]); lower-case [`hex`] for the secrets
+//! and digests the services show.
 //!
 //! Nothing here knows about tickets, queues or events: that is the contract crate.
 
@@ -21,6 +22,7 @@ pub mod bearer;
 pub mod connections;
 pub mod cors;
 pub mod error;
+pub mod hex;
 pub mod http;
 pub mod observability;
 pub mod openapi;

@@ -25,8 +25,8 @@ impl NewSiteKey {
         let id: [u8; KEY_ID_LEN / 2] = rand::random();
         let secret: [u8; 32] = rand::random();
         Self {
-            key_id: hex(&id),
-            secret: hex(&secret),
+            key_id: platform::hex::encode(&id),
+            secret: platform::hex::encode(&secret),
         }
     }
 
@@ -38,10 +38,6 @@ impl NewSiteKey {
     pub fn secret_hash(&self) -> [u8; 32] {
         Sha256::digest(self.secret.as_bytes()).into()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// A presented key, split into the id that finds it and the secret that proves it.
