@@ -700,7 +700,8 @@ async fn seat_events(stack: &Stack, event_id: &str) -> EventStream {
 }
 
 /// A deleted event had no seat whose change would say so: its live map learns it from
-/// the event's own trigger and answers 404, like a direct read.
+/// the event's own trigger and answers 404, like a direct read. (And a malformed
+/// `diffs` is refused.)
 #[tokio::test]
 async fn a_watched_event_that_is_deleted_is_no_longer_found() {
     let stack = Stack::start().await;
@@ -711,6 +712,16 @@ async fn a_watched_event_that_is_deleted_is_no_longer_found() {
     let mut viewer = seat_events(&stack, "bare").await;
     let map = within(PATIENCE, viewer.next_event()).await.unwrap();
     assert_eq!(map.json()["seats"], json!([]));
+    let malformed = reqwest::get(
+        stack
+            .reservation
+            .url("/v1/events/bare/seats/events?diffs=maybe"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(malformed.status(), 422);
+    let body: Value = malformed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
     client.put_event("bare", json!({"state": "closed"})).await;
     // A closed event is deleted once its queue has settled (409 `event_closing` until).
     let started = Instant::now();

@@ -153,7 +153,7 @@ pub struct SeatStreamOptions {
     params(("event_id" = String, Path, description = "The event's id"), SeatStreamOptions),
     responses(
         (status = 200, description = "`seats` events: the seat map, then each change (`seat_changes` with `diffs=true`)", content_type = "text/event-stream", body = String),
-        (status = 400, description = "`invalid_request`: `diffs` is not `true` or `false`"),
+        (status = 422, description = "`invalid_request`: `diffs` is not `true` or `false`"),
         (status = 404, description = "`event_not_found`"),
         (status = 503, description = "`service_unavailable`: PostgreSQL is unreachable"),
     )
