@@ -15,6 +15,10 @@
 //! counter forward only. All of it happens in one `EVALSHA`, so a crash leaves either
 //! the whole step or none of it.
 //!
+//! A queue without a serving counter is not stepped: the step changes nothing and says
+//! so ([`StepOutcome::counter_missing`]), and the worker rebuilds the queue first (see
+//! [`crate::recovery`]), since Redis may have lost the decisions before the counter.
+//!
 //! The script touches per-ticket and per-event keys it derives from the key schema's
 //! parts ([`RedisKeys::ticket_key_prefix`], [`RedisKeys::event_stats_key_parts`]) and
 //! writes the schema's field names: it needs one Redis (or hash-tagged keys in a
@@ -92,6 +96,8 @@ pub struct StepOutcome {
     pub activated_deferred: Vec<i64>,
     /// Tickets in the queue's deferred set after the step.
     pub deferred_waiting: u64,
+    /// The queue had no serving counter: nothing was done.
+    pub counter_missing: bool,
 }
 
 impl StepOutcome {
@@ -107,6 +113,7 @@ impl StepOutcome {
         self.deferred.extend(step.deferred);
         self.activated_deferred.extend(step.activated_deferred);
         self.deferred_waiting = step.deferred_waiting;
+        self.counter_missing = step.counter_missing;
     }
 
     /// Whether the step changed anything fans can see: the counter moved, or a deferred
@@ -138,20 +145,22 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         local deferred_scan = tonumber(ARGV[10])
         local partition = ARGV[11]
         local first_entry = 12
+        -- No counter: a new queue, or Redis lost it. The caller rebuilds the queue first.
+        local serving = tonumber(redis.call('GET', KEYS[1]) or '-1')
+        if serving < 0 then return {{-1, -1, 0, 0, 0, 4, 0, 0, 0, 0}} end
         local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
         local active = redis.call('ZCARD', KEYS[2])
-        -- No counter: Redis lost it; rebuild it from the first record we were given
-        -- (the consumer's committed position).
-        local serving = tonumber(redis.call('GET', KEYS[1]) or '-1')
-        if serving < 0 and #ARGV >= first_entry then serving = tonumber(ARGV[first_entry]) end
+        -- Fans' `seen` times before a rebuild were lost: nobody counts as gone for not
+        -- having been seen before it.
+        local recovered = tonumber(redis.call('HGET', KEYS[3], '{recovered_at}') or '0')
         local from = serving
         local activated, blocked, gap = 0, 0, 0
         local abandoned, dead, deferred, activated_deferred = {{}}, {{}}, {{}}, {{}}
         local per_event = {{}}
         -- Every decision, journalled with the decision itself (published to Kafka next).
         local journal = {{}}
-        local function decided(letter, ticket, event, qn)
-          table.insert(journal, letter .. '|' .. ticket .. '|' .. event .. '|' .. qn .. '|' .. now)
+        local function decided(letter, ticket, event, qn, suffix)
+          table.insert(journal, letter .. '|' .. ticket .. '|' .. event .. '|' .. qn .. '|' .. now .. suffix)
         end
         local function count(event, field)
           per_event[event] = per_event[event] or {{activated = 0, abandoned = 0, waits = {{}}}}
@@ -173,7 +182,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
           return activated >= limit or (max_active >= 0 and active >= max_active)
         end
         local function activate(key, ticket, event, qn, issued)
-          decided('{activated_letter}', ticket, event, qn)
+          decided('{activated_letter}', ticket, event, qn, '|' .. active_until)
           -- Where it is, so a site can free its slot knowing only the ticket id.
           redis.call('HSET', key, '{state}', '{active}', '{active_until}', active_until,
             '{event_id}', event, '{queue_number}', qn, '{partition}', partition)
@@ -185,7 +194,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
           count_wait(event, issued)
         end
         local function abandon(key, ticket, qn, event)
-          decided('{abandoned_letter}', ticket, event, qn)
+          decided('{abandoned_letter}', ticket, event, qn, '')
           redis.call('HSET', key, '{state}', '{abandoned}')
           redis.call('EXPIRE', key, ticket_ttl)
           table.insert(abandoned, qn)
@@ -232,12 +241,15 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
               local key = ticket_prefix .. ticket
               local fields = redis.call('HMGET', key, '{state}', '{seen}')
               local seen = tonumber(fields[2] or '')
-              -- Seen before a scheduled start counts as seen at it (issued is the start then).
-              if seen and seen < issued then seen = issued end
+              -- Its grace runs from its issue, its sale's start (issued is the start
+              -- then) or the last rebuild, whichever is last; a read before that counts
+              -- as a read at it.
+              local since = math.max(issued, recovered)
+              if seen and seen < since then seen = since end
               if fields[1] then
                 -- Decided before (a replay): leave it exactly as it is.
                 serving = qn + 1
-              elseif not seen and now - issued > grace or seen and now - seen > grace then
+              elseif not seen and now - since > grace or seen and now - seen > grace then
                 abandon(key, ticket, qn, event)
                 serving = qn + 1
               elseif not seen then
@@ -245,7 +257,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
                 redis.call('HSET', key, '{state}', '{deferred}', '{event_id}', event, '{queue_number}', qn,
                   '{issued}', issued)
                 redis.call('EXPIRE', key, ticket_ttl)
-                redis.call('ZADD', KEYS[4], issued + grace, ticket)
+                redis.call('ZADD', KEYS[4], since + grace, ticket)
                 table.insert(deferred, qn)
                 serving = qn + 1
               elseif full() then
@@ -302,6 +314,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
         queue_activated = QueueStats::ACTIVATED,
         queue_abandoned = QueueStats::ABANDONED,
         queue_dead_lettered = QueueStats::DEAD_LETTERED,
+        recovered_at = QueueStats::RECOVERED_AT,
         event_activated = EventStats::ACTIVATED,
         event_abandoned = EventStats::ABANDONED,
         activated_letter = Outcome::Activated.letter(),
@@ -381,6 +394,7 @@ fn parse_reply(reply: &[i64]) -> StepOutcome {
         active: u64::try_from(field(4)).unwrap_or(0),
         blocked: field(5) & 1 == 1,
         gap: field(5) & 2 == 2,
+        counter_missing: field(5) & 4 == 4,
         deferred_waiting: u64::try_from(field(6)).unwrap_or(0),
         abandoned,
         dead_lettered,
@@ -403,6 +417,8 @@ mod tests {
         assert!(!outcome.gap);
         assert_eq!(outcome.deferred_waiting, 4);
         assert!(parse_reply(&[10, 10, 0, 0, 0, 2, 0, 0, 0, 0]).gap);
+        assert!(!outcome.counter_missing);
+        assert!(parse_reply(&[-1, -1, 0, 0, 0, 4, 0, 0, 0, 0]).counter_missing);
         assert_eq!(outcome.abandoned, vec![12, 3]);
         assert_eq!(outcome.deferred, vec![13]);
         assert_eq!(outcome.activated_deferred, vec![2]);

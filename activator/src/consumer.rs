@@ -45,6 +45,7 @@ pub struct Dependencies {
     pub dead_letters: Arc<DeadLetter>,
     pub decisions: Arc<DecisionJournal>,
     pub topic: String,
+    pub decisions_topic: String,
     pub partitions: i32,
 }
 
@@ -94,6 +95,8 @@ pub async fn run(
             dead_letters: dependencies.dead_letters,
             decisions: dependencies.decisions,
             topic: dependencies.topic,
+            decisions_topic: dependencies.decisions_topic,
+            kafka,
         }),
         consumer,
         workers: HashMap::new(),

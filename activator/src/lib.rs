@@ -6,7 +6,8 @@
 //! each owned queue's records, through its [`backlog`], to a [`queue_worker`], which holds
 //! the queue until its sales start and draws shuffled pre-queues ([`queue_schedule`]),
 //! runs [`activation`] steps on the queue's schedule, measures its [`rate`] and sends
-//! poison records to the [`dead_letter`] topic.
+//! poison records to the [`dead_letter`] topic. A queue whose Redis state was lost is
+//! rebuilt from Kafka first ([`recovery`]).
 
 // Public for its tests: the step is run against Redis directly.
 pub mod activation;
@@ -19,6 +20,7 @@ mod group;
 mod queue_schedule;
 mod queue_worker;
 mod rate;
+mod recovery;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +81,7 @@ pub async fn build(
             timeout,
         )),
         topic: common.tickets_topic.clone(),
+        decisions_topic: common.decisions_topic.clone(),
         partitions: common.tickets_partitions,
     };
     supervisor.spawn(

@@ -9,6 +9,10 @@
 //! late is activated on the next tick. Each queue has its own task, so a slow queue
 //! never delays another.
 //!
+//! A queue found without its serving counter (new, or Redis lost it) is rebuilt before
+//! it is stepped ([`recovery`]). An idle queue is still stepped every
+//! [`IDLE_CHECK`], so a loss is noticed, and repaired, while nobody joins.
+//!
 //! Scheduled sales (see [`QueueSchedule`]): the queue is held until the start and the
 //! worker wakes at it by itself. A shuffled pre-queue is drawn first: the worker records
 //! the pre-queue's offsets in PostgreSQL (once; a restarted worker finds them), then
@@ -22,6 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use contract::catalog::{QueueConfig, QueueMode};
 use contract::draw::{self, Draw, DrawRange};
+use contract::kafka_connection::KafkaConnection;
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::{QueueStats, RedisKeys};
 use contract::serving_announcement::ServingAnnouncement;
@@ -39,6 +44,7 @@ use crate::decision_journal::DecisionJournal;
 use crate::group::GroupConsumer;
 use crate::queue_schedule::QueueSchedule;
 use crate::rate::RateWindow;
+use crate::recovery::{self, QueueAtLoss};
 
 /// Entries passed to one script call; bigger batches take several calls per tick.
 const ENTRIES_PER_STEP: usize = 5_000;
@@ -53,6 +59,9 @@ const REREAD_STALL: Duration = Duration::from_secs(2);
 const TICKET_STATE_RETENTION_SECONDS: i64 = 86_400;
 /// After a failed attempt to fix a draw (PostgreSQL, Redis or the broker down).
 const DRAW_RETRY: Duration = Duration::from_secs(1);
+/// How often a queue with nothing to do is stepped anyway: it notices a lost Redis
+/// (and rebuilds it) within this, not at its next join.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// The per-queue counters of a queue's outcomes.
 const QUEUE_COUNTERS: &[&str] = &[
     "activator_activations_total",
@@ -79,6 +88,9 @@ pub struct WorkerContext {
     pub dead_letters: Arc<DeadLetter>,
     pub decisions: Arc<DecisionJournal>,
     pub topic: String,
+    /// Read back, with the tickets topic, to rebuild a queue Redis lost.
+    pub decisions_topic: String,
+    pub kafka: KafkaConnection,
 }
 
 /// One queue's worker and all of its state.
@@ -89,6 +101,10 @@ pub struct QueueWorker {
     rate: RateWindow,
     reread: Reread,
     next_tick: Instant,
+    /// When the last tick ran: an idle queue is stepped every [`IDLE_CHECK`] after it.
+    last_tick: Instant,
+    /// The serving counter after the last step, once one ran: where a rebuild starts.
+    known_serving: Option<i64>,
     /// Whether the queue's deferred set held tickets after the last step (assumed at
     /// start: a previous owner may have left some).
     deferred_waiting: bool,
@@ -122,6 +138,8 @@ impl QueueWorker {
             rate: RateWindow::default(),
             reread: Reread::default(),
             next_tick: Instant::now(),
+            last_tick: Instant::now(),
+            known_serving: None,
             deferred_waiting: true,
             draw: None,
             max_received: -1,
@@ -162,8 +180,13 @@ impl QueueWorker {
             let serving =
                 catalog.loaded && queue.mode != QueueMode::Paused && schedule.serving_allowed();
             self.report_queue(serving);
-            let can_tick =
-                serving && !draw_incomplete && (!self.backlog.is_empty() || self.deferred_waiting);
+            let can_tick = serving && !draw_incomplete;
+            let idle = self.backlog.is_empty() && !self.deferred_waiting;
+            let tick_at = if idle {
+                self.next_tick.max(self.last_tick + IDLE_CHECK)
+            } else {
+                self.next_tick
+            };
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
@@ -183,10 +206,11 @@ impl QueueWorker {
                         self.next_tick = Instant::now();
                     }
                 }
-                () = tokio::time::sleep_until(self.next_tick.into()), if can_tick => {
-                    let lateness = Instant::now().saturating_duration_since(self.next_tick);
+                () = tokio::time::sleep_until(tick_at.into()), if can_tick => {
+                    let lateness = Instant::now().saturating_duration_since(tick_at);
                     let span = tracing::info_span!("activation_tick", partition, mode = ?queue.mode);
                     self.tick(&queue, &schedule, lateness).instrument(span).await;
+                    self.last_tick = Instant::now();
                     self.next_tick = (self.next_tick + tick_interval(&queue)).max(Instant::now());
                 }
                 () = sleep_until_stalled(self.reread.stalled_at()), if self.reread.pending.is_some() => {
@@ -289,33 +313,12 @@ impl QueueWorker {
                 return false;
             }
         };
-        let consumer = context.consumer.clone();
-        let topic = context.topic.clone();
-        // The partition's ends, and where the group stands in it (Redis lost the counter:
-        // the records before the committed offset were reached before the pre-queue).
-        let positions = tokio::task::spawn_blocking(move || {
-            let timeout = Duration::from_secs(5);
-            let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
-            let mut wanted = TopicPartitionList::new();
-            wanted.add_partition(&topic, partition);
-            let committed = consumer
-                .committed_offsets(wanted, timeout)?
-                .find_partition(&topic, partition)
-                .and_then(|entry| match entry.offset() {
-                    Offset::Offset(offset) => Some(offset),
-                    _ => None,
-                });
-            Ok::<_, rdkafka::error::KafkaError>((committed.unwrap_or(low), high))
-        })
-        .await;
-        let (reached, high) = match positions {
-            Ok(Ok(positions)) => positions,
-            Ok(Err(error)) => {
-                tracing::warn!(partition, %error, "cannot read the partition's end to draw");
-                return false;
-            }
+        // Without a counter (Redis lost it), the records before the committed offset were
+        // reached before the pre-queue.
+        let (reached, high) = match self.positions().await {
+            Ok(positions) => positions,
             Err(error) => {
-                tracing::warn!(partition, %error, "watermark task failed");
+                tracing::warn!(partition, %error, "cannot read the partition's end to draw");
                 return false;
             }
         };
@@ -350,6 +353,85 @@ impl QueueWorker {
         true
     }
 
+    /// Where the group stands in the partition (its committed offset, or the partition's
+    /// first without one) and the partition's end.
+    async fn positions(&self) -> anyhow::Result<(i64, i64)> {
+        let (partition, consumer) = (self.partition, self.context.consumer.clone());
+        let topic = self.context.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(5);
+            let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+            let mut wanted = TopicPartitionList::new();
+            wanted.add_partition(&topic, partition);
+            let committed = consumer
+                .committed_offsets(wanted, timeout)?
+                .find_partition(&topic, partition)
+                .and_then(|entry| match entry.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                });
+            Ok((committed.unwrap_or(low), high))
+        })
+        .await?
+    }
+
+    /// Rebuilds the queue's Redis state (see [`recovery`]) before its first step, from
+    /// the counter this worker last saw, else the first record buffered, else the
+    /// group's position (inside a drawn pre-queue that is its first offset: decided places
+    /// are then skipped as replays). False on failure: the queue is not stepped until a
+    /// later tick succeeds.
+    async fn rebuild(
+        &mut self,
+        entries: &[QueueEntry],
+        limits: &StepLimits,
+        schedule: &QueueSchedule,
+        active_ttl_ms: i64,
+    ) -> bool {
+        let partition = self.partition;
+        let serving = match self
+            .known_serving
+            .or_else(|| entries.first().map(QueueEntry::queue_number))
+        {
+            Some(serving) => serving,
+            None => match self.positions().await {
+                Ok((reached, _)) => reached,
+                Err(error) => {
+                    tracing::warn!(partition, %error, "cannot read the group's position to rebuild the queue");
+                    return false;
+                }
+            },
+        };
+        let queue = QueueAtLoss {
+            partition,
+            serving,
+            draw: self.draw,
+            starts_ms: &schedule.starts_ms,
+            now_ms: limits.now_ms,
+            grace_ms: limits.grace_ms,
+            active_ttl_ms,
+            ticket_ttl_seconds: limits.ticket_ttl_seconds,
+        };
+        match recovery::rebuild(&self.context, queue).await {
+            Ok(rebuilt) => {
+                if !rebuilt.is_empty() {
+                    metrics::counter!("activator_rebuilds_total", "partition" => partition.to_string())
+                        .increment(1);
+                    tracing::warn!(
+                        partition,
+                        serving,
+                        ?rebuilt,
+                        "queue rebuilt from Kafka after Redis lost it"
+                    );
+                }
+                true
+            }
+            Err(error) => {
+                tracing::warn!(partition, %error, "cannot rebuild the queue's Redis state; retrying next tick");
+                false
+            }
+        }
+    }
+
     async fn tick(&mut self, queue: &QueueConfig, schedule: &QueueSchedule, lateness: Duration) {
         let partition = self.partition;
         let label = partition.to_string();
@@ -374,6 +456,7 @@ impl QueueWorker {
         };
         // The steps of this tick, merged; None while no step has run.
         let mut total: Option<StepOutcome> = None;
+        let mut rebuilt = false;
         loop {
             let entries = self.front_entries(schedule).await;
             // One step runs even with nothing buffered: it settles deferred tickets.
@@ -402,6 +485,18 @@ impl QueueWorker {
                     break;
                 }
             };
+            if outcome.counter_missing {
+                let active_ttl_ms = i64::from(policy.active_ttl_seconds) * 1000;
+                if rebuilt
+                    || !self
+                        .rebuild(&entries, &limits, schedule, active_ttl_ms)
+                        .await
+                {
+                    break;
+                }
+                rebuilt = true;
+                continue;
+            }
             let (gap, serving) = (outcome.gap, outcome.serving);
             let consumed_all = serving > entries.last().map_or(i64::MIN, QueueEntry::queue_number);
             // Merged even at a gap: the step may have settled deferred tickets.
@@ -428,6 +523,7 @@ impl QueueWorker {
             return;
         };
         self.deferred_waiting = total.deferred_waiting > 0;
+        self.known_serving = Some(total.serving);
         self.rate.record(Instant::now(), total.activated);
         metrics::counter!("activator_activations_total", "partition" => label.clone())
             .increment(total.activated);
@@ -438,9 +534,9 @@ impl QueueWorker {
         metrics::gauge!("activator_active", "partition" => label.clone()).set(total.active as f64);
         metrics::gauge!("activator_deferred", "partition" => label.clone())
             .set(total.deferred_waiting as f64);
-        // Nothing to announce below zero: Redis lost the counter and nothing buffered
-        // rebuilt it.
-        if total.changed_the_line() && total.serving >= 0 {
+        // After a rebuild, streams that read the queue while it had no counter learn
+        // where it is.
+        if total.changed_the_line() || rebuilt {
             let rate = self.rate.per_second(Instant::now());
             self.announce(&total, limits.active_until_ms, rate).await;
         }

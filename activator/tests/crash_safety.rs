@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use contract::redis_schema::TicketHash;
+use contract::redis_schema::{EventStats, TicketHash};
 use process::{assert_activated_once_in_order, ActivatorProcess};
 use rand::Rng;
 use support::{policy, set_queue};
@@ -58,80 +58,104 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test]
-async fn redis_data_loss_mid_drain_rebuilds_the_counter_and_the_line_continues() {
+async fn redis_data_loss_is_rebuilt_from_kafka_and_nobody_loses_a_place_or_a_session() {
     let env = TestEnv::new().await;
-    set_queue(&env, 1, policy("open", 100, 50, None, 3600, 3600)).await;
+    // 200 a second: the loss comes mid-drain.
+    set_queue(&env, 1, policy("open", 10, 50, None, 3600, 3600)).await;
     let tickets = support::produce_tickets(&env, 1, "flush", 3_000).await;
     let activator = support::start_activator(&env).await;
     support::wait_for_serving(&env, 1, 1_000, Duration::from_secs(60)).await;
+    // Sessions running before the loss, as their holders were told; their decisions are
+    // published within milliseconds of each tick.
+    let mut sessions = Vec::new();
+    for (_, ticket_id) in &tickets {
+        if let (Some(state), Some(until)) = support::ticket_state(&env, *ticket_id).await {
+            assert_eq!(state, "active");
+            sessions.push((*ticket_id, until));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Lose everything this deployment had in Redis (its keys; the Redis is shared).
-    // Every key the deployment can have, deleted in one command: the loss happens at
-    // one instant (KEYS or SCAN would crawl a shared Redis holding millions of keys).
+    // The fans still in line read their status again at once (here: at the instant of
+    // the loss, in the same transaction).
+    lose_redis_keys(&env, &tickets, true).await;
+    support::wait_for_serving(&env, 1, 3_000, Duration::from_secs(120)).await;
+    assert_rebuilt(&env, &tickets, &sessions).await;
+
+    // A drained queue nobody joins any more: the idle check notices the next loss.
+    lose_redis_keys(&env, &tickets, false).await;
+    until("the drained queue rebuilt", WAIT, || async {
+        let rebuilt = support::ticket_state(&env, tickets[0].1).await.0.is_some()
+            && support::serving(&env, 1).await == 3_000;
+        rebuilt.then_some(())
+    })
+    .await;
+    assert_rebuilt(&env, &tickets, &sessions).await;
+    activator.stop().await.expect("clean shutdown");
+}
+
+/// Deletes every key the deployment has for the queue and its tickets in one
+/// transaction (the Redis is shared: the loss happens at one instant; KEYS or SCAN would
+/// crawl it), optionally with the fans' next reads.
+async fn lose_redis_keys(env: &TestEnv, tickets: &[(i64, uuid::Uuid)], fans_read: bool) {
     let redis_keys = env.redis_keys();
     let mut keys = vec![
         redis_keys.serving(1),
         redis_keys.issued_max(1),
         redis_keys.active_set(1),
         redis_keys.deferred(1),
+        redis_keys.decisions(1),
         redis_keys.queue_stats(1),
         redis_keys.event_stats("flush"),
     ];
-    keys.extend(
-        tickets
-            .iter()
-            .map(|(_, ticket_id)| redis_keys.ticket(*ticket_id)),
-    );
-    // The loss takes the holders' `seen` times too. Fans still in line read their status
-    // again within seconds (one reached before its next read is deferred, and activated
-    // right after it); here they all read at the instant of the loss, in the same
-    // transaction, so that the line's order can be checked exactly.
+    keys.extend(tickets.iter().flat_map(|(_, ticket_id)| {
+        [
+            redis_keys.ticket(*ticket_id),
+            redis_keys.registered(*ticket_id),
+        ]
+    }));
     let mut loss = redis::pipe();
     loss.atomic().del(&keys).ignore();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    for (_, ticket_id) in &tickets {
+    for (_, ticket_id) in tickets.iter().filter(|_| fans_read) {
         loss.hset(redis_keys.ticket(*ticket_id), TicketHash::SEEN, now_ms)
             .ignore();
     }
     let _: () = loss.query_async(&mut env.redis.clone()).await.expect("DEL");
-    let mut lost = 0;
-    for (_, ticket_id) in &tickets {
-        if support::ticket_state(&env, *ticket_id).await.0.is_none() {
-            lost += 1;
-        }
-    }
-    assert!(lost > 0, "the loss removed ticket state");
+}
 
-    support::wait_for_serving(&env, 1, 3_000, Duration::from_secs(120)).await;
-    // Tickets the activator had not reached at the loss are all activated, once, in order.
-    // Every ticket behind the loss point is active, in order; tickets activated before
-    // the loss lost their Redis state (documented in docs/operations.md).
-    let mut previous_until = 0;
-    let mut activated_after = 0;
-    for (queue_number, ticket_id) in &tickets {
-        let (state, until) = support::ticket_state(&env, *ticket_id).await;
-        match state.as_deref() {
-            Some("active") => {
-                let until = until.expect("until");
-                assert!(
-                    until >= previous_until,
-                    "ticket {queue_number} out of order"
-                );
-                previous_until = until;
-                activated_after += 1;
-            }
-            None => assert_eq!(
-                activated_after, 0,
-                "ticket {queue_number} skipped after the loss"
-            ),
-            other => panic!("ticket {queue_number} is {other:?}"),
-        }
+/// Every ticket active once, in order, counted once; the sessions that ran before the
+/// loss end when they ended before it; the event's counters come back from Kafka.
+async fn assert_rebuilt(
+    env: &TestEnv,
+    tickets: &[(i64, uuid::Uuid)],
+    sessions: &[(uuid::Uuid, i64)],
+) {
+    assert_activated_once_in_order(env, 1, tickets).await;
+    for (ticket_id, until) in sessions {
+        assert_eq!(
+            support::ticket_state(env, *ticket_id).await,
+            (Some("active".to_owned()), Some(*until)),
+            "a session running before the loss"
+        );
     }
-    assert!(
-        activated_after >= tickets.len() - lost,
-        "the line continued after the loss"
+    let stats: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(env.redis_keys().event_stats("flush"))
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("HGETALL");
+    assert_eq!(stats.get(EventStats::ACTIVATED), Some(&3_000));
+    assert_eq!(
+        stats.get(EventStats::JOINED),
+        Some(&3_000),
+        "joins from Kafka"
     );
-    activator.stop().await.expect("clean shutdown");
+    let waits: i64 = stats
+        .iter()
+        .filter(|(field, _)| field.starts_with(EventStats::WAIT_FIELD_PREFIX))
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(waits, 3_000, "every activation's wait in the histogram");
 }
 
 #[tokio::test]

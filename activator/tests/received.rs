@@ -78,7 +78,18 @@ fn limits(now_ms: i64, max_active: u32, grace_ms: i64) -> StepLimits {
     }
 }
 
+/// Runs one step, creating the queue's counter at its first entry first, as the worker
+/// does for a new queue.
 async fn step(env: &TestEnv, entries: &[QueueEntry], limits: StepLimits) -> StepOutcome {
+    if let Some(first) = entries.first() {
+        let _: () = redis::cmd("SET")
+            .arg(env.redis_keys().serving(PARTITION))
+            .arg(first.queue_number())
+            .arg("NX")
+            .query_async(&mut env.redis.clone())
+            .await
+            .expect("SET NX");
+    }
     activation::step(
         &mut env.redis.clone(),
         &env.redis_keys(),
@@ -325,4 +336,71 @@ async fn a_deferred_ticket_read_once_then_left_is_abandoned_and_a_waiting_reader
     assert_eq!(second.deferred_waiting, 1);
     assert_eq!(holder.state(&store, later).await, TicketState::Waiting);
     assert_eq!(left.state(&store, later).await, TicketState::Abandoned);
+}
+
+#[tokio::test]
+async fn a_queue_without_a_counter_is_not_stepped_and_says_so() {
+    let env = TestEnv::new().await;
+    let now = Utc::now().timestamp_millis();
+    let fan = Ticket::new(7, now);
+    let outcome = activation::step(
+        &mut env.redis.clone(),
+        &env.redis_keys(),
+        PARTITION,
+        &[fan.entry()],
+        limits(now, 10, 60_000),
+    )
+    .await
+    .expect("activation step");
+    assert!(outcome.counter_missing);
+    assert_eq!(outcome.activated, 0);
+    assert_eq!(
+        stored_state(&env, &fan).await,
+        None,
+        "nothing decided without a counter"
+    );
+    let serving: Option<i64> = redis::cmd("GET")
+        .arg(env.redis_keys().serving(PARTITION))
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("GET");
+    assert_eq!(serving, None, "the step does not guess the counter");
+}
+
+#[tokio::test]
+async fn after_a_rebuild_nobody_counts_as_gone_for_not_being_seen_before_it() {
+    let env = TestEnv::new().await;
+    let store = TicketStore::new(env.redis.clone(), env.redis_keys());
+    let now = Utc::now().timestamp_millis();
+    let grace = 2_000;
+    // Issued long ago; their holders' reads were lost with Redis, rebuilt just now.
+    let unread = Ticket::new(0, now - 60_000);
+    let reader = Ticket::new(1, now - 60_000);
+    let _: () = redis::cmd("HSET")
+        .arg(env.redis_keys().queue_stats(PARTITION))
+        .arg(QueueStats::RECOVERED_AT)
+        .arg(now - 500)
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("HSET");
+    reader.read(&store, now).await;
+
+    let first = step(
+        &env,
+        &[unread.entry(), reader.entry()],
+        limits(now, 10, grace),
+    )
+    .await;
+    assert!(first.abandoned.is_empty(), "{first:?}");
+    assert_eq!(
+        first.deferred,
+        vec![0],
+        "waits for a read, from the rebuild"
+    );
+    assert_eq!(first.activated, 1);
+    // Its grace runs from the rebuild: gone once that has passed without a read.
+    let later = now + grace;
+    let second = step(&env, &[], limits(later, 10, grace)).await;
+    assert_eq!(second.abandoned, vec![0]);
+    assert_eq!(unread.state(&store, later).await, TicketState::Abandoned);
 }

@@ -3,7 +3,7 @@
 
 use std::process::{Child, Stdio};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use contract::redis_schema::QueueStats;
 use contract::ticket_decision::{DecisionRecord, Outcome};
@@ -95,13 +95,23 @@ async fn assert_decisions_published(env: &TestEnv, tickets: &[(i64, uuid::Uuid)]
                 .await
                 .expect("read the decisions")
                 .expect("the decisions topic");
-        let activated: HashSet<uuid::Uuid> = records
+        // Each ticket's activation times: a copy published again is the same decision, a
+        // second time is a second activation.
+        let mut activations: HashMap<uuid::Uuid, HashSet<i64>> = HashMap::new();
+        for decision in records
             .iter()
             .filter_map(|record| DecisionRecord::parse(record.payload.as_deref()?))
             .flat_map(|record| record.decisions)
             .filter(|decision| decision.outcome == Outcome::Activated)
-            .map(|decision| decision.ticket_id)
-            .collect();
+        {
+            activations
+                .entry(decision.ticket_id)
+                .or_default()
+                .insert(decision.at_ms);
+        }
+        let twice = activations.values().filter(|times| times.len() > 1).count();
+        assert_eq!(twice, 0, "tickets activated twice");
+        let activated: HashSet<uuid::Uuid> = activations.into_keys().collect();
         let missing = wanted.difference(&activated).count();
         if missing == 0 {
             return;

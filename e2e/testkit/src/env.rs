@@ -323,11 +323,12 @@ async fn delete_redis_keys(common: &CommonConfig) -> anyhow::Result<()> {
     let keys = deployment_keys(common).await?;
     let client = common.redis_client()?;
     let mut connection = client.get_multiplexed_async_connection().await?;
+    // One transaction: a loss happens at one instant, never half seen by a service.
+    let mut loss = redis::pipe();
+    loss.atomic();
     for chunk in keys.chunks(10_000) {
-        redis::cmd("UNLINK")
-            .arg(chunk)
-            .query_async::<()>(&mut connection)
-            .await?;
+        loss.unlink(chunk).ignore();
     }
+    loss.query_async::<()>(&mut connection).await?;
     Ok(())
 }

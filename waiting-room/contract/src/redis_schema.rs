@@ -27,6 +27,11 @@ use uuid::Uuid;
 /// The one member of a queue's `issued_max` sorted set.
 pub const ISSUED_MAX_MEMBER: &str = "max";
 
+/// How long a ticket's "registered" marker (`{p}:r:{ticket_id}`) outlives its join: a
+/// repair later than this (Redis down for over an hour while the instance kept the
+/// registration) could count the join twice.
+pub const REGISTERED_MARKER_TTL_SECONDS: u64 = 3_600;
+
 /// Fields of a ticket's hash (`{p}:t:{ticket_id}`).
 pub struct TicketHash;
 
@@ -68,6 +73,10 @@ impl QueueStats {
     pub const RATE: &'static str = "rate";
     /// When the rate was measured (ms since the epoch).
     pub const RATE_AT: &'static str = "rate_at";
+    /// When the activator last rebuilt the queue after Redis lost it (ms since the
+    /// epoch): the holders' `seen` times were lost with it, so a ticket counts as issued
+    /// no earlier than this when its grace period is judged.
+    pub const RECOVERED_AT: &'static str = "recovered_at";
 }
 
 /// Fields of an event's statistics hash (`{p}:e:{event_id}:stats`): what the admin
@@ -91,6 +100,16 @@ impl EventStats {
     pub const WAIT_BOUNDS: [u32; 15] = [
         1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1_200, 1_800, 3_600, 7_200, 86_400,
     ];
+
+    /// The histogram's field counting a wait of `waited_seconds` (the activation
+    /// script buckets the same way).
+    pub fn wait_field(waited_seconds: f64) -> String {
+        let bound = Self::WAIT_BOUNDS
+            .into_iter()
+            .find(|bound| waited_seconds <= f64::from(*bound))
+            .unwrap_or(Self::WAIT_BOUNDS[Self::WAIT_BOUNDS.len() - 1]);
+        format!("{}{bound}", Self::WAIT_FIELD_PREFIX)
+    }
 
     /// The upper bound (seconds) under which `percentile` % of the waits counted in
     /// `counters` (an event stats hash's fields) fall; `None` before any activation.
@@ -264,7 +283,13 @@ impl RedisKeys {
 
     /// Marks a ticket's join registration as done, so a repair never repeats it.
     pub fn registered(&self, ticket_id: Uuid) -> String {
-        format!("{}:r:{ticket_id}", self.prefix)
+        format!("{}{ticket_id}", self.registered_key_prefix())
+    }
+
+    /// What a registration marker's key starts with (for scripts; see
+    /// [`Self::ticket_key_prefix`]).
+    pub fn registered_key_prefix(&self) -> String {
+        format!("{}:r:", self.prefix)
     }
 
     /// A spent proof-of-work challenge (by its nonce), kept until the challenge expires.
@@ -290,6 +315,15 @@ impl RedisKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_fall_in_the_first_bucket_that_holds_them_and_the_longest_in_the_last() {
+        assert_eq!(EventStats::wait_field(0.0), "wait_le_1");
+        assert_eq!(EventStats::wait_field(1.0), "wait_le_1");
+        assert_eq!(EventStats::wait_field(1.5), "wait_le_2");
+        assert_eq!(EventStats::wait_field(700.0), "wait_le_1200");
+        assert_eq!(EventStats::wait_field(1e9), "wait_le_86400");
+    }
 
     #[test]
     fn wait_percentiles_are_bucket_upper_bounds() {

@@ -45,22 +45,32 @@ pub struct Decision {
     pub outcome: Outcome,
     /// When it was decided (ms since the epoch).
     pub at_ms: i64,
+    /// The end of the session it opened (ms since the epoch), for an activation: what
+    /// recovery after a Redis data loss restores (absent in records written before it
+    /// was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_until_ms: Option<i64>,
 }
 
 /// A journal line as the activation script writes it:
-/// `{letter}|{ticket_id}|{event_id}|{queue_number}|{at_ms}`.
+/// `{letter}|{ticket_id}|{event_id}|{queue_number}|{at_ms}`, and `|{active_until_ms}`
+/// after an activation's.
 pub struct JournalLine;
 
 impl JournalLine {
     /// Parses a line into the event it belongs to and the decision; `None` for a line
     /// that is not one (never written by the script; skipped, not fatal).
     pub fn parse(line: &str) -> Option<(String, Decision)> {
-        let mut fields = line.splitn(5, '|');
+        let mut fields = line.splitn(6, '|');
         let outcome = Outcome::from_letter(fields.next()?)?;
         let ticket_id = fields.next()?.parse().ok()?;
         let event_id = fields.next()?.to_owned();
         let queue_number = fields.next()?.parse().ok()?;
         let at_ms = fields.next()?.parse().ok()?;
+        let active_until_ms = match fields.next() {
+            Some(until) => Some(until.parse().ok()?),
+            None => None,
+        };
         Some((
             event_id,
             Decision {
@@ -68,6 +78,7 @@ impl JournalLine {
                 queue_number,
                 outcome,
                 at_ms,
+                active_until_ms,
             },
         ))
     }
@@ -133,6 +144,11 @@ mod tests {
         assert_eq!(decision.queue_number, 42);
         assert_eq!(decision.at_ms, 1_700_000_000_000);
         assert_eq!(decision.ticket_id.to_string(), TICKET);
+        assert_eq!(decision.active_until_ms, None);
+        let (_, activation) =
+            JournalLine::parse(&format!("a|{TICKET}|gig|42|1700000000000|1700000060000"))
+                .expect("an activation's line");
+        assert_eq!(activation.active_until_ms, Some(1_700_000_060_000));
         for bad in [
             "",
             "a",
@@ -140,6 +156,7 @@ mod tests {
             "a|not-a-uuid|gig|42|1",
             &format!("a|{TICKET}|gig|x|1"),
             &format!("a|{TICKET}|gig|42"),
+            &format!("a|{TICKET}|gig|42|1|soon"),
         ] {
             assert!(JournalLine::parse(bad).is_none(), "{bad}");
         }

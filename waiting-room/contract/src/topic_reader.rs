@@ -80,19 +80,29 @@ impl TopicReader {
         }
         let mut records = Vec::new();
         for partition in 0..i32::try_from(topic.partitions().len()).unwrap_or(0) {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
-                .with_context(|| format!("cannot read partition {partition}'s offsets"))?;
-            if high > low {
-                let read = self.read(partition, low, high, true)?;
-                records.extend(
-                    read.into_iter()
-                        .filter(|record| keep(record.payload.as_deref())),
-                );
-            }
+            records.extend(
+                self.partition(partition)?
+                    .into_iter()
+                    .filter(|record| keep(record.payload.as_deref())),
+            );
         }
         Ok(records)
+    }
+
+    /// The first offset `partition` holds and the one after its last.
+    pub fn watermarks(&self, partition: i32) -> anyhow::Result<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+            .with_context(|| format!("cannot read partition {partition}'s offsets"))
+    }
+
+    /// Every record `partition` holds now.
+    pub fn partition(&self, partition: i32) -> anyhow::Result<Vec<StoredRecord>> {
+        let (low, high) = self.watermarks(partition)?;
+        if high <= low {
+            return Ok(Vec::new());
+        }
+        self.read(partition, low, high, true)
     }
 
     /// Reads `[first, end)`, and with `tail` whatever follows until the broker has no

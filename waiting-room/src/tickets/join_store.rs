@@ -4,7 +4,9 @@
 
 use std::sync::LazyLock;
 
-use contract::redis_schema::{EventStats, RedisKeys, ISSUED_MAX_MEMBER};
+use contract::redis_schema::{
+    EventStats, RedisKeys, ISSUED_MAX_MEMBER, REGISTERED_MARKER_TTL_SECONDS,
+};
 use contract::token::TicketClaims;
 use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisResult, Script, Value};
@@ -197,10 +199,6 @@ impl JoinStore {
             .map(|applied| applied == 1)
     }
 }
-
-/// How long the "registered" marker outlives a join: a repair later than this (Redis
-/// down for over an hour while the instance kept the registration) could count twice.
-const REGISTERED_MARKER_TTL_SECONDS: u64 = 3_600;
 
 /// KEYS marker, issued_max, event stats, place ('' = none). ARGV marker ttl, queue
 /// number, token, the place's pending claim, place ttl. The place takes the token only
