@@ -97,6 +97,7 @@ pub async fn run(
             topic: dependencies.topic,
             decisions_topic: dependencies.decisions_topic,
             kafka,
+            rebuilds: tokio::sync::Semaphore::new(1),
         }),
         consumer,
         workers: HashMap::new(),
@@ -145,6 +146,11 @@ impl Dispatcher {
             }
             RebalanceEvent::Assigned(partitions) => {
                 self.owned.extend(partitions.iter().copied());
+                // Every owned queue has its worker, records or not: it settles what a
+                // previous owner deferred and notices a lost Redis.
+                for partition in &partitions {
+                    self.ensure_worker(*partition);
+                }
                 // The topic's partitions now (more than at start once raised online).
                 let total = self
                     .context
@@ -185,10 +191,7 @@ impl Dispatcher {
                 reason: error.to_string(),
             }),
         };
-        if !self.workers.contains_key(&partition) {
-            let worker = self.spawn_worker(partition);
-            self.workers.insert(partition, worker);
-        }
+        self.ensure_worker(partition);
         let Some(worker) = self.workers.get_mut(&partition) else {
             return;
         };
@@ -227,6 +230,15 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+
+    /// Starts the queue's worker if it has none (a record may come before the
+    /// assignment is handled).
+    fn ensure_worker(&mut self, partition: i32) {
+        if !self.workers.contains_key(&partition) {
+            let worker = self.spawn_worker(partition);
+            self.workers.insert(partition, worker);
+        }
     }
 
     fn spawn_worker(&self, partition: i32) -> WorkerHandle {

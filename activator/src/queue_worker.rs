@@ -69,6 +69,7 @@ const QUEUE_COUNTERS: &[&str] = &[
     "activator_expirations_total",
     "activator_dead_letters_total",
     "activator_decisions_published_total",
+    "activator_rebuilds_total",
 ];
 /// The per-queue gauges an instance reports only while it owns the queue.
 const QUEUE_GAUGES: &[&str] = &[
@@ -91,6 +92,8 @@ pub struct WorkerContext {
     /// Read back, with the tickets topic, to rebuild a queue Redis lost.
     pub decisions_topic: String,
     pub kafka: KafkaConnection,
+    /// One rebuild at a time: each holds its queue's history in memory.
+    pub rebuilds: tokio::sync::Semaphore,
 }
 
 /// One queue's worker and all of its state.
@@ -378,15 +381,15 @@ impl QueueWorker {
     /// Rebuilds the queue's Redis state (see [`recovery`]) before its first step, from
     /// the counter this worker last saw, else the first record buffered, else the
     /// group's position (inside a drawn pre-queue that is its first offset: decided places
-    /// are then skipped as replays). False on failure: the queue is not stepped until a
-    /// later tick succeeds.
+    /// are then skipped as replays). `None` on failure or when the worker is stopped: the
+    /// queue is not stepped until a later tick succeeds.
     async fn rebuild(
         &mut self,
         entries: &[QueueEntry],
         limits: &StepLimits,
         schedule: &QueueSchedule,
         active_ttl_ms: i64,
-    ) -> bool {
+    ) -> Option<recovery::Rebuilt> {
         let partition = self.partition;
         let serving = match self
             .known_serving
@@ -397,13 +400,14 @@ impl QueueWorker {
                 Ok((reached, _)) => reached,
                 Err(error) => {
                     tracing::warn!(partition, %error, "cannot read the group's position to rebuild the queue");
-                    return false;
+                    return None;
                 }
             },
         };
         let queue = QueueAtLoss {
             partition,
             serving,
+            counter_seen: self.known_serving.is_some(),
             draw: self.draw,
             starts_ms: &schedule.starts_ms,
             now_ms: limits.now_ms,
@@ -411,7 +415,12 @@ impl QueueWorker {
             active_ttl_ms,
             ticket_ttl_seconds: limits.ticket_ttl_seconds,
         };
-        match recovery::rebuild(&self.context, queue).await {
+        // A worker whose queue moved to another owner stops writing at once.
+        let rebuilt = tokio::select! {
+            () = self.stop.cancelled() => return None,
+            rebuilt = recovery::rebuild(&self.context, queue) => rebuilt,
+        };
+        match rebuilt {
             Ok(rebuilt) => {
                 if !rebuilt.is_empty() {
                     metrics::counter!("activator_rebuilds_total", "partition" => partition.to_string())
@@ -423,11 +432,11 @@ impl QueueWorker {
                         "queue rebuilt from Kafka after Redis lost it"
                     );
                 }
-                true
+                Some(rebuilt)
             }
             Err(error) => {
                 tracing::warn!(partition, %error, "cannot rebuild the queue's Redis state; retrying next tick");
-                false
+                None
             }
         }
     }
@@ -445,7 +454,7 @@ impl QueueWorker {
             u64::from(policy.batch_size)
         };
         let now_ms = Utc::now().timestamp_millis();
-        let limits = StepLimits {
+        let mut limits = StepLimits {
             now_ms,
             active_until_ms: now_ms + i64::from(policy.active_ttl_seconds) * 1000,
             batch_limit: batch,
@@ -456,7 +465,8 @@ impl QueueWorker {
         };
         // The steps of this tick, merged; None while no step has run.
         let mut total: Option<StepOutcome> = None;
-        let mut rebuilt = false;
+        // Whether this tick rebuilt the queue, and restored anything.
+        let (mut rebuilt, mut restored) = (false, false);
         loop {
             let entries = self.front_entries(schedule).await;
             // One step runs even with nothing buffered: it settles deferred tickets.
@@ -464,7 +474,7 @@ impl QueueWorker {
                 break;
             }
             let activated_so_far = total.as_ref().map_or(0, |total| total.activated);
-            let limits = StepLimits {
+            let step_limits = StepLimits {
                 batch_limit: batch.saturating_sub(activated_so_far),
                 ..limits
             };
@@ -475,7 +485,7 @@ impl QueueWorker {
                 &context.keys,
                 partition,
                 &entries,
-                limits,
+                step_limits,
             )
             .await
             {
@@ -487,17 +497,24 @@ impl QueueWorker {
             };
             if outcome.counter_missing {
                 let active_ttl_ms = i64::from(policy.active_ttl_seconds) * 1000;
-                if rebuilt
-                    || !self
-                        .rebuild(&entries, &limits, schedule, active_ttl_ms)
-                        .await
-                {
+                if rebuilt {
                     break;
                 }
-                rebuilt = true;
+                let Some(outcome) = self
+                    .rebuild(&entries, &step_limits, schedule, active_ttl_ms)
+                    .await
+                else {
+                    break;
+                };
+                (rebuilt, restored) = (true, !outcome.is_empty());
+                // The rebuild took time: sessions opened next start from now.
+                let now_ms = Utc::now().timestamp_millis();
+                limits.now_ms = now_ms;
+                limits.active_until_ms = now_ms + i64::from(policy.active_ttl_seconds) * 1000;
                 continue;
             }
             let (gap, serving) = (outcome.gap, outcome.serving);
+            self.known_serving = Some(serving);
             let consumed_all = serving > entries.last().map_or(i64::MIN, QueueEntry::queue_number);
             // Merged even at a gap: the step may have settled deferred tickets.
             let merged = match total.take() {
@@ -523,7 +540,6 @@ impl QueueWorker {
             return;
         };
         self.deferred_waiting = total.deferred_waiting > 0;
-        self.known_serving = Some(total.serving);
         self.rate.record(Instant::now(), total.activated);
         metrics::counter!("activator_activations_total", "partition" => label.clone())
             .increment(total.activated);
@@ -536,7 +552,7 @@ impl QueueWorker {
             .set(total.deferred_waiting as f64);
         // After a rebuild, streams that read the queue while it had no counter learn
         // where it is.
-        if total.changed_the_line() || rebuilt {
+        if total.changed_the_line() || restored {
             let rate = self.rate.per_second(Instant::now());
             self.announce(&total, limits.active_until_ms, rate).await;
         }

@@ -53,7 +53,7 @@ impl TopicReader {
 
     /// The records at offsets `[first, end)` of `partition`.
     pub fn range(&self, partition: i32, first: i64, end: i64) -> anyhow::Result<Vec<StoredRecord>> {
-        self.read(partition, first, end, false)
+        self.read(partition, first, end, false, &|_| true)
     }
 
     /// Every record the topic holds now whose payload `keep` accepts, partition by
@@ -80,11 +80,7 @@ impl TopicReader {
         }
         let mut records = Vec::new();
         for partition in 0..i32::try_from(topic.partitions().len()).unwrap_or(0) {
-            records.extend(
-                self.partition(partition)?
-                    .into_iter()
-                    .filter(|record| keep(record.payload.as_deref())),
-            );
+            records.extend(self.partition(partition, &keep)?);
         }
         Ok(records)
     }
@@ -96,23 +92,29 @@ impl TopicReader {
             .with_context(|| format!("cannot read partition {partition}'s offsets"))
     }
 
-    /// Every record `partition` holds now.
-    pub fn partition(&self, partition: i32) -> anyhow::Result<Vec<StoredRecord>> {
+    /// Every record `partition` holds now whose payload `keep` accepts (the others are
+    /// never held in memory).
+    pub fn partition(
+        &self,
+        partition: i32,
+        keep: &dyn Fn(Option<&[u8]>) -> bool,
+    ) -> anyhow::Result<Vec<StoredRecord>> {
         let (low, high) = self.watermarks(partition)?;
         if high <= low {
             return Ok(Vec::new());
         }
-        self.read(partition, low, high, true)
+        self.read(partition, low, high, true, keep)
     }
 
     /// Reads `[first, end)`, and with `tail` whatever follows until the broker has no
-    /// more for a moment (at most [`TAIL_LIMIT`]).
+    /// more for a moment (at most [`TAIL_LIMIT`]), keeping the records `keep` accepts.
     fn read(
         &self,
         partition: i32,
         first: i64,
         end: i64,
         tail: bool,
+        keep: &dyn Fn(Option<&[u8]>) -> bool,
     ) -> anyhow::Result<Vec<StoredRecord>> {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&self.topic, partition, Offset::Offset(first))?;
@@ -140,11 +142,13 @@ impl TopicReader {
                     if offset > next {
                         bail!("offsets {next}..{offset} are missing from partition {partition}");
                     }
-                    records.push(StoredRecord {
-                        partition,
-                        offset,
-                        payload: message.payload().map(<[u8]>::to_vec),
-                    });
+                    if keep(message.payload()) {
+                        records.push(StoredRecord {
+                            partition,
+                            offset,
+                            payload: message.payload().map(<[u8]>::to_vec),
+                        });
+                    }
                     next = offset + 1;
                     silent = Duration::ZERO;
                 }
