@@ -564,6 +564,9 @@ cmd_test() {
 
 load_env
 case "$INSTANCES" in '' | *[!0-9]* | 0*) die "INSTANCES must be a whole number from 1, not '$INSTANCES'" ;; esac
+# Sourced (k6/run.sh chaos stops and starts its stack's parts with these functions):
+# the configuration and the functions, no command.
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks against the local stack; each appends its results, with the machine's
-# cores and memory, to docs/benchmarks.md.
+# cores and memory, to docs/benchmarks.md (chaos: to docs/reliability.md).
 #
 #   k6/run.sh queue-entry    join throughput and latency, as a ratio to GET /healthz,
 #                            at several concurrency levels (k6 and wrk), plus a
@@ -37,6 +37,22 @@
 #                            HAProxy (INSTANCES=2 deploy/local.sh up; for the 1-instance
 #                            runs the second is put in maintenance on the proxy), and 1
 #                            instance without the proxy, at LEVELS, alternating
+#
+#   k6/run.sh chaos          a sale on a private stack of its own (ports 15432, 16379,
+#                            19092, 18080-18082, data under CHAOS_DIR=/tmp/chaos-stack;
+#                            never the shared servers) under steady load (Rust tool: e2e
+#                            chaos-load; CHAOS_JOIN_RATE=50 joins/s, one joiner in 5 a
+#                            fan who waits, holds and confirms a seat, 50 held streams)
+#                            while CHAOS_FAULTS are injected one at a time: Redis
+#                            restart, Redis FLUSHALL, PostgreSQL restart, SIGKILL of
+#                            each service (this script is the supervisor: it starts
+#                            any service that is not running, killed or crashed, as
+#                            local.sh does), CHAOS_NETEM_DELAY="100ms 20ms" on loopback
+#                            for CHAOS_NETEM_SECONDS=20 (removed afterwards, also when
+#                            the run fails), broker restart; per fault the refusals and
+#                            what the stores lost, in docs/reliability.md. About 9
+#                            minutes. CHAOS_BASELINE_SECONDS=10, CHAOS_RECOVERY_SECONDS=30
+#                            around each fault; chaos-load --help lists the rest.
 #
 #   DURATION=15 (seconds per run)  REPEATS=3 (k6 runs per target and level)
 #   LEVELS="64 256 1024"  RATE=1500 (arrival-rate peak)
@@ -580,6 +596,171 @@ setup_label() {
   esac
 }
 
+# --- chaos -------------------------------------------------------------------------
+# The chaos stack: PostgreSQL, Redis, Tansu and the three services of its own, on ports
+# and under a directory no other stack uses, so no fault ever reaches the machine's
+# shared servers. deploy/local.env derives the URLs from these ports.
+chaos_env() {
+  export LOCAL_DIR=${CHAOS_DIR:-/tmp/chaos-stack} INSTANCES=1
+  export POSTGRES_PORT=15432 REDIS_PORT=16379 KAFKA_PORT=19092
+  export WAITING_ROOM_LISTEN=127.0.0.1:18080 RESERVATION_LISTEN=127.0.0.1:18081 ACTIVATOR_LISTEN=127.0.0.1:18082
+  export WAITING_ROOM_PROXY_LISTEN=127.0.0.1:18090 RESERVATION_PROXY_LISTEN=127.0.0.1:18091
+  # Never inherited from a shell pointed at another stack.
+  unset DATABASE_URL REDIS_URL KAFKA_BROKERS ADMIN_TOKEN ADMIN_TOKEN_FILE SIGNING_KEY_FILE \
+    TICKET_PUBLIC_KEY_FILE RESERVATION_BASE_URL WAITING_ROOM_BASE_URL TICKET_JWKS_URL
+  # shellcheck source=deploy/local.sh
+  source deploy/local.sh
+}
+
+# Latency on loopback. Only onto lo's default discipline (noqueue), with a marker, so
+# that netem_off removes this script's netem and nothing else.
+netem_on() {
+  local delay=${CHAOS_NETEM_DELAY:-100ms 20ms}
+  tc qdisc show dev lo | grep -q '^qdisc noqueue' ||
+    die "lo already has a queueing discipline ($(tc qdisc show dev lo)); not adding netem"
+  say "netem: delay $delay on loopback for ${CHAOS_NETEM_SECONDS:-20} s (every loopback user of this machine is slowed meanwhile)"
+  touch "$RUN_DIR/netem"
+  # shellcheck disable=SC2086 # "100ms 20ms": netem's delay and jitter, two words
+  tc qdisc add dev lo root netem delay $delay || {
+    rm -f "$RUN_DIR/netem"
+    die "tc could not add netem (a kernel without sch_netem, CONFIG_NET_SCH_NETEM, says 'qdisc kind is unknown'): no latency injected"
+  }
+}
+
+netem_off() {
+  [ -f "$RUN_DIR/netem" ] || return 0
+  tc qdisc del dev lo root 2>/dev/null || true
+  rm -f "$RUN_DIR/netem"
+  say "netem: removed from loopback"
+}
+
+# A part of the chaos stack that this stack started (its pid file), or stop.
+chaos_own() { # pidfile name
+  pid_alive "$1" || die "$2 was not started by the chaos stack ($1); not touching it"
+}
+
+chaos_fault() {
+  chaos_env
+  case "$1" in
+    none) ;;
+    redis-restart)
+      # Stopped and started: with no persistence, this is a data loss as well.
+      chaos_own "$RUN_DIR/redis.pid" redis
+      stop_pidfile redis "$RUN_DIR/redis.pid"
+      redis_up
+      ;;
+    redis-flush)
+      chaos_own "$RUN_DIR/redis.pid" redis
+      say "redis: FLUSHALL on 127.0.0.1:$REDIS_PORT"
+      redis-cli -h 127.0.0.1 -p "$REDIS_PORT" flushall >/dev/null
+      ;;
+    postgres-restart)
+      [ -f "$RUN_DIR/postgres.bin" ] || die "postgresql was not started by the chaos stack; not touching it"
+      postgres_down
+      postgres_up
+      ;;
+    broker-restart)
+      # As `up` does after a broker restart: the memory engine starts empty (tansu_up
+      # also clears the deployment's Redis keys), so the topics are created again.
+      chaos_own "$RUN_DIR/tansu.pid" tansu
+      stop_pidfile tansu "$RUN_DIR/tansu.pid"
+      tansu_up
+      say "creating Kafka topics"
+      "$BIN_DIR/waiting-room" create-topics
+      ;;
+    kill-waiting-room | kill-activator | kill-reservation)
+      local service=${1#kill-} pid deadline=$((SECONDS + 90))
+      chaos_own "$RUN_DIR/$service.pid" "$service"
+      pid=$(cat "$RUN_DIR/$service.pid")
+      say "$service: SIGKILL (pid $pid)"
+      kill -KILL "$pid"
+      # Over once the supervisor (chaos_supervise) has it running and ready again.
+      until [ "$(cat "$RUN_DIR/$service.pid" 2>/dev/null)" != "$pid" ] &&
+        curl -fsS -o /dev/null "http://$(service_address "$service")/readyz" 2>/dev/null; do
+        [ $SECONDS -lt $deadline ] || die "$service was not started again"
+        sleep 0.1
+      done
+      say "$service: ready again (pid $(cat "$RUN_DIR/$service.pid"))"
+      ;;
+    netem)
+      trap netem_off EXIT
+      trap 'exit 130' INT TERM
+      netem_on
+      sleep "${CHAOS_NETEM_SECONDS:-20}"
+      netem_off
+      ;;
+    *) die "unknown fault '$1'" ;;
+  esac
+}
+
+# The process supervisor's part (systemd's Restart=always, Kubernetes' restart
+# policy): a service that is not running, killed by a fault or crashed, is started
+# again exactly as `up` starts it. Each restart is a line in $RUN_DIR/restarts, which
+# chaos-load reports.
+chaos_supervise() {
+  local service
+  while sleep 0.2; do
+    for service in "${SERVICES[@]}"; do
+      if pid_alive "$RUN_DIR/$service.pid"; then continue; fi
+      echo "$service" >>"$RUN_DIR/restarts"
+      say "supervisor: $service is not running; starting it again"
+      (service_up "$service" 1 && wait_service_ready "$service" 1) ||
+        say "supervisor: $service did not start; trying again"
+    done
+  done
+}
+
+chaos_cleanup() {
+  # The tool first, with the fault it may be running (its own process group), then
+  # the supervisor, which would start the services again as they are stopped.
+  [ -z "${chaos_pid:-}" ] || kill -TERM -- "-$chaos_pid" 2>/dev/null || true
+  [ -z "${supervisor_pid:-}" ] || kill "$supervisor_pid" 2>/dev/null || true
+  netem_off
+  say "stopping the chaos stack (its logs stay in $LOG_DIR)"
+  cmd_down
+}
+
+bench_chaos() {
+  chaos_env
+  # What an interrupted run left behind (by this stack's pid files only), then the
+  # ports must be free: a server there that this stack did not start is not ours to
+  # restart or flush.
+  cmd_down
+  local port
+  for port in "$POSTGRES_PORT" "$REDIS_PORT" "$KAFKA_PORT" "${WAITING_ROOM_LISTEN##*:}" \
+    "${RESERVATION_LISTEN##*:}" "${ACTIVATOR_LISTEN##*:}"; do
+    if port_open "$port"; then die "127.0.0.1:$port is in use; the chaos stack needs it for servers of its own"; fi
+  done
+  command -v tc >/dev/null || apt_install iproute2
+  trap chaos_cleanup EXIT
+  trap 'exit 130' INT TERM
+  cmd_up
+  cargo build --quiet --release -p e2e --bin chaos-load
+  : >"$RUN_DIR/restarts"
+  chaos_supervise &
+  supervisor_pid=$!
+  local report started=$SECONDS
+  # setsid: its own process group, so that cleanup stops it and the fault it runs.
+  WAITING_ROOM_URL="http://$WAITING_ROOM_LISTEN" RESERVATION_URL="http://$RESERVATION_LISTEN" \
+    CHAOS_FAULT_COMMAND="$ROOT/k6/run.sh chaos-fault" CHAOS_RESTARTS_FILE="$RUN_DIR/restarts" \
+    setsid "${CARGO_TARGET_DIR:-target}/release/chaos-load" >"$LOG_DIR/chaos-report.md" &
+  chaos_pid=$!
+  wait "$chaos_pid"
+  chaos_pid=
+  report=$(cat "$LOG_DIR/chaos-report.md")
+  echo "$report"
+  {
+    echo
+    echo "## chaos, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo "Machine: $(machine_line). \`k6/run.sh chaos\`, $(( (SECONDS - started) / 60 )) minutes of load;"
+    echo "faults: ${CHAOS_FAULTS:-the default list}; netem: delay ${CHAOS_NETEM_DELAY:-100ms 20ms} for ${CHAOS_NETEM_SECONDS:-20} s."
+    echo
+    echo "$report"
+  } >>"$ROOT/docs/reliability.md"
+  say "results appended to docs/reliability.md"
+}
+
 case "${1:-}" in
   queue-entry)
     deploy/local.sh up
@@ -623,5 +804,12 @@ case "${1:-}" in
     ensure_tools
     bench_instances
     ;;
-  *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  chaos)
+    bench_chaos
+    ;;
+  chaos-fault)
+    # Called by chaos-load with the chaos stack's variables: one fault, over when it returns.
+    chaos_fault "$2"
+    ;;
+  *) sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -5,8 +5,9 @@
 //! support), follow tickets over their live streams ([`sse`]) and drive the fan's pages
 //! in headless Chromium ([`browser`]). The load tools share [`load`]: `sse-load` holds
 //! thousands of ticket streams against a running stack, `seat-load` thousands of
-//! seat-map viewers while seats are held. The test kit (`testkit/`) is a dev-dependency
-//! only.
+//! seat-map viewers while seats are held, `chaos-load` a sale while faults are injected
+//! (and what each cost, checked against the stores). The test kit (`testkit/`) is a
+//! dev-dependency only.
 
 pub mod browser;
 pub mod load;

@@ -1,6 +1,7 @@
-//! What the load tools (`sse-load`, `seat-load`) share: the stack they run against and
-//! the event of their own they create there, joining many real tickets as many fans,
-//! reading a process's memory, percentiles and the report's counts.
+//! What the load tools (`sse-load`, `seat-load`, `chaos-load`) share: the stack they run
+//! against and the event of their own they create there, joining many real tickets as
+//! many fans, the event's seats, reading a process's memory, percentiles and the
+//! report's counts.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -76,7 +77,7 @@ impl LoadEvent {
 }
 
 /// A distinct private address per fan: 10.a.b.c.
-fn fan_address(index: usize) -> String {
+pub fn fan_address(index: usize) -> String {
     let [_, a, b, c] = u32::try_from(index).unwrap_or(u32::MAX).to_be_bytes();
     format!("10.{a}.{b}.{c}")
 }
@@ -117,6 +118,32 @@ pub async fn join_tickets(
         .collect()
         .await;
     tokens.into_iter().collect()
+}
+
+/// The seat ids of `event_id`'s layout, in the seat map's order.
+pub async fn seat_ids(
+    http: &reqwest::Client,
+    reservation_url: &str,
+    event_id: &str,
+) -> anyhow::Result<Vec<String>> {
+    let map: Value = http
+        .get(format!("{reservation_url}/v1/events/{event_id}/seats"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    map["seats"]
+        .as_array()
+        .context("seats in the map")?
+        .iter()
+        .map(|seat| {
+            seat["seat_id"]
+                .as_str()
+                .map(str::to_owned)
+                .context("seat_id")
+        })
+        .collect()
 }
 
 /// The innermost error, without the request URL (which may hold a token).

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use e2e::load::{
-    format_counts, join_tickets, percentile, root_cause, rss_bytes, LoadEvent, StackArgs,
+    format_counts, join_tickets, percentile, root_cause, rss_bytes, seat_ids, LoadEvent, StackArgs,
 };
 use e2e::sse::EventStream;
 use futures::StreamExt;
@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         2 * holds_per_run
     );
     let tokens = active_tickets(&http, &args, event_id, 2 * holds_per_run).await?;
-    let seat_ids = seat_ids(&http, &args, event_id).await?;
+    let seat_ids = seat_ids(&http, &args.reservation_url, event_id).await?;
 
     let stream_client = reqwest::Client::builder().http1_only().build()?;
     let url = format!(
@@ -213,34 +213,6 @@ async fn active_tickets(
         }
     }
     Ok(tokens)
-}
-
-async fn seat_ids(
-    http: &reqwest::Client,
-    args: &Args,
-    event_id: &str,
-) -> anyhow::Result<Vec<String>> {
-    let map: Value = http
-        .get(format!(
-            "{}/v1/events/{event_id}/seats",
-            args.reservation_url
-        ))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    map["seats"]
-        .as_array()
-        .context("seats in the map")?
-        .iter()
-        .map(|seat| {
-            seat["seat_id"]
-                .as_str()
-                .map(str::to_owned)
-                .context("seat_id")
-        })
-        .collect()
 }
 
 /// Opens viewers until there are `wanted`, each past its first (whole) map.
