@@ -154,12 +154,22 @@ static COUNT_JOINS: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Rebuilds `queue` (see the module's documentation); the counter exists afterwards.
-pub async fn rebuild(context: &WorkerContext, queue: QueueAtLoss<'_>) -> anyhow::Result<Rebuilt> {
+pub async fn rebuild(
+    context: &WorkerContext,
+    mut queue: QueueAtLoss<'_>,
+) -> anyhow::Result<Rebuilt> {
     let _one_at_a_time = context.rebuilds.acquire().await?;
     let partition = queue.partition;
     let keys = &context.keys;
     let mut redis = context.redis.clone();
-    let (tickets, decisions) = read_history(context, partition).await?;
+    let (tickets, end, decisions) = read_history(context, partition).await?;
+    if queue.serving > end {
+        // The partition ends before the counter this worker knew: the broker lost its
+        // topics (Tansu's memory engine restarted) and the line started again. Nothing
+        // of the old one is left; the new one starts at the partition's end.
+        queue.serving = end;
+        queue.counter_seen = false;
+    }
     if tickets.is_empty() || decisions.is_empty() && !queue.counter_seen {
         // A new queue: nothing was decided, nothing to restore.
         create_counter(&mut redis::pipe(), keys, &queue)
@@ -337,20 +347,25 @@ fn create_counter<'p>(
         .ignore()
 }
 
-/// The partition's ticket records and the queue's first decision per ticket (with its
-/// event); nothing for an empty partition.
+/// The partition's ticket records, the offset after its last, and the queue's first
+/// decision per ticket (with its event); no decisions for an empty partition.
 #[allow(clippy::type_complexity)]
 async fn read_history(
     context: &WorkerContext,
     partition: i32,
-) -> anyhow::Result<(Vec<StoredRecord>, HashMap<Uuid, (String, Decision)>)> {
+) -> anyhow::Result<(Vec<StoredRecord>, i64, HashMap<Uuid, (String, Decision)>)> {
     let kafka = context.kafka.clone();
     let (topic, decisions_topic) = (context.topic.clone(), context.decisions_topic.clone());
     tokio::task::spawn_blocking(move || {
-        let tickets = TopicReader::new(&kafka, &topic)?.partition(partition, &|_| true)?;
+        let reader = TopicReader::new(&kafka, &topic)?;
+        let (_, high) = reader.watermarks(partition)?;
+        let tickets = reader.partition(partition, &|_| true)?;
+        let end = tickets
+            .last()
+            .map_or(high, |last| high.max(last.offset + 1));
         let mut decisions = HashMap::new();
         if tickets.is_empty() {
-            return Ok((tickets, decisions));
+            return Ok((tickets, end, decisions));
         }
         let ours = |payload: Option<&[u8]>| {
             payload
@@ -368,7 +383,7 @@ async fn read_history(
                     .or_insert_with(|| (record.event_id.clone(), decision));
             }
         }
-        Ok((tickets, decisions))
+        Ok((tickets, end, decisions))
     })
     .await?
 }
