@@ -84,27 +84,31 @@ async fn redis_data_loss_is_rebuilt_from_kafka_and_nobody_loses_a_place_or_a_ses
 
     // A drained queue nobody joins any more: the idle check notices the next loss.
     lose_redis_keys(&env, &tickets, false).await;
-    until("the drained queue rebuilt", WAIT, || async {
-        let rebuilt = support::ticket_state(&env, tickets[0].1).await.0.is_some()
-            && support::serving(&env, 1).await == 3_000;
-        rebuilt.then_some(())
-    })
-    .await;
-    assert_rebuilt(&env, &tickets, &sessions).await;
+    wait_rebuilt(&env, &tickets, &sessions).await;
     activator.stop().await.expect("clean shutdown");
 
     // Lost while no activator ran: a new one knows nothing of the counter and starts from
     // the group's committed offset; what Kafka says was decided is restored all the same.
     lose_redis_keys(&env, &tickets, false).await;
     let activator = support::start_activator(&env).await;
-    until("the queue rebuilt by a new activator", WAIT, || async {
-        let rebuilt = support::ticket_state(&env, tickets[0].1).await.0.is_some()
-            && support::serving(&env, 1).await == 3_000;
+    wait_rebuilt(&env, &tickets, &sessions).await;
+    activator.stop().await.expect("clean shutdown");
+}
+
+/// Waits until the drained queue is back (its counter and its first ticket's state),
+/// then checks all of it.
+async fn wait_rebuilt(
+    env: &TestEnv,
+    tickets: &[(i64, uuid::Uuid)],
+    sessions: &[(uuid::Uuid, i64)],
+) {
+    until("the drained queue rebuilt", WAIT, || async {
+        let rebuilt = support::ticket_state(env, tickets[0].1).await.0.is_some()
+            && support::serving(env, 1).await == 3_000;
         rebuilt.then_some(())
     })
     .await;
-    assert_rebuilt(&env, &tickets, &sessions).await;
-    activator.stop().await.expect("clean shutdown");
+    assert_rebuilt(env, tickets, sessions).await;
 }
 
 /// Deletes every key the deployment has for the queue and its tickets in one
