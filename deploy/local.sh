@@ -48,7 +48,16 @@ load_env() {
   RUN_DIR="$LOCAL_DIR/run"
   LOG_DIR="$LOCAL_DIR/logs"
   mkdir -p "$RUN_DIR" "$LOG_DIR" "$LOCAL_DIR/secrets"
+  if redis_cluster_on; then
+    local port urls=()
+    for port in $(redis_cluster_ports); do urls+=("redis://127.0.0.1:$port/"); done
+    REDIS_URL=$(IFS=,; echo "${urls[*]}")
+    export REDIS_URL
+  fi
 }
+
+redis_cluster_on() { [ "${REDIS_CLUSTER:-0}" = 1 ]; }
+redis_cluster_ports() { seq "$REDIS_CLUSTER_PORT" $((REDIS_CLUSTER_PORT + 5)); }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -120,6 +129,10 @@ postgres_down() {
 
 # --- Redis ----------------------------------------------------------------------
 redis_up() {
+  if redis_cluster_on; then
+    redis_cluster_up
+    return
+  fi
   if port_open "$REDIS_PORT"; then
     say "redis: using the server on 127.0.0.1:$REDIS_PORT"
     return
@@ -131,6 +144,38 @@ redis_up() {
     --dir "$LOCAL_DIR/redis" --pidfile "$RUN_DIR/redis.pid" \
     --logfile "$LOG_DIR/redis.log" --save "" --appendonly no >/dev/null
   wait_for_port "$REDIS_PORT" redis 20
+}
+
+# Six cluster-mode servers (data in memory only, like the single one; membership in each
+# node's nodes.conf), joined into three primaries with a replica each the first time.
+redis_cluster_up() {
+  command -v redis-server >/dev/null || apt_install redis-server
+  local port nodes=()
+  for port in $(redis_cluster_ports); do
+    nodes+=("127.0.0.1:$port")
+    port_open "$port" && continue
+    mkdir -p "$LOCAL_DIR/redis-cluster/$port"
+    say "redis: starting cluster node on 127.0.0.1:$port"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --dir "$LOCAL_DIR/redis-cluster/$port" --pidfile "$RUN_DIR/redis-$port.pid" \
+      --logfile "$LOG_DIR/redis-$port.log" --save "" --appendonly no >/dev/null
+    wait_for_port "$port" "redis $port" 20
+  done
+  if ! redis-cli -p "$REDIS_CLUSTER_PORT" cluster info | grep -q '^cluster_known_nodes:6'; then
+    say "redis: joining the nodes into a cluster (3 primaries, 3 replicas)"
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+      >"$LOG_DIR/redis-cluster-create.log" 2>&1 ||
+      die "cannot create the Redis cluster (see $LOG_DIR/redis-cluster-create.log)"
+  fi
+  local deadline=$((SECONDS + 30))
+  for port in $(redis_cluster_ports); do
+    until redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok'; do
+      [ $SECONDS -lt $deadline ] || die "the Redis cluster is not ok on port $port"
+      sleep 0.2
+    done
+  done
+  say "redis: cluster ok on 127.0.0.1:$REDIS_CLUSTER_PORT-$((REDIS_CLUSTER_PORT + 5))"
 }
 
 # --- Tansu (Kafka API) ----------------------------------------------------------
@@ -174,9 +219,21 @@ forget_queue_state() {
 # may hold millions). A failure is reported, not fatal.
 forget_keys() {
   command -v redis-cli >/dev/null || { say "redis-cli missing: clear $1 in Redis by hand"; return; }
-  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "$1" |
-    xargs -r -d '\n' -n 10000 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" unlink >/dev/null ||
-    say "could not clear $1 in Redis; clear it by hand"
+  if ! redis_cluster_on; then
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "$1" |
+      xargs -r -d '\n' -n 10000 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" unlink >/dev/null ||
+      say "could not clear $1 in Redis; clear it by hand"
+    return
+  fi
+  # Each primary holds its own slots' keys; one key per UNLINK (keys of several slots
+  # may not share a command).
+  local port
+  for port in $(redis_cluster_ports); do
+    redis-cli -p "$port" role 2>/dev/null | head -n 1 | grep -q master || continue
+    redis-cli -p "$port" --scan --pattern "$1" |
+      xargs -r -d '\n' -n 1 redis-cli -p "$port" unlink >/dev/null ||
+      say "could not clear $1 on Redis node $port; clear it by hand"
+  done
 }
 
 # --- Secrets ----------------------------------------------------------------------
@@ -443,6 +500,10 @@ cmd_down() {
   for service in "${SERVICES[@]}"; do stop_service "$service"; done
   stop_pidfile tansu "$RUN_DIR/tansu.pid"
   if pid_alive "$RUN_DIR/redis.pid"; then stop_pidfile redis "$RUN_DIR/redis.pid"; fi
+  local pidfile
+  for pidfile in "$RUN_DIR"/redis-*.pid; do
+    if pid_alive "$pidfile"; then stop_pidfile "$(basename "$pidfile" .pid)" "$pidfile"; fi
+  done
   postgres_down
 }
 

@@ -28,7 +28,7 @@ use std::sync::LazyLock;
 
 use contract::redis_schema::{EventStats, QueueStats, RedisKeys, StoredState, TicketHash};
 use contract::ticket_decision::Outcome;
-use redis::aio::ConnectionManager;
+use platform::redis_connection::RedisConnection;
 use redis::{RedisResult, Script};
 use uuid::Uuid;
 
@@ -324,7 +324,7 @@ static STEP: LazyLock<Script> = LazyLock::new(|| {
 
 /// Runs one step over `entries` (in queue order) for `partition`.
 pub async fn step(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     keys: &RedisKeys,
     partition: i32,
     entries: &[QueueEntry],
@@ -342,9 +342,9 @@ pub async fn step(
         .arg(limits.max_active.map_or(-1, i64::from))
         .arg(limits.batch_limit)
         .arg(limits.grace_ms)
-        .arg(keys.ticket_key_prefix())
+        .arg(keys.ticket_key_prefix(partition))
         .arg(limits.ticket_ttl_seconds);
-    let (event_stats_before, event_stats_after) = keys.event_stats_key_parts();
+    let (event_stats_before, event_stats_after) = keys.event_stats_key_parts(partition);
     invocation
         .arg(event_stats_before)
         .arg(event_stats_after)

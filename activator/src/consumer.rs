@@ -18,15 +18,16 @@ use contract::kafka_connection::KafkaConnection;
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::RedisKeys;
 use contract::ticket_record::TicketRecord;
+use platform::redis_connection::RedisConnection;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::TopicPartitionList;
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::activation::QueueEntry;
 use crate::backlog::{self, BacklogSender, Incoming};
+use crate::config::ReplicaAcks;
 use crate::dead_letter::{DeadLetter, RawRecord};
 use crate::decision_journal::DecisionJournal;
 use crate::group::{GroupConsumer, RebalanceContext, RebalanceEvent, Rejoin};
@@ -40,13 +41,14 @@ const STATISTICS_INTERVAL_MS: &str = "5000";
 /// What the consumer needs besides the broker and the group.
 pub struct Dependencies {
     pub catalog: LiveCatalog,
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
     pub keys: RedisKeys,
     pub dead_letters: Arc<DeadLetter>,
     pub decisions: Arc<DecisionJournal>,
     pub topic: String,
     pub decisions_topic: String,
     pub partitions: i32,
+    pub replica_acks: ReplicaAcks,
 }
 
 struct WorkerHandle {
@@ -98,6 +100,7 @@ pub async fn run(
             decisions_topic: dependencies.decisions_topic,
             kafka,
             rebuilds: tokio::sync::Semaphore::new(1),
+            replica_acks: dependencies.replica_acks,
         }),
         consumer,
         workers: HashMap::new(),

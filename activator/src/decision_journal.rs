@@ -12,7 +12,7 @@ use std::time::Duration;
 use contract::kafka::DurableProducer;
 use contract::redis_schema::RedisKeys;
 use contract::ticket_decision::DecisionRecord;
-use redis::aio::ConnectionManager;
+use platform::redis_connection::RedisConnection;
 use redis::Script;
 use std::sync::{Arc, LazyLock};
 use tokio::sync::Notify;
@@ -58,7 +58,7 @@ impl DecisionJournal {
     /// owner of the queue left at once.
     pub fn start_publisher(
         self: Arc<Self>,
-        mut redis: ConnectionManager,
+        mut redis: RedisConnection,
         keys: RedisKeys,
         partition: i32,
         stop: CancellationToken,
@@ -96,7 +96,7 @@ impl DecisionJournal {
     /// error leaves the lines in Redis for the next call.
     pub async fn publish(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut RedisConnection,
         keys: &RedisKeys,
         partition: i32,
     ) -> anyhow::Result<bool> {

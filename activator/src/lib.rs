@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::decision_journal::DecisionJournal;
 
-pub use config::ActivatorConfig;
+pub use config::{ActivatorConfig, ReplicaAcks};
 
 /// Connects to the dependencies, binds the listener and starts consuming; run the
 /// result to serve until shutdown.
@@ -83,6 +83,7 @@ pub async fn build(
         topic: common.tickets_topic.clone(),
         decisions_topic: common.decisions_topic.clone(),
         partitions: common.tickets_partitions,
+        replica_acks: config.replica_acks(),
     };
     supervisor.spawn(
         "consumer",

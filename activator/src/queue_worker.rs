@@ -30,15 +30,16 @@ use contract::kafka_connection::KafkaConnection;
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::{QueueStats, RedisKeys};
 use contract::serving_announcement::ServingAnnouncement;
+use platform::redis_connection::RedisConnection;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::activation::{self, QueueEntry, StepLimits, StepOutcome};
 use crate::backlog::{Backlog, Incoming};
+use crate::config::ReplicaAcks;
 use crate::dead_letter::DeadLetter;
 use crate::decision_journal::DecisionJournal;
 use crate::group::GroupConsumer;
@@ -83,7 +84,7 @@ const QUEUE_GAUGES: &[&str] = &[
 /// What every queue worker of an activator shares.
 pub struct WorkerContext {
     pub catalog: LiveCatalog,
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
     pub keys: RedisKeys,
     pub consumer: Arc<GroupConsumer>,
     pub dead_letters: Arc<DeadLetter>,
@@ -94,6 +95,8 @@ pub struct WorkerContext {
     pub kafka: KafkaConnection,
     /// One rebuild at a time: each holds its queue's history in memory.
     pub rebuilds: tokio::sync::Semaphore,
+    /// Replicas a step must reach before it is announced and published.
+    pub replica_acks: ReplicaAcks,
 }
 
 /// One queue's worker and all of its state.
@@ -550,6 +553,9 @@ impl QueueWorker {
         metrics::gauge!("activator_active", "partition" => label.clone()).set(total.active as f64);
         metrics::gauge!("activator_deferred", "partition" => label.clone())
             .set(total.deferred_waiting as f64);
+        if total.changed_the_line() {
+            self.await_replicas().await;
+        }
         // After a rebuild, streams that read the queue while it had no counter learn
         // where it is.
         if total.changed_the_line() || restored {
@@ -573,6 +579,30 @@ impl QueueWorker {
             serving = total.serving,
             "tick"
         );
+    }
+
+    /// Waits until the configured replicas hold this queue's writes so far (`WAIT` on
+    /// the connection that made them, at the queue's primary), so a failover cannot
+    /// take back what is announced next. Gives up after the timeout: the queue goes on.
+    async fn await_replicas(&self) {
+        let acks = self.context.replica_acks;
+        if acks.replicas == 0 {
+            return;
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(acks.replicas).arg(acks.timeout_ms);
+        let key = self.context.keys.serving(self.partition);
+        let reached: redis::RedisResult<u32> =
+            self.context.redis.clone().query_where(&key, &wait).await;
+        if !matches!(reached, Ok(reached) if reached >= acks.replicas) {
+            metrics::counter!("activator_replica_ack_timeouts_total", "partition" => self.partition.to_string())
+                .increment(1);
+            tracing::warn!(
+                partition = self.partition,
+                ?reached,
+                "a step reached fewer Redis replicas than asked"
+            );
+        }
     }
 
     /// The next entries in offset order, dead-lettering poison records on the way. Stops

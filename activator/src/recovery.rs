@@ -139,7 +139,8 @@ static RESTORE_TICKETS: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Marks tickets' joins as registered and counts those not marked yet, per event.
-/// KEYS: none (derived). ARGV: marker prefix, marker ttl, event stats key before and
+/// KEYS: the queue's stats (routing only; the keys written are derived). ARGV: marker
+/// prefix, marker ttl, event stats key before and
 /// after the id, joined field, then pairs of ticket id and event id.
 static COUNT_JOINS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -268,11 +269,11 @@ pub async fn rebuild(
             anyhow::bail!("another owner rebuilt the queue meanwhile");
         }
     }
-    count_joins(&mut redis, keys, &joins).await?;
+    count_joins(&mut redis, keys, partition, &joins).await?;
     let mut pipe = redis::pipe();
     for (event_id, counts) in event_counts.iter().filter(|(_, counts)| !counts.is_empty()) {
         let fields: Vec<(&str, i64)> = counts.iter().map(|(f, n)| (f.as_str(), *n)).collect();
-        pipe.hset_multiple(keys.event_stats(event_id), &fields)
+        pipe.hset_multiple(keys.event_stats(partition, event_id), &fields)
             .ignore();
     }
     pipe.hset_multiple(
@@ -310,7 +311,7 @@ fn restore_tickets(
         .key(keys.serving(queue.partition))
         .key(keys.active_set(queue.partition))
         .key(keys.deferred(queue.partition))
-        .arg(keys.ticket_key_prefix())
+        .arg(keys.ticket_key_prefix(queue.partition))
         .arg(queue.ticket_ttl_seconds)
         .arg(queue.partition);
     let optional = |value: Option<i64>| value.map_or_else(String::new, |value| value.to_string());
@@ -411,15 +412,19 @@ async fn confirmed_tickets(
 }
 
 async fn count_joins(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut platform::redis_connection::RedisConnection,
     keys: &RedisKeys,
+    partition: i32,
     joins: &[(Uuid, String)],
 ) -> redis::RedisResult<()> {
-    let marker_prefix = keys.registered_key_prefix();
-    let (stats_before, stats_after) = keys.event_stats_key_parts();
+    let marker_prefix = keys.registered_key_prefix(partition);
+    let (stats_before, stats_after) = keys.event_stats_key_parts(partition);
     for chunk in joins.chunks(TICKETS_PER_WRITE) {
         let mut invocation = COUNT_JOINS.prepare_invoke();
+        // The queue's stats key routes the script to the queue's slot (a cluster); the
+        // keys it writes are derived from the prefixes, all in that slot.
         invocation
+            .key(keys.queue_stats(partition))
             .arg(&marker_prefix)
             .arg(REGISTERED_MARKER_TTL_SECONDS)
             .arg(&stats_before)

@@ -39,7 +39,7 @@ async fn exactly_n_per_tick_in_queue_order() {
     }
     let mut previous_until = 0;
     for (queue_number, ticket_id) in &tickets {
-        let (state, active_until) = support::ticket_state(&env, *ticket_id).await;
+        let (state, active_until) = support::ticket_state(&env, 0, *ticket_id).await;
         assert_eq!(state.as_deref(), Some("active"), "ticket {queue_number}");
         let active_until = active_until.expect("active_until");
         assert!(active_until >= previous_until, "activated in queue order");
@@ -103,7 +103,7 @@ async fn capacity_is_never_exceeded_and_freed_slots_are_refilled() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (state, _) = support::ticket_state(&env, first_id).await;
+    let (state, _) = support::ticket_state(&env, 1, first_id).await;
     assert_eq!(state.as_deref(), Some("used"));
     activator.stop().await.expect("clean shutdown");
 }
@@ -138,11 +138,11 @@ async fn an_unread_ticket_takes_no_slot_and_is_activated_once_read_with_nothing_
     // The one slot goes to the fan behind the unread ticket.
     support::wait_for_serving(&env, 1, unread_number + 2, WAIT).await;
     assert_eq!(
-        support::ticket_state(&env, unread_id).await.0.as_deref(),
+        support::ticket_state(&env, 1, unread_id).await.0.as_deref(),
         Some("deferred")
     );
     assert_eq!(
-        support::ticket_state(&env, fan_id).await.0.as_deref(),
+        support::ticket_state(&env, 1, fan_id).await.0.as_deref(),
         Some("active")
     );
 
@@ -180,7 +180,7 @@ async fn an_unread_ticket_takes_no_slot_and_is_activated_once_read_with_nothing_
     assert_eq!(announcement.activated_deferred, vec![unread_number]);
     assert_eq!(announcement.serving, unread_number + 2, "the counter stays");
     assert_eq!(
-        support::ticket_state(&env, unread_id).await.0.as_deref(),
+        support::ticket_state(&env, 1, unread_id).await.0.as_deref(),
         Some("active")
     );
     activator.stop().await.expect("clean shutdown");
@@ -222,7 +222,10 @@ async fn a_poison_record_is_dead_lettered_and_the_line_behind_it_moves() {
     support::wait_for_serving(&env, 0, after[1].0 + 1, WAIT).await;
     for (_, ticket_id) in before.iter().chain(after.iter()) {
         assert_eq!(
-            support::ticket_state(&env, *ticket_id).await.0.as_deref(),
+            support::ticket_state(&env, 0, *ticket_id)
+                .await
+                .0
+                .as_deref(),
             Some("active")
         );
     }

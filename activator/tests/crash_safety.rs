@@ -1,5 +1,6 @@
-//! Crash safety: SIGKILL at random moments, Redis data loss and failover between two
-//! activators, against the real Kafka, Redis and PostgreSQL. The activator runs as its
+//! Crash safety: SIGKILL at random moments, Redis data loss, failover between two
+//! activators and a Redis Cluster primary killed, against the real Kafka, Redis and
+//! PostgreSQL. The activator runs as its
 //! own process here so that it can be killed.
 
 mod process;
@@ -11,6 +12,7 @@ use contract::redis_schema::{EventStats, TicketHash};
 use process::{assert_activated_once_in_order, ActivatorProcess};
 use rand::Rng;
 use support::{policy, set_queue};
+use testkit::redis_cluster::PrivateRedisCluster;
 use testkit::wait::until;
 use testkit::TestEnv;
 
@@ -69,7 +71,7 @@ async fn redis_data_loss_is_rebuilt_from_kafka_and_nobody_loses_a_place_or_a_ses
     // published within milliseconds of each tick.
     let mut sessions = Vec::new();
     for (_, ticket_id) in &tickets {
-        if let (Some(state), Some(until)) = support::ticket_state(&env, *ticket_id).await {
+        if let (Some(state), Some(until)) = support::ticket_state(&env, 1, *ticket_id).await {
             assert_eq!(state, "active");
             sessions.push((*ticket_id, until));
         }
@@ -103,7 +105,10 @@ async fn wait_rebuilt(
     sessions: &[(uuid::Uuid, i64)],
 ) {
     until("the drained queue rebuilt", WAIT, || async {
-        let rebuilt = support::ticket_state(env, tickets[0].1).await.0.is_some()
+        let rebuilt = support::ticket_state(env, 1, tickets[0].1)
+            .await
+            .0
+            .is_some()
             && support::serving(env, 1).await == 3_000;
         rebuilt.then_some(())
     })
@@ -123,19 +128,19 @@ async fn lose_redis_keys(env: &TestEnv, tickets: &[(i64, uuid::Uuid)], fans_read
         redis_keys.deferred(1),
         redis_keys.decisions(1),
         redis_keys.queue_stats(1),
-        redis_keys.event_stats("flush"),
+        redis_keys.event_stats(1, "flush"),
     ];
     keys.extend(tickets.iter().flat_map(|(_, ticket_id)| {
         [
-            redis_keys.ticket(*ticket_id),
-            redis_keys.registered(*ticket_id),
+            redis_keys.ticket(1, *ticket_id),
+            redis_keys.registered(1, *ticket_id),
         ]
     }));
     let mut loss = redis::pipe();
     loss.atomic().del(&keys).ignore();
     let now_ms = chrono::Utc::now().timestamp_millis();
     for (_, ticket_id) in tickets.iter().filter(|_| fans_read) {
-        loss.hset(redis_keys.ticket(*ticket_id), TicketHash::SEEN, now_ms)
+        loss.hset(redis_keys.ticket(1, *ticket_id), TicketHash::SEEN, now_ms)
             .ignore();
     }
     let _: () = loss.query_async(&mut env.redis.clone()).await.expect("DEL");
@@ -151,13 +156,13 @@ async fn assert_rebuilt(
     assert_activated_once_in_order(env, 1, tickets).await;
     for (ticket_id, until) in sessions {
         assert_eq!(
-            support::ticket_state(env, *ticket_id).await,
+            support::ticket_state(env, 1, *ticket_id).await,
             (Some("active".to_owned()), Some(*until)),
             "a session running before the loss"
         );
     }
     let stats: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg(env.redis_keys().event_stats("flush"))
+        .arg(env.redis_keys().event_stats(1, "flush"))
         .query_async(&mut env.redis.clone())
         .await
         .expect("HGETALL");
@@ -222,7 +227,7 @@ async fn a_second_activator_takes_over_when_the_first_dies() {
     );
     for (partition, tickets) in last.iter().enumerate() {
         for (queue_number, ticket_id) in tickets {
-            let (state, _) = support::ticket_state(&env, *ticket_id).await;
+            let (state, _) = support::ticket_state(&env, partition as i32, *ticket_id).await;
             assert_eq!(
                 state.as_deref(),
                 Some("active"),
@@ -231,4 +236,51 @@ async fn a_second_activator_takes_over_when_the_first_dies() {
         }
     }
     second.stop().await.expect("clean shutdown");
+}
+
+/// Redis Cluster: the primary that holds a draining queue is SIGKILLed mid-drain. Its
+/// replica takes over, the activator follows it, and every ticket is still activated
+/// exactly once, in order, its decision published once: each step waits for the
+/// replica (`REDIS_WAIT_REPLICAS=1`) before anyone hears of it, so the failover cannot
+/// take back a step that was announced.
+#[tokio::test]
+async fn a_redis_cluster_primary_killed_mid_drain_fails_over_and_loses_and_duplicates_nothing() {
+    let mut cluster = PrivateRedisCluster::start().await;
+    let mut common = TestEnv::environment();
+    common.redis_url = cluster.url();
+    common.redis_cluster = true;
+    let env = TestEnv::on(common, 4).await;
+    // 200 a second: the kill comes mid-drain.
+    set_queue(&env, 1, policy("open", 10, 50, None, 3600, 3600)).await;
+    let tickets = support::produce_tickets(&env, 1, "primary-killed", 3_000).await;
+    let mut activator = ActivatorProcess::spawn_with(&env, &[("REDIS_WAIT_REPLICAS", "1")]);
+    let serving_key = env.redis_keys().serving(1);
+    let primary = cluster.primary_of(&serving_key).expect("a primary");
+    wait_serving_through_failover(&env, 1_000).await;
+    cluster.kill(primary);
+    until("the replica serving the queue's slot", WAIT, || async {
+        let now = cluster.primary_of(&serving_key);
+        now.filter(|now| *now != primary).map(drop)
+    })
+    .await;
+    wait_serving_through_failover(&env, 3_000).await;
+    assert_activated_once_in_order(&env, 1, &tickets).await;
+    activator.kill();
+    // Back as a replica: the cluster is whole again for the clean-up.
+    cluster.restart(primary).await;
+}
+
+/// Waits for queue 1's serving counter to reach `target`, reading through the failover
+/// (a read may fail while the slot has no primary).
+async fn wait_serving_through_failover(env: &TestEnv, target: i64) {
+    until(&format!("serving counter at {target}"), WAIT, || async {
+        let serving: Option<i64> = redis::cmd("GET")
+            .arg(env.redis_keys().serving(1))
+            .query_async(&mut env.redis.clone())
+            .await
+            .ok()
+            .flatten();
+        (serving.unwrap_or(0) >= target).then_some(())
+    })
+    .await;
 }

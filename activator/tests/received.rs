@@ -106,14 +106,16 @@ async fn snapshot(env: &TestEnv, tickets: &[&Ticket]) -> BTreeMap<String, String
     let keys = env.redis_keys();
     let mut redis = env.redis.clone();
     let mut seen = BTreeMap::new();
-    for key in [keys.queue_stats(PARTITION), keys.event_stats(EVENT)]
-        .into_iter()
-        .chain(
-            tickets
-                .iter()
-                .map(|ticket| keys.ticket(ticket.claims.ticket_id)),
-        )
-    {
+    for key in [
+        keys.queue_stats(PARTITION),
+        keys.event_stats(PARTITION, EVENT),
+    ]
+    .into_iter()
+    .chain(
+        tickets
+            .iter()
+            .map(|ticket| keys.ticket(PARTITION, ticket.claims.ticket_id)),
+    ) {
         let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
             .arg(&key)
             .query_async(&mut redis)
@@ -153,7 +155,7 @@ async fn counter(env: &TestEnv, key: String, field: &str) -> i64 {
 
 async fn stored_state(env: &TestEnv, ticket: &Ticket) -> Option<String> {
     redis::cmd("HGET")
-        .arg(env.redis_keys().ticket(ticket.claims.ticket_id))
+        .arg(env.redis_keys().ticket(PARTITION, ticket.claims.ticket_id))
         .arg(TicketHash::STATE)
         .query_async(&mut env.redis.clone())
         .await
@@ -202,7 +204,7 @@ async fn unread_tickets_take_no_slot_and_are_activated_first_once_read() {
         assert_eq!(unread.state(&store, now).await, TicketState::Waiting);
     }
     let queue_stats = env.redis_keys().queue_stats(PARTITION);
-    let event_stats = env.redis_keys().event_stats(EVENT);
+    let event_stats = env.redis_keys().event_stats(PARTITION, EVENT);
     assert_eq!(
         counter(&env, queue_stats.clone(), QueueStats::ACTIVATED).await,
         2
@@ -290,7 +292,7 @@ async fn tickets_never_read_within_grace_are_abandoned_and_counted_once() {
     assert_eq!(stale.state(&store, later).await, TicketState::Abandoned);
 
     let queue_stats = env.redis_keys().queue_stats(PARTITION);
-    let event_stats = env.redis_keys().event_stats(EVENT);
+    let event_stats = env.redis_keys().event_stats(PARTITION, EVENT);
     let everything = [&stale, &fresh, &came_and_went, &fan];
     let before = snapshot(&env, &everything).await;
     let replay = step(&env, &entries, limits(later, 10, grace)).await;

@@ -66,7 +66,7 @@ async fn recorded_range(env: &TestEnv, event_id: &str) -> Option<(i32, i64, i64)
 async fn active_count(env: &TestEnv, tickets: &[(i64, Uuid)]) -> usize {
     let mut active = 0;
     for (_, ticket_id) in tickets {
-        if support::ticket_state(env, *ticket_id).await.0.as_deref() == Some("active") {
+        if support::ticket_state(env, 0, *ticket_id).await.0.as_deref() == Some("active") {
             active += 1;
         }
     }
@@ -104,7 +104,7 @@ async fn a_fifo_sale_is_held_until_its_start_and_opens_by_itself() {
     assert_activated_once_in_order(&env, 0, &tickets).await;
     // Nobody before the start: active_until = activation + the session (3600 s).
     for (_, ticket_id) in &tickets {
-        let (_, until) = support::ticket_state(&env, *ticket_id).await;
+        let (_, until) = support::ticket_state(&env, 0, *ticket_id).await;
         let activated_ms = until.expect("active_until") - 3_600_000;
         assert!(
             activated_ms >= starts.timestamp_millis(),

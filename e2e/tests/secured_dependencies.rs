@@ -35,7 +35,7 @@ async fn a_fan_buys_with_every_dependency_reached_over_tls() {
 
     let mut common = TestEnv::environment();
     common.database_url = postgres.url("postgres", "verify-full", Some(&certs.ca_file));
-    common.redis_url = redis.url();
+    redis.configure(&mut common);
     common.redis_ca_file = Some(certs.ca_file.clone());
     common.kafka = KafkaConnection {
         security_protocol: SecurityProtocol::Ssl,
@@ -155,7 +155,7 @@ async fn refusals(common: &CommonConfig, postgres: &PrivatePostgres, certs: &Tes
     let ping = |config: CommonConfig| async move {
         let client = config.redis_client().expect("client");
         tokio::time::timeout(Duration::from_secs(10), async move {
-            let mut connection = client.get_multiplexed_async_connection().await?;
+            let mut connection = client.connect().await?;
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
                 .await

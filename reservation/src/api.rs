@@ -118,7 +118,7 @@ pub async fn reserve(
     ReservationStatus::Held.count(1);
     state.seat_maps.changed(&event_id);
     // The operators' `reserved` count; PostgreSQL stays the record of the hold.
-    if let Err(error) = state.tickets.count_hold(&event_id).await {
+    if let Err(error) = state.tickets.count_hold(claims.partition, &event_id).await {
         tracing::warn!(%error, "cannot count a hold in the event's statistics");
     }
     Ok((StatusCode::CREATED, Json(reservation)))

@@ -12,7 +12,7 @@ use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::RedisKeys;
 use contract::ticket_state::TicketStore;
 use contract::token::{TicketSigner, TicketVerifier};
-use redis::aio::ConnectionManager;
+use platform::redis_connection::RedisConnection;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ pub struct AppState {
     /// The shared settings (the post-sale report reads every topic they name).
     pub common: CommonConfig,
     pub postgres: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
     pub catalog: LiveCatalog,
     pub tickets: TicketStore,
     pub joins: JoinStore,

@@ -366,7 +366,7 @@ async fn a_delete_while_redis_is_down_answers_503_and_keeps_the_event() {
     let env = TestEnv::new().await;
     let redis = PrivateRedis::start().await;
     let mut config = support::waiting_room_config(&env);
-    config.common.redis_url = redis.url();
+    redis.configure(&mut config.common);
     config.event_settle_seconds = 1;
     let service = support::start_waiting_room(config).await;
     let client = WaitingRoomClient::new(&service, &env);

@@ -15,11 +15,11 @@ use testkit::{RunningService, TestEnv};
 const ALICE: &str = "alice-token-for-the-audit-test";
 const BOB: &str = "bob-token-for-the-audit-test";
 
-async fn start(env: &TestEnv, redis_url: Option<String>) -> RunningService {
+async fn start(env: &TestEnv, redis: Option<&PrivateRedis>) -> RunningService {
     let mut config = support::waiting_room_config(env);
     config.admin_tokens = vec![format!("alice={ALICE}"), format!("bob={BOB}")];
-    if let Some(url) = redis_url {
-        config.common.redis_url = url;
+    if let Some(redis) = redis {
+        redis.configure(&mut config.common);
     }
     support::start_waiting_room(config).await
 }
@@ -252,7 +252,7 @@ fn hgetall_calls(info: &str) -> u64 {
 async fn two_hundred_consoles_share_one_aggregation() {
     let env = TestEnv::new().await;
     let redis = PrivateRedis::start().await;
-    let service = start(&env, Some(redis.url())).await;
+    let service = start(&env, Some(&redis)).await;
     let client = WaitingRoomClient::new(&service, &env);
     client
         .put_event("watched", json!({"state": "paused"}))
@@ -361,7 +361,7 @@ async fn a_report_kafka_cannot_give_is_refused_and_a_stats_frame_says_redis_is_d
     let redis = PrivateRedis::start().await;
     let mut config = support::waiting_room_config(&env);
     config.admin_tokens = vec![format!("alice={ALICE}")];
-    config.common.redis_url = redis.url();
+    redis.configure(&mut config.common);
     // A deployment whose decisions topic was never created.
     config.common.decisions_topic = format!("{}.missing-decisions", env.common.tickets_topic);
     let service = support::start_waiting_room(config).await;

@@ -20,7 +20,7 @@ async fn a_ticket_the_broker_acknowledged_survives_redis_failing_and_counts_once
     let env = TestEnv::new().await;
     let redis = PrivateRedis::start().await;
     let mut config = support::waiting_room_config(&env);
-    config.common.redis_url = redis.url();
+    redis.configure(&mut config.common);
     let service = support::start_waiting_room(config).await;
     let client = WaitingRoomClient::new(&service, &env);
     client.put_event("orphan", json!({})).await;

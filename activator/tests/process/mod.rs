@@ -17,8 +17,14 @@ pub struct ActivatorProcess {
 
 impl ActivatorProcess {
     pub fn spawn(env: &TestEnv) -> Self {
+        Self::spawn_with(env, &[])
+    }
+
+    /// With settings of its own (environment variables) on top of `env`'s.
+    pub fn spawn_with(env: &TestEnv, settings: &[(&str, &str)]) -> Self {
         let child = env
             .service_command(env!("CARGO_BIN_EXE_activator"))
+            .envs(settings.iter().copied())
             .env("ACTIVATOR_LISTEN", "127.0.0.1:0")
             .env(
                 "ACTIVATOR_GROUP_ID",
@@ -55,7 +61,7 @@ pub async fn assert_activated_once_in_order(
 ) {
     let mut previous_until = 0;
     for (queue_number, ticket_id) in tickets {
-        let (state, active_until) = crate::support::ticket_state(env, *ticket_id).await;
+        let (state, active_until) = crate::support::ticket_state(env, partition, *ticket_id).await;
         assert_eq!(
             state.as_deref(),
             Some("active"),

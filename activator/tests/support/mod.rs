@@ -74,7 +74,7 @@ pub async fn produce_tickets(
     count: usize,
 ) -> Vec<(i64, Uuid)> {
     let ticket_ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
-    env.mark_received(&ticket_ids).await;
+    env.mark_received(partition, &ticket_ids).await;
     produce(env, partition, event_id, ticket_ids).await
 }
 
@@ -173,10 +173,14 @@ pub async fn wait_for_serving(env: &TestEnv, partition: i32, target: i64, limit:
     }
 }
 
-/// A ticket's state and active_until from Redis.
-pub async fn ticket_state(env: &TestEnv, ticket_id: Uuid) -> (Option<String>, Option<i64>) {
+/// The state and active_until of a ticket of queue `partition` from Redis.
+pub async fn ticket_state(
+    env: &TestEnv,
+    partition: i32,
+    ticket_id: Uuid,
+) -> (Option<String>, Option<i64>) {
     redis::cmd("HMGET")
-        .arg(env.redis_keys().ticket(ticket_id))
+        .arg(env.redis_keys().ticket(partition, ticket_id))
         .arg(TicketHash::STATE)
         .arg(TicketHash::ACTIVE_UNTIL)
         .query_async(&mut env.redis.clone())
@@ -191,7 +195,8 @@ pub struct Announcements {
 
 impl Announcements {
     pub async fn subscribe(env: &TestEnv) -> Self {
-        let client = redis::Client::open(env.common.redis_url.as_str()).expect("redis url");
+        // Any node of a cluster hears every message.
+        let client = env.common.redis_client().expect("redis url").subscribers()[0].clone();
         let mut pubsub = client.get_async_pubsub().await.expect("pubsub connection");
         pubsub
             .subscribe(env.redis_keys().serving_channel())

@@ -19,7 +19,7 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::SigningKey;
 use platform::observability::{self, LogFormat};
-use redis::aio::ConnectionManager;
+use platform::redis_connection::RedisConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use uuid::Uuid;
@@ -38,7 +38,7 @@ pub struct TestEnv {
     /// Configuration pointing at this test's database, key prefix and topics.
     pub common: CommonConfig,
     pub postgres: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
     /// The key this test's waiting-room signs tickets with.
     pub signing_key: SigningKey,
     pub signing_key_file: PathBuf,
@@ -106,17 +106,16 @@ impl TestEnv {
 
         common.redis_key_prefix = format!("test:{unique}");
         let redis_client = common.redis_client().expect("valid REDIS_URL");
-        let redis =
-            tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(redis_client))
-                .await
-                .map_err(|_| "timed out".to_owned())
-                .and_then(|result| result.map_err(|error| error.to_string()))
-                .unwrap_or_else(|error| {
-                    panic!(
-                        "Redis at {} is not reachable ({error}); {HOW_TO_START}",
-                        common.redis_url
-                    )
-                });
+        let redis = tokio::time::timeout(Duration::from_secs(5), redis_client.connect())
+            .await
+            .map_err(|_| "timed out".to_owned())
+            .and_then(|result| result.map_err(|error| error.to_string()))
+            .unwrap_or_else(|error| {
+                panic!(
+                    "Redis at {} is not reachable ({error}); {HOW_TO_START}",
+                    common.redis_url
+                )
+            });
 
         common.tickets_topic = format!("test.{unique}.tickets");
         common.tickets_dlq_topic = format!("test.{unique}.tickets.dlq");
@@ -193,6 +192,10 @@ impl TestEnv {
         command
             .env("DATABASE_URL", &common.database_url)
             .env("REDIS_URL", &common.redis_url)
+            .env(
+                "REDIS_CLUSTER",
+                if common.redis_cluster { "1" } else { "0" },
+            )
             .env("REDIS_KEY_PREFIX", &common.redis_key_prefix)
             .env("KAFKA_BROKERS", &common.kafka.brokers)
             .env(
@@ -234,8 +237,8 @@ impl TestEnv {
     /// Records that these tickets' holders have just read them, as a status read or an
     /// open stream does (their `seen` time): the activator then treats them as received
     /// rather than deferring them as tickets nobody took. For tests and tools that append
-    /// tickets to Kafka themselves, with no fan behind them.
-    pub async fn mark_received(&self, ticket_ids: &[Uuid]) {
+    /// tickets to Kafka themselves, with no fan behind them (in queue `partition`).
+    pub async fn mark_received(&self, partition: i32, ticket_ids: &[Uuid]) {
         let keys = self.redis_keys();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -243,7 +246,7 @@ impl TestEnv {
         for chunk in ticket_ids.chunks(10_000) {
             let mut pipe = redis::pipe();
             for ticket_id in chunk {
-                pipe.hset(keys.ticket(*ticket_id), TicketHash::SEEN, now_ms)
+                pipe.hset(keys.ticket(partition, *ticket_id), TicketHash::SEEN, now_ms)
                     .ignore();
             }
             pipe.query_async::<()>(&mut self.redis.clone())
@@ -295,40 +298,68 @@ impl Drop for TestEnv {
 }
 
 /// Every Redis key of the deployment `common` names, found with SCAN in large steps
-/// (KEYS would block a shared Redis that holds millions of other keys).
+/// (KEYS would block a shared Redis that holds millions of other keys) on every node
+/// (of a cluster: a replica lists its primary's keys, hence the dedup; a node that is
+/// down is skipped while another answers).
 async fn deployment_keys(common: &CommonConfig) -> anyhow::Result<Vec<String>> {
-    let client = common.redis_client()?;
-    let mut connection = client.get_multiplexed_async_connection().await?;
     let pattern = RedisKeys::new(common.redis_key_prefix.clone()).all_keys_pattern();
-    let mut found = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(100_000)
-            .query_async(&mut connection)
-            .await?;
-        found.extend(keys);
-        if next == 0 {
-            return Ok(found);
+    let mut found = std::collections::BTreeSet::new();
+    let nodes = common.redis_client()?.subscribers();
+    let mut answered = false;
+    let mut last_error = None;
+    for node in nodes {
+        let mut connection = match node.get_multiplexed_async_connection().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                last_error = Some(error);
+                continue;
+            }
+        };
+        answered = true;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(100_000)
+                .query_async(&mut connection)
+                .await?;
+            found.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        cursor = next;
+    }
+    match last_error {
+        Some(error) if !answered => Err(error.into()),
+        _ => Ok(found.into_iter().collect()),
     }
 }
 
 async fn delete_redis_keys(common: &CommonConfig) -> anyhow::Result<()> {
     let keys = deployment_keys(common).await?;
-    let client = common.redis_client()?;
-    let mut connection = client.get_multiplexed_async_connection().await?;
-    // One transaction: a loss happens at one instant, never half seen by a service.
-    let mut loss = redis::pipe();
-    loss.atomic();
-    for chunk in keys.chunks(10_000) {
-        loss.unlink(chunk).ignore();
+    let mut connection = common.redis_client()?.connect().await?;
+    // One transaction per slot (one for a single server): a loss happens at one
+    // instant, never half seen by a service; a queue's keys share one slot.
+    let mut by_slot: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for key in keys {
+        let slot = if connection.is_cluster() {
+            platform::redis_connection::key_slot(key.as_bytes())
+        } else {
+            0
+        };
+        by_slot.entry(slot).or_default().push(key);
     }
-    loss.query_async::<()>(&mut connection).await?;
+    for keys in by_slot.values() {
+        let mut loss = redis::pipe();
+        loss.atomic();
+        for chunk in keys.chunks(10_000) {
+            loss.unlink(chunk).ignore();
+        }
+        loss.query_async::<()>(&mut connection).await?;
+    }
     Ok(())
 }

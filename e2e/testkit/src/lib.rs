@@ -14,6 +14,7 @@
 //! - [`proxy`]: HAProxy with the deployment's settings in front of several instances.
 //! - [`redis_server`]: a private Redis, for tests that make Redis stop answering, or
 //!   serving TLS to an ACL user only.
+//! - [`redis_cluster`]: a private six-node Redis Cluster, for the failover tests.
 //! - [`postgres_server`]: a private PostgreSQL that accepts TLS connections only.
 //! - [`tls`]: a certificate authority per test, and TLS in front of a plaintext server.
 //! - [`wait`]: waiting for a condition with a deadline, instead of sleeping.
@@ -28,6 +29,7 @@ pub mod kafka;
 pub mod openapi;
 pub mod postgres_server;
 pub mod proxy;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod service;
 pub mod tls;

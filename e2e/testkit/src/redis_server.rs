@@ -3,6 +3,8 @@
 //! partitioned Redis does; resumed (SIGCONT), it runs what queued up meanwhile. Or one
 //! that serves only TLS and only an ACL user, for the tests of secured connections.
 
+use contract::config::CommonConfig;
+
 use crate::service::{free_port, wait_for_port};
 use crate::tls::TestCertificates;
 use crate::HOW_TO_START;
@@ -81,6 +83,13 @@ impl PrivateRedis {
 
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// Points `common` at this server: a single one, even when the environment's Redis
+    /// is a cluster.
+    pub fn configure(&self, common: &mut CommonConfig) {
+        common.redis_url = self.url();
+        common.redis_cluster = false;
     }
 
     /// Stops answering (the process is suspended); connections stay open.

@@ -12,6 +12,7 @@ use clap::Args;
 use platform::cors::AllowedOrigin;
 use platform::http::ServerSettings;
 use platform::observability::LogFormat;
+use platform::redis_connection::RedisClient;
 use platform::server::ConnectionPolicy;
 use platform::supervisor::Supervisor;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,12 @@ pub struct CommonConfig {
         default_value = "redis://127.0.0.1:6379/"
     )]
     pub redis_url: String,
+
+    /// Redis is a Redis Cluster: `REDIS_URL` lists seed nodes, comma-separated
+    /// (`redis://10.0.0.1:7000/,redis://10.0.0.2:7000/`); the client finds the rest,
+    /// routes by slot and follows failovers.
+    #[arg(long, env = "REDIS_CLUSTER", value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_cluster: bool,
 
     /// PEM file of the certificate authorities that sign Redis's certificate (a
     /// `rediss://` URL), used instead of the system's trust store.
@@ -161,19 +168,36 @@ impl CommonConfig {
         ]
     }
 
-    /// The Redis client for `REDIS_URL`, trusting `REDIS_CA_FILE` when set.
-    pub fn redis_client(&self) -> anyhow::Result<redis::Client> {
-        let client = match &self.redis_ca_file {
-            None => redis::Client::open(self.redis_url.as_str())?,
-            Some(path) => redis::Client::build_with_tls(
-                self.redis_url.as_str(),
-                redis::TlsCertificates {
+    /// The Redis client for `REDIS_URL` (a cluster's seed nodes with `REDIS_CLUSTER`),
+    /// trusting `REDIS_CA_FILE` when set.
+    pub fn redis_client(&self) -> anyhow::Result<RedisClient> {
+        let certificates = || -> anyhow::Result<Option<redis::TlsCertificates>> {
+            Ok(match &self.redis_ca_file {
+                None => None,
+                Some(path) => Some(redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(platform::tls::read_ca_file(path)?),
-                },
-            )?,
+                }),
+            })
         };
-        Ok(client)
+        let open = |url: &str| -> anyhow::Result<redis::Client> {
+            Ok(match certificates()? {
+                None => redis::Client::open(url)?,
+                Some(certificates) => redis::Client::build_with_tls(url, certificates)?,
+            })
+        };
+        if !self.redis_cluster {
+            return Ok(RedisClient::Single(open(&self.redis_url)?));
+        }
+        let nodes = self
+            .redis_url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(open)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(!nodes.is_empty(), "REDIS_URL lists no cluster node");
+        Ok(RedisClient::cluster(nodes, certificates()?)?)
     }
 
     /// How long shutdown waits for requests and tasks.

@@ -4,8 +4,8 @@
 
 use platform::connections;
 use platform::readiness::Readiness;
+use platform::redis_connection::RedisConnection;
 use platform::supervisor::Supervisor;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::config::CommonConfig;
@@ -13,7 +13,7 @@ use crate::kafka;
 
 pub struct Connections {
     pub postgres: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
     /// PostgreSQL, Redis, the broker's metadata for the topics, the supervised tasks.
     pub readiness: Readiness,
 }

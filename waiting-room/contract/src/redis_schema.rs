@@ -2,25 +2,35 @@
 //! the values a ticket's `state` field takes. Lua scripts are built from these names
 //! (see [`RedisKeys::ticket_key_prefix`]), never from copies of them.
 //!
-//! Every key starts with the deployment's prefix (`REDIS_KEY_PREFIX`), so several
-//! deployments or test runs can share one Redis. Per-queue keys embed the Kafka
-//! partition number, which is the queue's identity.
+//! Every key starts with the deployment's prefix (`REDIS_KEY_PREFIX`, without braces),
+//! so several deployments or test runs can share one Redis. Per-queue keys embed the
+//! Kafka partition number, which is the queue's identity.
+//!
+//! Redis Cluster: the part in braces is the key's hash tag, and keys with the same tag
+//! share a slot. Everything one script or transaction touches shares one: a queue's
+//! keys, its tickets' hashes and registration markers, and its share of each event's
+//! counters carry the queue's tag `{qN}`; a fan's places carry the event's tag
+//! `{e:ID}` (so one SCAN on one node finds an event's places); a client's rate limits
+//! carry the client's `{c:IP}`. An event's counters are kept per queue (an event moved
+//! to another queue leaves its issued tickets behind): readers add up its shares.
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `{p}:q:{partition}:serving` | string | serving counter: next queue number not yet reached |
-//! | `{p}:q:{partition}:issued_max` | sorted set | one member, `max`, scored by the highest queue number issued |
-//! | `{p}:q:{partition}:active` | sorted set | active ticket ids scored by `active_until` (ms) |
-//! | `{p}:q:{partition}:deferred` | sorted set | [deferred](StoredState::Deferred) ticket ids scored by their deadline: `issued_at` + grace (ms) |
-//! | `{p}:q:{partition}:stats` | hash | [`QueueStats`] fields |
-//! | `{p}:t:{ticket_id}` | hash | [`TicketHash`] fields |
-//! | `{p}:u:{event_id}:{user_id}` | string | the user's ticket token for the event (or a pending claim) |
-//! | `{p}:v:{event_id}:{issuer length}:{issuer}:{subject}` | string | the same, for a fan an enqueue token vouched for |
-//! | `{p}:e:{event_id}:stats` | hash | [`EventStats`] fields |
-//! | `{p}:r:{ticket_id}` | string | the ticket's join registration happened (an hour) |
+//! | `{p}:{qN}:serving` | string | serving counter: next queue number not yet reached |
+//! | `{p}:{qN}:issued_max` | sorted set | one member, `max`, scored by the highest queue number issued |
+//! | `{p}:{qN}:active` | sorted set | active ticket ids scored by `active_until` (ms) |
+//! | `{p}:{qN}:deferred` | sorted set | [deferred](StoredState::Deferred) ticket ids scored by their deadline: `issued_at` + grace (ms) |
+//! | `{p}:{qN}:decisions` | list | the queue's decision journal |
+//! | `{p}:{qN}:stats` | hash | [`QueueStats`] fields |
+//! | `{p}:{qN}:t:{ticket_id}` | hash | [`TicketHash`] fields |
+//! | `{p}:{qN}:r:{ticket_id}` | string | the ticket's join registration happened (an hour) |
+//! | `{p}:{qN}:e:{event_id}:stats` | hash | [`EventStats`] fields counted in queue N |
+//! | `{p}:{e:ID}:u:{user_id}` | string | the user's ticket token for event ID (or a pending claim) |
+//! | `{p}:{e:ID}:v:{issuer length}:{issuer}:{subject}` | string | the same, for a fan an enqueue token vouched for |
+//! | `{p}:{e:ID}:rl:e` | string | join rate limit of the event: joins counted in the current window |
+//! | `{p}:{c:IP}:rl:ce:{event_id}`, `{p}:{c:IP}:rl:c` | string | the client's join rate limits, per event and overall |
 //! | `{p}:pow:{nonce}` | string | a spent proof-of-work challenge, until it expires |
-//! | `{p}:rl:ce:{event_id}:{client}`, `{p}:rl:c:{client}`, `{p}:rl:e:{event_id}` | string | join rate limits: joins counted in the current window, expiring with it |
-//! | `{p}:serving` | pub/sub channel | serving counter announcements |
+//! | `{p}:serving` | pub/sub channel | serving counter announcements (classic pub/sub: a cluster forwards it to every node) |
 
 use uuid::Uuid;
 
@@ -111,6 +121,18 @@ impl EventStats {
         format!("{}{bound}", Self::WAIT_FIELD_PREFIX)
     }
 
+    /// An event's counters: the sum of its queues' shares (each an `HGETALL` reply).
+    pub fn sum(shares: impl IntoIterator<Item = Vec<(String, i64)>>) -> Vec<(String, i64)> {
+        let mut total: Vec<(String, i64)> = Vec::new();
+        for (field, count) in shares.into_iter().flatten() {
+            match total.iter_mut().find(|(name, _)| *name == field) {
+                Some((_, sum)) => *sum += count,
+                None => total.push((field, count)),
+            }
+        }
+        total
+    }
+
     /// The upper bound (seconds) under which `percentile` % of the waits counted in
     /// `counters` (an event stats hash's fields) fall; `None` before any activation.
     pub fn wait_percentile(counters: &[(String, i64)], percentile: f64) -> Option<u32> {
@@ -190,10 +212,11 @@ pub struct RedisKeys {
 }
 
 impl RedisKeys {
+    /// Keys under `prefix`, which must not hold braces (they would become the hash tag).
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        let prefix = prefix.into();
+        debug_assert!(!prefix.contains(['{', '}']), "braces in {prefix:?}");
+        Self { prefix }
     }
 
     /// Pattern matching every key of this deployment (for clean-up and SCAN).
@@ -201,57 +224,68 @@ impl RedisKeys {
         format!("{}:*", self.prefix)
     }
 
+    /// Queue `partition`'s key `name`, under the queue's hash tag.
+    fn queue_key(&self, partition: i32, name: &str) -> String {
+        format!("{}:{{q{partition}}}:{name}", self.prefix)
+    }
+
     pub fn serving(&self, partition: i32) -> String {
-        format!("{}:q:{partition}:serving", self.prefix)
+        self.queue_key(partition, "serving")
     }
 
     /// A sorted set, not a string: `ZADD GT` raises it only when a joining ticket's number
     /// is higher, one native command where a string would need a script.
     pub fn issued_max(&self, partition: i32) -> String {
-        format!("{}:q:{partition}:issued_max", self.prefix)
+        self.queue_key(partition, "issued_max")
     }
 
     pub fn active_set(&self, partition: i32) -> String {
-        format!("{}:q:{partition}:active", self.prefix)
+        self.queue_key(partition, "active")
     }
 
     /// The queue's [deferred](StoredState::Deferred) tickets, scored by the time their
     /// grace runs out, so the ones due first come first.
     pub fn deferred(&self, partition: i32) -> String {
-        format!("{}:q:{partition}:deferred", self.prefix)
+        self.queue_key(partition, "deferred")
     }
 
     /// The queue's journal of decisions not yet acknowledged by the decisions topic
     /// (see [`crate::ticket_decision`]).
     pub fn decisions(&self, partition: i32) -> String {
-        format!("{}:q:{partition}:decisions", self.prefix)
+        self.queue_key(partition, "decisions")
     }
 
     pub fn queue_stats(&self, partition: i32) -> String {
-        format!("{}:q:{partition}:stats", self.prefix)
+        self.queue_key(partition, "stats")
     }
 
-    pub fn ticket(&self, ticket_id: Uuid) -> String {
-        format!("{}{ticket_id}", self.ticket_key_prefix())
+    /// The hash of a ticket of queue `partition`.
+    pub fn ticket(&self, partition: i32, ticket_id: Uuid) -> String {
+        format!("{}{ticket_id}", self.ticket_key_prefix(partition))
     }
 
-    /// What a ticket's key starts with: a script that derives ticket keys from ticket
-    /// ids appends the id to this.
-    pub fn ticket_key_prefix(&self) -> String {
-        format!("{}:t:", self.prefix)
+    /// What the keys of queue `partition`'s tickets start with: a script that derives
+    /// ticket keys from ticket ids appends the id to this.
+    pub fn ticket_key_prefix(&self, partition: i32) -> String {
+        self.queue_key(partition, "t:")
     }
 
+    /// The place of a fan who typed `user_id` in event `event_id`.
     pub fn user_ticket(&self, event_id: &str, user_id: &str) -> String {
-        format!("{}:u:{event_id}:{user_id}", self.prefix)
+        format!("{}u:{user_id}", self.event_prefix(event_id))
+    }
+
+    /// What every key tagged with event `event_id` starts with.
+    fn event_prefix(&self, event_id: &str) -> String {
+        format!("{}:{{e:{event_id}}}:", self.prefix)
     }
 
     /// Glob patterns of every fan's place in the event, typed ids and verified fans
     /// (event ids hold no `:` or glob characters, so nothing of another event matches).
+    /// All in the event's slot: one node holds them.
     pub fn event_place_patterns(&self, event_id: &str) -> [String; 2] {
-        [
-            format!("{}:u:{event_id}:*", self.prefix),
-            format!("{}:v:{event_id}:*", self.prefix),
-        ]
+        let prefix = self.event_prefix(event_id);
+        [format!("{prefix}u:*"), format!("{prefix}v:*")]
     }
 
     /// The place of a fan an enqueue token vouched for. Apart from the `user_id` keys,
@@ -259,37 +293,42 @@ impl RedisKeys {
     /// every (issuer, subject) pair its own key whatever either contains.
     pub fn verified_fan_ticket(&self, event_id: &str, issuer: &str, subject: &str) -> String {
         format!(
-            "{}:v:{event_id}:{}:{issuer}:{subject}",
-            self.prefix,
+            "{}v:{}:{issuer}:{subject}",
+            self.event_prefix(event_id),
             issuer.len()
         )
+    }
+
+    /// What every key tagged with client `client` (a grouped IP) starts with.
+    fn client_prefix(&self, client: &str) -> String {
+        format!("{}:{{c:{client}}}:", self.prefix)
     }
 
     /// Joins in the current window of one client into one event (the client as a
     /// grouped IP).
     pub fn join_rate_client_event(&self, client: &str, event_id: &str) -> String {
-        format!("{}:rl:ce:{event_id}:{client}", self.prefix)
+        format!("{}rl:ce:{event_id}", self.client_prefix(client))
     }
 
     /// Joins in the current window of one client into every event.
     pub fn join_rate_client(&self, client: &str) -> String {
-        format!("{}:rl:c:{client}", self.prefix)
+        format!("{}rl:c", self.client_prefix(client))
     }
 
     /// Joins in the current window of every client into one event.
     pub fn join_rate_event(&self, event_id: &str) -> String {
-        format!("{}:rl:e:{event_id}", self.prefix)
+        format!("{}rl:e", self.event_prefix(event_id))
     }
 
     /// Marks a ticket's join registration as done, so a repair never repeats it.
-    pub fn registered(&self, ticket_id: Uuid) -> String {
-        format!("{}{ticket_id}", self.registered_key_prefix())
+    pub fn registered(&self, partition: i32, ticket_id: Uuid) -> String {
+        format!("{}{ticket_id}", self.registered_key_prefix(partition))
     }
 
-    /// What a registration marker's key starts with (for scripts; see
+    /// What the registration markers of queue `partition` start with (for scripts; see
     /// [`Self::ticket_key_prefix`]).
-    pub fn registered_key_prefix(&self) -> String {
-        format!("{}:r:", self.prefix)
+    pub fn registered_key_prefix(&self, partition: i32) -> String {
+        self.queue_key(partition, "r:")
     }
 
     /// A spent proof-of-work challenge (by its nonce), kept until the challenge expires.
@@ -297,14 +336,17 @@ impl RedisKeys {
         format!("{}:pow:{nonce}", self.prefix)
     }
 
-    pub fn event_stats(&self, event_id: &str) -> String {
-        let (before, after) = self.event_stats_key_parts();
+    /// Queue `partition`'s share of event `event_id`'s counters (see
+    /// [`EventStats::sum`] for the event's).
+    pub fn event_stats(&self, partition: i32, event_id: &str) -> String {
+        let (before, after) = self.event_stats_key_parts(partition);
         format!("{before}{event_id}{after}")
     }
 
-    /// What an event's statistics key is made of around the event id, for scripts.
-    pub fn event_stats_key_parts(&self) -> (String, &'static str) {
-        (format!("{}:e:", self.prefix), ":stats")
+    /// What queue `partition`'s share of an event's counters is made of around the
+    /// event id, for scripts.
+    pub fn event_stats_key_parts(&self, partition: i32) -> (String, &'static str) {
+        (self.queue_key(partition, "e:"), ":stats")
     }
 
     pub fn serving_channel(&self) -> String {
@@ -360,15 +402,63 @@ mod tests {
             keys.active_set(3),
             keys.deferred(3),
             keys.queue_stats(3),
-            keys.ticket(ticket),
+            keys.ticket(3, ticket),
             keys.user_ticket("e", "u"),
-            keys.event_stats("e"),
+            keys.event_stats(3, "e"),
             keys.serving_channel(),
         ] {
             assert!(key.starts_with("test-1:"), "{key}");
         }
-        assert_eq!(keys.serving(3), "test-1:q:3:serving");
+        assert_eq!(keys.serving(3), "test-1:{q3}:serving");
         assert_eq!(keys.all_keys_pattern(), "test-1:*");
+    }
+
+    /// The hash tag: the text between the first `{` and the next `}` (Redis Cluster).
+    fn tag(key: &str) -> &str {
+        let open = key.find('{').expect("a tag");
+        let close = key[open..].find('}').expect("a closed tag");
+        &key[open + 1..open + close]
+    }
+
+    #[test]
+    fn what_one_script_touches_shares_the_queue_s_hash_tag() {
+        let keys = RedisKeys::new("wr");
+        let ticket = Uuid::now_v7();
+        let (stats_before, _) = keys.event_stats_key_parts(7);
+        for key in [
+            keys.serving(7),
+            keys.issued_max(7),
+            keys.active_set(7),
+            keys.deferred(7),
+            keys.decisions(7),
+            keys.queue_stats(7),
+            keys.ticket(7, ticket),
+            keys.ticket_key_prefix(7),
+            keys.registered(7, ticket),
+            keys.registered_key_prefix(7),
+            keys.event_stats(7, "concert"),
+            stats_before,
+        ] {
+            assert_eq!(tag(&key), "q7", "{key}");
+        }
+        assert_ne!(tag(&keys.serving(8)), "q7");
+        // A fan's places and the event's limit: the event's slot; a client's limits: its own.
+        for key in [
+            keys.user_ticket("concert", "u{1}"),
+            keys.verified_fan_ticket("concert", "https://iss", "sub"),
+            keys.join_rate_event("concert"),
+        ] {
+            assert_eq!(tag(&key), "e:concert", "{key}");
+        }
+        for pattern in keys.event_place_patterns("concert") {
+            assert_eq!(tag(&pattern), "e:concert", "{pattern}");
+        }
+        for key in [
+            keys.join_rate_client("10.0.0.1"),
+            keys.join_rate_client_event("10.0.0.1", "concert"),
+        ] {
+            assert_eq!(tag(&key), "c:10.0.0.1", "{key}");
+        }
     }
 
     #[test]
@@ -376,15 +466,34 @@ mod tests {
         let keys = RedisKeys::new("wr");
         let ticket = Uuid::now_v7();
         assert_eq!(
-            format!("{}{ticket}", keys.ticket_key_prefix()),
-            keys.ticket(ticket)
+            format!("{}{ticket}", keys.ticket_key_prefix(2)),
+            keys.ticket(2, ticket)
         );
-        let (before, after) = keys.event_stats_key_parts();
+        let (before, after) = keys.event_stats_key_parts(2);
         assert_eq!(
             format!("{before}concert{after}"),
-            keys.event_stats("concert")
+            keys.event_stats(2, "concert")
         );
-        assert_eq!(keys.event_stats("concert"), "wr:e:concert:stats");
+        assert_eq!(keys.event_stats(2, "concert"), "wr:{q2}:e:concert:stats");
+    }
+
+    #[test]
+    fn an_event_s_counters_are_the_sum_of_its_queues_shares() {
+        let share = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
+            pairs
+                .iter()
+                .map(|(name, count)| ((*name).to_owned(), *count))
+                .collect()
+        };
+        let total = EventStats::sum([
+            share(&[("joined", 3), ("activated", 2)]),
+            share(&[]),
+            share(&[("joined", 4), ("wait_le_1", 1)]),
+        ]);
+        assert_eq!(
+            total,
+            share(&[("joined", 7), ("activated", 2), ("wait_le_1", 1)])
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use platform::redis_connection::RedisConnection;
 use redis::{RedisResult, Script};
 use serde::{Serialize, Serializer};
 use uuid::Uuid;
@@ -172,7 +172,7 @@ pub struct Admitted {
 /// Reads and changes tickets' state in Redis.
 #[derive(Clone)]
 pub struct TicketStore {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     keys: RedisKeys,
 }
 
@@ -221,7 +221,7 @@ static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
 });
 
 impl TicketStore {
-    pub fn new(redis: ConnectionManager, keys: RedisKeys) -> Self {
+    pub fn new(redis: RedisConnection, keys: RedisKeys) -> Self {
         Self { redis, keys }
     }
 
@@ -254,7 +254,7 @@ impl TicketStore {
         let refresh = seen_refresh_ms.unwrap_or(0);
         let (serving, state, active_until, rate): (i64, String, String, String) = STATUS
             .key(self.keys.serving(claims.partition))
-            .key(self.keys.ticket(claims.ticket_id))
+            .key(self.keys.ticket(claims.partition, claims.ticket_id))
             .key(self.keys.queue_stats(claims.partition))
             .arg(now_ms)
             .arg(refresh)
@@ -294,7 +294,7 @@ impl TicketStore {
         now_ms: i64,
     ) -> RedisResult<MarkUsed> {
         let reply: Vec<String> = END_SESSION
-            .key(self.keys.ticket(ticket_id))
+            .key(self.keys.ticket(admitted.partition, ticket_id))
             .key(self.keys.active_set(admitted.partition))
             .key(self.keys.serving(admitted.partition))
             .arg(now_ms)
@@ -324,31 +324,70 @@ impl TicketStore {
         })
     }
 
-    /// Where the activated ticket `ticket_id` is; `None` if it was never activated (or
-    /// Redis no longer has it).
-    pub async fn admitted(&self, ticket_id: Uuid) -> RedisResult<Option<Admitted>> {
-        let (event_id, partition, queue_number): (Option<String>, Option<i32>, Option<i64>) =
-            redis::cmd("HMGET")
-                .arg(self.keys.ticket(ticket_id))
-                .arg(TicketHash::EVENT_ID)
-                .arg(TicketHash::PARTITION)
-                .arg(TicketHash::QUEUE_NUMBER)
-                .query_async(&mut self.redis.clone())
-                .await?;
-        Ok(match (event_id, partition, queue_number) {
-            (Some(event_id), Some(partition), Some(queue_number)) => Some(Admitted {
-                event_id,
-                partition,
-                queue_number,
-            }),
-            _ => None,
-        })
+    /// Where the activated ticket `ticket_id` is, looked up in the queues it may be in
+    /// (`partitions`: a ticket's key carries its queue's hash tag); `None` if it was
+    /// never activated there (or Redis no longer has it).
+    pub async fn admitted(
+        &self,
+        ticket_id: Uuid,
+        partitions: &[i32],
+    ) -> RedisResult<Option<Admitted>> {
+        let lookups: Vec<redis::Cmd> = partitions
+            .iter()
+            .map(|partition| {
+                let mut lookup = redis::cmd("HMGET");
+                lookup
+                    .arg(self.keys.ticket(*partition, ticket_id))
+                    .arg(TicketHash::EVENT_ID)
+                    .arg(TicketHash::PARTITION)
+                    .arg(TicketHash::QUEUE_NUMBER);
+                lookup
+            })
+            .collect();
+        let replies = self.redis.clone().send_grouped(&lookups).await?;
+        for reply in replies {
+            let (event_id, partition, queue_number): (Option<String>, Option<i32>, Option<i64>) =
+                redis::from_redis_value(reply)?;
+            if let (Some(event_id), Some(partition), Some(queue_number)) =
+                (event_id, partition, queue_number)
+            {
+                return Ok(Some(Admitted {
+                    event_id,
+                    partition,
+                    queue_number,
+                }));
+            }
+        }
+        Ok(None)
     }
 
-    /// Counts a seat hold in its event's statistics (`reserved`).
-    pub async fn count_hold(&self, event_id: &str) -> RedisResult<()> {
+    /// Event `event_id`'s counters ([`EventStats`] fields): the sum of its shares in
+    /// queues `partitions` (every queue it may have had tickets in).
+    pub async fn event_counters(
+        &self,
+        event_id: &str,
+        partitions: impl IntoIterator<Item = i32>,
+    ) -> RedisResult<Vec<(String, i64)>> {
+        let reads: Vec<redis::Cmd> = partitions
+            .into_iter()
+            .map(|partition| redis::Cmd::hgetall(self.keys.event_stats(partition, event_id)))
+            .collect();
+        let shares = self
+            .redis
+            .clone()
+            .send_grouped(&reads)
+            .await?
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<Vec<Vec<(String, i64)>>, _>>()?;
+        Ok(EventStats::sum(shares))
+    }
+
+    /// Counts a seat hold in its event's statistics (`reserved`), in the share of the
+    /// queue its ticket came from.
+    pub async fn count_hold(&self, partition: i32, event_id: &str) -> RedisResult<()> {
         redis::cmd("HINCRBY")
-            .arg(self.keys.event_stats(event_id))
+            .arg(self.keys.event_stats(partition, event_id))
             .arg(EventStats::RESERVED)
             .arg(1)
             .query_async(&mut self.redis.clone())

@@ -1,17 +1,18 @@
 //! Connections to the stores every service uses, and their readiness checks.
 //!
 //! PostgreSQL connects lazily, so a service starts (and reports "not ready") while it
-//! is down; Redis is one multiplexed, self-reconnecting connection per process, retried
-//! until it first answers. Pub/sub uses its own connection where a service subscribes.
+//! is down; Redis is one multiplexed, self-reconnecting connection per process (to a
+//! server or a cluster), retried until it first answers. Pub/sub uses its own
+//! connection where a service subscribes.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::readiness::Check;
+use crate::redis_connection::{RedisClient, RedisConnection};
 use crate::retry::retry_until_ok;
 
 /// A pool that connects on first use.
@@ -23,22 +24,16 @@ pub fn postgres_pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 }
 
 /// Connects to Redis, retrying with backoff until it answers or `shutdown` fires. The
-/// returned manager reconnects by itself when Redis restarts.
+/// returned connection reconnects by itself when Redis restarts (or fails over).
 pub async fn redis(
-    client: redis::Client,
+    client: RedisClient,
     shutdown: &CancellationToken,
-) -> anyhow::Result<ConnectionManager> {
-    // The address only: the URL may hold a password.
-    let address = client.get_connection_info().addr().to_string();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2);
+) -> anyhow::Result<RedisConnection> {
     retry_until_ok(
-        &format!("redis at {address}"),
+        &format!("redis at {}", client.address()),
         Duration::from_secs(2),
         shutdown,
-        || ConnectionManager::new_with_config(client.clone(), config.clone()),
+        || client.connect(),
     )
     .await
 }
@@ -58,7 +53,7 @@ pub fn postgres_check(pool: PgPool) -> Check {
 }
 
 /// Ready when `PING` answers.
-pub fn redis_check(redis: ConnectionManager) -> Check {
+pub fn redis_check(redis: RedisConnection) -> Check {
     Check::new("redis", move || {
         let mut redis = redis.clone();
         async move {

@@ -9,7 +9,8 @@
 //! ([`observability`]); shutdown on signals ([`shutdown`]) and one backoff for
 //! everything that retries ([`retry`]); the JSON error body and request extractors
 //! ([`error`], [`bearer`]); the public API's cross-origin allow-list ([`cors`]);
-//! PostgreSQL and Redis connections ([`connections`]) and
+//! PostgreSQL and Redis connections ([`connections`]; a single Redis or a Redis Cluster:
+//! [`redis_connection`]) and
 //! TLS to them and to key servers ([`tls`]); event streams that proxies pass through
 //! unbuffered ([`sse`]); the fan pages' shared assets ([`assets`]); what every
 //! service's OpenAPI document shares ([`openapi`]); lower-case [`hex`] for the secrets
@@ -27,6 +28,7 @@ pub mod http;
 pub mod observability;
 pub mod openapi;
 pub mod readiness;
+pub mod redis_connection;
 pub mod retry;
 pub mod server;
 pub mod shutdown;

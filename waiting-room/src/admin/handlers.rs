@@ -287,17 +287,21 @@ pub async fn delete_event(
 async fn forget_event(state: &SharedState, event_id: &str) -> Result<(), WaitingRoomError> {
     let keys = state.tickets.keys();
     let mut redis = state.redis.clone();
-    let mut forgotten = vec![keys.event_stats(event_id)];
+    // Its counters' shares in every queue; then its places, all in the event's slot.
+    let mut forgotten: Vec<String> = (0..state.partition_count())
+        .map(|partition| keys.event_stats(partition, event_id))
+        .collect();
     for pattern in keys.event_place_patterns(event_id) {
         let mut cursor = 0u64;
         loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(1_000)
-                .query_async(&mut redis)
+                .arg(1_000);
+            let (next, found): (u64, Vec<String>) = redis
+                .query_where(&pattern, &scan)
                 .await
                 .map_err(|error| state.store_unavailable(error))?;
             forgotten.extend(found);

@@ -110,9 +110,9 @@ pub async fn event_stats(
     event_id: &str,
     queue_config: Option<&QueueConfig>,
 ) -> Result<EventStatsView, WaitingRoomError> {
-    let event_counters: Vec<(String, i64)> = redis::cmd("HGETALL")
-        .arg(state.tickets.keys().event_stats(event_id))
-        .query_async(&mut state.redis.clone())
+    let event_counters = state
+        .tickets
+        .event_counters(event_id, 0..state.partition_count())
         .await
         .map_err(|error| state.store_unavailable(error))?;
     let counter = |name: &str| {

@@ -94,27 +94,35 @@ async fn settle(
         .ok_or(WaitingRoomError::InvalidSiteKey)?;
     let not_found = || WaitingRoomError::AdmissionNotFound(raw_jti.to_owned());
     let jti = Uuid::parse_str(raw_jti).map_err(|_| not_found())?;
-    let admitted = state
-        .tickets
-        .admitted(jti)
-        .await
-        .map_err(|error| state.store_unavailable(error))?
-        .ok_or_else(not_found)?;
     let catalog = state.catalog.current();
     if !catalog.loaded {
         return Err(WaitingRoomError::CatalogNotLoaded {
             retry_after_seconds: state.retry_after_seconds,
         });
     }
-    // The event's site now: an operator who changes it hands the live admissions'
-    // slots to the new site's key (docs/integration.md).
-    let ours = catalog
-        .event(&admitted.event_id)
-        .and_then(|event| event.admission.as_ref())
-        .is_some_and(|admission| admission.audience == audience);
-    if !ours {
-        return Err(not_found());
-    }
+    // The queues of the key's site's events now: a ticket's key carries its queue. An
+    // operator who changes an event's site hands the live admissions' slots to the new
+    // site's key (docs/integration.md).
+    let ours = |event_id: &str| {
+        catalog
+            .event(event_id)
+            .and_then(|event| event.admission.as_ref())
+            .is_some_and(|admission| admission.audience == audience)
+    };
+    let mut partitions: Vec<i32> = catalog
+        .events()
+        .filter(|event| ours(event.event_id.as_str()))
+        .filter_map(|event| event.partition)
+        .collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    let admitted = state
+        .tickets
+        .admitted(jti, &partitions)
+        .await
+        .map_err(|error| state.store_unavailable(error))?
+        .filter(|admitted| ours(&admitted.event_id))
+        .ok_or_else(not_found)?;
     let outcome = state
         .tickets
         .end_session(jti, &admitted, end, Utc::now().timestamp_millis())

@@ -8,7 +8,7 @@ use contract::redis_schema::{
     EventStats, RedisKeys, ISSUED_MAX_MEMBER, REGISTERED_MARKER_TTL_SECONDS,
 };
 use contract::token::TicketClaims;
-use redis::aio::ConnectionManager;
+use platform::redis_connection::RedisConnection;
 use redis::{Cmd, RedisResult, Script, Value};
 use uuid::Uuid;
 
@@ -46,14 +46,14 @@ static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
 
 #[derive(Clone)]
 pub struct JoinStore {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     batcher: RedisBatcher,
     keys: RedisKeys,
 }
 
 impl JoinStore {
     /// Sends the hot writes through `batcher`.
-    pub fn new(redis: ConnectionManager, keys: RedisKeys, batcher: RedisBatcher) -> Self {
+    pub fn new(redis: RedisConnection, keys: RedisKeys, batcher: RedisBatcher) -> Self {
         Self {
             batcher,
             redis,
@@ -125,16 +125,17 @@ impl JoinStore {
     /// Records a ticket the broker acknowledged: its place (if any) holds its token, the
     /// queue's highest issued number and the event's join count move, and a marker says
     /// it is registered (so a repair never counts it twice). Returns the queue's serving
-    /// counter (for the ticket's first position). One round trip of native commands in
-    /// MULTI/EXEC: the Lua script that did this cost Redis about three times the CPU, on
-    /// the hottest path.
+    /// counter (for the ticket's first position). One round trip of native commands, the
+    /// queue's in MULTI/EXEC: the Lua script that did this cost Redis about three times
+    /// the CPU, on the hottest path. The place is in its event's slot, the rest in the
+    /// queue's, so the place is set before the transaction, not in it.
     ///
     /// The ticket's own hash is not created here (one key fewer per join): it appears
     /// with the holder's first status read or stream, which is what makes the ticket
     /// count as received, or when the activator defers a ticket nobody has read.
     pub async fn register_issued(&self, registration: &Registration) -> RedisResult<i64> {
         let claims = &registration.claims;
-        let mut commands = vec![redis::cmd("MULTI")];
+        let mut commands = Vec::with_capacity(7);
         if let Some(place) = &registration.place {
             commands.push(Cmd::set_ex(
                 &place.key,
@@ -142,6 +143,7 @@ impl JoinStore {
                 registration.place_ttl_seconds(),
             ));
         }
+        commands.push(redis::cmd("MULTI"));
         let mut issued_max = redis::cmd("ZADD");
         issued_max
             .arg(self.keys.issued_max(claims.partition))
@@ -150,13 +152,13 @@ impl JoinStore {
             .arg(ISSUED_MAX_MEMBER);
         commands.extend([
             Cmd::set_ex(
-                self.keys.registered(claims.ticket_id),
+                self.keys.registered(claims.partition, claims.ticket_id),
                 1,
                 REGISTERED_MARKER_TTL_SECONDS,
             ),
             issued_max,
             Cmd::hincr(
-                self.keys.event_stats(&claims.event_id),
+                self.keys.event_stats(claims.partition, &claims.event_id),
                 EventStats::JOINED,
                 1,
             ),
@@ -176,51 +178,55 @@ impl JoinStore {
     /// ran the old socket's last bytes after this, could a join count twice.
     pub async fn register_once(&self, registration: &Registration) -> RedisResult<bool> {
         let claims = &registration.claims;
-        let (place_key, claim, place_ttl) = match &registration.place {
-            Some(place) => (
-                place.key.clone(),
-                place.claim.clone(),
-                registration.place_ttl_seconds(),
-            ),
-            None => (String::new(), String::new(), 0),
-        };
-        REGISTER_ONCE
-            .key(self.keys.registered(claims.ticket_id))
+        let applied = REGISTER_ONCE
+            .key(self.keys.registered(claims.partition, claims.ticket_id))
             .key(self.keys.issued_max(claims.partition))
-            .key(self.keys.event_stats(&claims.event_id))
-            .key(place_key)
+            .key(self.keys.event_stats(claims.partition, &claims.event_id))
             .arg(REGISTERED_MARKER_TTL_SECONDS)
             .arg(claims.queue_number)
-            .arg(&registration.token)
-            .arg(claim)
-            .arg(place_ttl)
             .invoke_async::<i64>(&mut self.redis.clone())
-            .await
-            .map(|applied| applied == 1)
+            .await?
+            == 1;
+        // The place is in the event's slot: a step of its own, whether or not the
+        // first attempt's transaction applied (its place write may not have). Should
+        // it fail, the fan's pending claim expires and their next join issues again.
+        if let Some(place) = &registration.place {
+            TAKE_PLACE
+                .key(&place.key)
+                .arg(&registration.token)
+                .arg(&place.claim)
+                .arg(registration.place_ttl_seconds())
+                .invoke_async::<i64>(&mut self.redis.clone())
+                .await?;
+        }
+        Ok(applied)
     }
 }
 
-/// KEYS marker, issued_max, event stats, place ('' = none). ARGV marker ttl, queue
-/// number, token, the place's pending claim, place ttl. The place takes the token only
-/// if it still holds this join's claim (or nothing): a later ticket of the same fan is
-/// never overwritten.
+/// KEYS marker, issued_max, event stats (the queue's share). ARGV marker ttl, queue
+/// number.
 static REGISTER_ONCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
         if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 0 end
         redis.call('ZADD', KEYS[2], 'GT', ARGV[2], '{max}')
         redis.call('HINCRBY', KEYS[3], '{joined}', 1)
-        if KEYS[4] ~= '' then
-          local current = redis.call('GET', KEYS[4])
-          if not current or current == ARGV[4] then
-            redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[5])
-          end
-        end
         return 1
         ",
         max = ISSUED_MAX_MEMBER,
         joined = EventStats::JOINED,
     ))
+});
+
+/// KEYS place. ARGV token, the place's pending claim, ttl seconds. The place takes the
+/// token only if it still holds this join's claim (or nothing): a later ticket of the
+/// same fan is never overwritten.
+static TAKE_PLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local current = redis.call('GET', KEYS[1]) \
+         if not current or current == ARGV[2] then \
+           redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3]) return 1 end return 0",
+    )
 });
 
 /// A fan's one place (a key of [`Entrant::place_key`]) and the claim this join puts

@@ -14,8 +14,8 @@ use chrono::Utc;
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::{RedisKeys, TicketHash};
 use contract::ticket_state::seen_refresh_ms;
+use platform::redis_connection::RedisConnection;
 use platform::supervisor::Supervisor;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 /// How often the registry looks for tickets due a refresh.
@@ -88,7 +88,7 @@ impl PresenceRegistry {
     /// Refreshes due tickets until shutdown, under `supervisor`.
     pub fn start(
         &self,
-        redis: ConnectionManager,
+        redis: RedisConnection,
         keys: RedisKeys,
         catalog: LiveCatalog,
         supervisor: &Supervisor,
@@ -107,15 +107,10 @@ impl PresenceRegistry {
         });
     }
 
-    async fn refresh_due(
-        &self,
-        redis: &ConnectionManager,
-        keys: &RedisKeys,
-        catalog: &LiveCatalog,
-    ) {
+    async fn refresh_due(&self, redis: &RedisConnection, keys: &RedisKeys, catalog: &LiveCatalog) {
         let now_ms = Utc::now().timestamp_millis();
         let catalog = catalog.current();
-        let due: Vec<(Uuid, i64)> = {
+        let due: Vec<(String, i64)> = {
             let mut holders = self.lock();
             holders
                 .iter_mut()
@@ -125,20 +120,20 @@ impl PresenceRegistry {
                 })
                 .map(|(ticket_id, holder)| {
                     holder.last_seen_ms = now_ms;
-                    (*ticket_id, holder.expires_at)
+                    (keys.ticket(holder.partition, *ticket_id), holder.expires_at)
                 })
                 .collect()
         };
         for chunk in due.chunks(BATCH) {
-            let mut pipe = redis::pipe();
-            for (ticket_id, expires_at) in chunk {
-                let key = keys.ticket(*ticket_id);
-                pipe.hset(&key, TicketHash::SEEN, now_ms)
-                    .ignore()
-                    .expire_at(&key, *expires_at)
-                    .ignore();
+            let mut refreshes = Vec::with_capacity(chunk.len() * 2);
+            for (key, expires_at) in chunk {
+                let mut expire = redis::cmd("EXPIREAT");
+                expire.arg(key).arg(*expires_at);
+                refreshes.extend([redis::Cmd::hset(key, TicketHash::SEEN, now_ms), expire]);
             }
-            if let Err(error) = pipe.query_async::<()>(&mut redis.clone()).await {
+            // A cluster gets one pipeline per slot (the tickets of many queues).
+            let refreshed = redis.clone().send_grouped(&refreshes).await;
+            if let Err(error) = refreshed {
                 tracing::warn!(%error, tickets = chunk.len(), "cannot refresh streaming holders");
             }
         }

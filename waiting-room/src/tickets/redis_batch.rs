@@ -10,8 +10,8 @@
 //! sends the lot, and while that pipeline is in flight the next batch gathers. Alone,
 //! a request costs one extra task hop.
 
+use platform::redis_connection::RedisConnection;
 use platform::supervisor::Supervisor;
-use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,7 +34,7 @@ struct Request {
 impl RedisBatcher {
     /// Starts the batching task under `supervisor`. It runs until the last handle is
     /// dropped (after shutdown, once no request can queue any more).
-    pub fn start(redis: ConnectionManager, supervisor: &Supervisor) -> Self {
+    pub fn start(redis: RedisConnection, supervisor: &Supervisor) -> Self {
         let (requests, queued) = mpsc::channel(QUEUE_CAPACITY);
         supervisor.spawn("redis batcher", async move {
             send_batches(redis, queued).await;
@@ -44,7 +44,7 @@ impl RedisBatcher {
     }
 
     /// Sends `commands` with the next batch, in order and together (a MULTI/EXEC among
-    /// them stays whole), and returns one reply per command; a command the server
+    /// them stays whole; its keys must share a slot), and returns one reply per command; a command the server
     /// refused replies with its [`Value::ServerError`].
     pub async fn send(&self, commands: Vec<Cmd>) -> RedisResult<Vec<Value>> {
         let (replies, replied) = oneshot::channel();
@@ -56,7 +56,7 @@ impl RedisBatcher {
     }
 }
 
-async fn send_batches(mut redis: ConnectionManager, mut queued: mpsc::Receiver<Request>) {
+async fn send_batches(mut redis: RedisConnection, mut queued: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH_REQUESTS);
     while let Some(first) = queued.recv().await {
         batch.push(first);
@@ -70,22 +70,15 @@ async fn send_batches(mut redis: ConnectionManager, mut queued: mpsc::Receiver<R
         // A request whose caller went away (its client disconnected) is not sent: a
         // claim nobody will use would hold the user's place until it expires.
         batch.retain(|request| !request.replies.is_closed());
-        let mut pipeline = redis::pipe();
+        let mut commands = Vec::new();
         let mut counts = Vec::with_capacity(batch.len());
         for request in &mut batch {
             counts.push(request.commands.len());
-            for command in std::mem::take(&mut request.commands) {
-                pipeline.add_command(command);
-            }
+            commands.append(&mut request.commands);
         }
         metrics::histogram!("waiting_room_redis_batch_requests").record(batch.len() as f64);
-        let sent = if pipeline.is_empty() {
-            Ok(Vec::new())
-        } else {
-            redis
-                .req_packed_commands(&pipeline, 0, pipeline.len())
-                .await
-        };
+        // A cluster gets one pipeline per slot (a request's transaction stays whole).
+        let sent = redis.send_grouped(&commands).await;
         match sent {
             Ok(replies) => {
                 let mut replies = replies.into_iter();

@@ -16,9 +16,9 @@ use std::time::Duration;
 use contract::redis_schema::RedisKeys;
 use contract::serving_announcement::ServingAnnouncement;
 use futures::StreamExt;
+use platform::redis_connection::{RedisClient, RedisConnection};
 use platform::retry::retry_until_ok;
 use platform::supervisor::Supervisor;
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -38,10 +38,11 @@ pub struct ServingFeed {
 impl ServingFeed {
     /// Subscribes to the deployment's serving channel and keeps doing so (reconnecting
     /// with backoff) until shutdown, under `supervisor`; `client` opens the
-    /// subscription's own connection.
+    /// subscription's own connection (to any node of a cluster, which forwards every
+    /// message to all of them: the next one after a node fails).
     pub fn start(
-        client: redis::Client,
-        redis: ConnectionManager,
+        client: RedisClient,
+        redis: RedisConnection,
         keys: RedisKeys,
         partitions: i32,
         supervisor: &Supervisor,
@@ -129,22 +130,30 @@ impl ServingFeed {
 
     async fn run(
         self,
-        client: redis::Client,
-        redis: ConnectionManager,
+        client: RedisClient,
+        redis: RedisConnection,
         keys: RedisKeys,
         shutdown: CancellationToken,
     ) {
         let channel = keys.serving_channel();
+        let mut nodes = client.subscribers().into_iter().cycle();
         let mut first = true;
         loop {
             let subscribed = retry_until_ok(
                 "the serving channel",
                 Duration::from_secs(2),
                 &shutdown,
-                || async {
-                    let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(&channel).await?;
-                    Ok::<_, redis::RedisError>(pubsub)
+                || {
+                    let node = nodes.next();
+                    let channel = &channel;
+                    async move {
+                        let node = node.ok_or_else(|| {
+                            redis::RedisError::from((redis::ErrorKind::Client, "no Redis node"))
+                        })?;
+                        let mut pubsub = node.get_async_pubsub().await?;
+                        pubsub.subscribe(channel).await?;
+                        Ok::<_, redis::RedisError>(pubsub)
+                    }
                 },
             )
             .await;
@@ -175,7 +184,7 @@ impl ServingFeed {
     /// Publishes each queue's current counter as read from Redis (an announcement with
     /// an empty reached range: streams the counter passed, deferred ones included, look
     /// their outcome up).
-    async fn resync(&self, redis: &ConnectionManager, keys: &RedisKeys) {
+    async fn resync(&self, redis: &RedisConnection, keys: &RedisKeys) {
         let queues = self.snapshot();
         let partitions = (0..queues.len()).filter_map(|index| i32::try_from(index).ok());
         let serving_keys: Vec<String> = partitions.clone().map(|p| keys.serving(p)).collect();
