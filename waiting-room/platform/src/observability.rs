@@ -1,12 +1,15 @@
 //! Logs and metrics: `tracing` subscriber set-up, the process-wide Prometheus recorder,
 //! and the HTTP layer that gives every request a span and request metrics.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -55,20 +58,57 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// Middleware: one span and one latency observation per request, labelled by the
 /// matched route template (never the raw path, which would explode label cardinality).
 pub async fn track_http(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = request.method().clone();
     let span = tracing::info_span!("http_request", %method, %route, status = tracing::field::Empty);
     let started = Instant::now();
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
-    let status = response.status().as_u16().to_string();
-    span.record("status", status.as_str());
-    let elapsed = started.elapsed().as_secs_f64();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed);
+    let status = response.status();
+    span.record("status", status.as_u16());
+    let metrics = RequestMetrics::of(route, &method, status);
+    metrics.requests.increment(1);
+    metrics.duration.record(started.elapsed());
     response
+}
+
+/// The request counter and latency histogram of one route, method and status.
+#[derive(Clone)]
+struct RequestMetrics {
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// Registered handles by method and status, then route: registering builds the labels
+/// and hashes the key on every call, a cost each request paid twice.
+type RequestMetricsCache = HashMap<(Method, StatusCode), HashMap<Box<str>, RequestMetrics>>;
+
+impl RequestMetrics {
+    fn of(route: &str, method: &Method, status: StatusCode) -> Self {
+        static CACHE: LazyLock<RwLock<RequestMetricsCache>> = LazyLock::new(Default::default);
+        let cached = CACHE
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(method.clone(), status))
+            .and_then(|routes| routes.get(route))
+            .cloned();
+        cached.unwrap_or_else(|| {
+            let labels = [
+                ("method", method.as_str().to_owned()),
+                ("route", route.to_owned()),
+                ("status", status.as_str().to_owned()),
+            ];
+            let registered = Self {
+                requests: metrics::counter!("http_requests_total", &labels),
+                duration: metrics::histogram!("http_request_duration_seconds", &labels),
+            };
+            CACHE
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry((method.clone(), status))
+                .or_default()
+                .insert(route.into(), registered.clone());
+            registered
+        })
+    }
 }
