@@ -55,13 +55,14 @@
 #                            around each fault; chaos-load --help lists the rest.
 #
 #   DURATION=15 (seconds per run)  REPEATS=3 (k6 runs per target and level)
-#   LEVELS="64 256 1024"  RATE=1500 (arrival-rate peak)
+#   LEVELS="64 256 1024"  WRK_LEVELS="64 256" (wrk connections)  RATE=1500 (arrival-rate peak)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 DURATION=${DURATION:-15}
 REPEATS=${REPEATS:-3}
 LEVELS=${LEVELS:-64 256 1024}
+WRK_LEVELS=${WRK_LEVELS:-64 256}
 RATE=${RATE:-1500}
 OUT="$ROOT/docs/benchmarks.md"
 
@@ -166,11 +167,15 @@ bench_queue_entry() {
     ratio+="$c connections: $(python3 -c "print('%.0f%%' % (100 * ${join%%|*} / max(1, ${health%%|*})))"); "
     cpu+="| $c | $(python3 -c "m=max(1,$machine); print(' | '.join('%.0f%%' % (100*x/m) for x in ($server, $tansu, $redis, m-$server-$tansu-$redis)))") |"$'\n'
   done
-  say "wrk: ceiling with a lighter generator, 256 connections, ${DURATION}s each"
-  wrk -t2 -c256 -d"${DURATION}s" --latency "$base/healthz" >"$tmp/wrk-health.txt"
-  wrk -t2 -c256 -d"${DURATION}s" --latency -s k6/wrk-join.lua "$base/v1/events/$event/tickets" -- "$run_id" >"$tmp/wrk-join.txt"
-  local wrk_health wrk_join
-  wrk_health=$(wrk_row "$tmp/wrk-health.txt"); wrk_join=$(wrk_row "$tmp/wrk-join.txt")
+  local wrk_rows="" wrk_ratio="" wrk_health wrk_join
+  for c in $WRK_LEVELS; do
+    say "wrk: ceiling with a lighter generator, $c connections, ${DURATION}s each"
+    wrk -t2 -c"$c" -d"${DURATION}s" --latency "$base/healthz" >"$tmp/wrk-health-$c.txt"
+    wrk -t2 -c"$c" -d"${DURATION}s" --latency -s k6/wrk-join.lua "$base/v1/events/$event/tickets" -- "$run_id-$c" >"$tmp/wrk-join-$c.txt"
+    wrk_health=$(wrk_row "$tmp/wrk-health-$c.txt"); wrk_join=$(wrk_row "$tmp/wrk-join-$c.txt")
+    wrk_rows+="| healthz | wrk | $c | $(wrk_cells "$wrk_health") |"$'\n'"| join | wrk | $c | $(wrk_cells "$wrk_join") |"$'\n'
+    wrk_ratio+="$(python3 -c "print('%.0f%%' % (100 * ${wrk_join%%|*} / max(1, ${wrk_health%%|*})))") at $c connections; "
+  done
   say "k6: ramping arrival rate to $RATE/s with thresholds (p95 < 15 ms, p99 < 25 ms, errors < 0.1%)"
   local verdict=passed
   k6 run --quiet --summary-export "$tmp/rate.json" -e BASE_URL="$base" -e EVENT_ID="$event" -e MODE=rate \
@@ -189,11 +194,10 @@ bench_queue_entry() {
     echo "| target | generator | connections | req/s (median) | req/s range | p50 ms | p95 (k6) / p90 (wrk) ms | p99 ms | errors |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     printf '%s' "$rows"
-    echo "| healthz | wrk | 256 | $(wrk_cells "$wrk_health") |"
-    echo "| join | wrk | 256 | $(wrk_cells "$wrk_join") |"
+    printf '%s' "$wrk_rows"
     echo
     echo "Join throughput as a share of /healthz (k6, medians): $ratio"
-    echo "wrk: $(python3 -c "print('%.0f%%' % (100 * ${wrk_join%%|*} / max(1, ${wrk_health%%|*})))") at 256 connections."
+    echo "wrk: $wrk_ratio"
     echo
     echo "CPU during the k6 join runs, as a share of all busy CPU on the machine:"
     echo
