@@ -12,7 +12,8 @@
 //! counters carry the queue's tag `{qN}`; a fan's places carry the event's tag
 //! `{e:ID}` (so one SCAN on one node finds an event's places); a client's rate limits
 //! carry the client's `{c:IP}`. An event's counters are kept per queue (an event moved
-//! to another queue leaves its issued tickets behind): readers add up its shares.
+//! to another queue leaves its issued tickets behind): readers add up its shares, in
+//! its current queue and those it had before (`{p}:{e:ID}:queues`).
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
@@ -27,6 +28,7 @@
 //! | `{p}:{qN}:e:{event_id}:stats` | hash | [`EventStats`] fields counted in queue N |
 //! | `{p}:{e:ID}:u:{user_id}` | string | the user's ticket token for event ID (or a pending claim) |
 //! | `{p}:{e:ID}:v:{issuer length}:{issuer}:{subject}` | string | the same, for a fan an enqueue token vouched for |
+//! | `{p}:{e:ID}:queues` | set | the partitions event ID had before its current one (its counters have a share in each) |
 //! | `{p}:{e:ID}:rl:e` | string | join rate limit of the event: joins counted in the current window |
 //! | `{p}:{c:IP}:rl:ce:{event_id}`, `{p}:{c:IP}:rl:c` | string | the client's join rate limits, per event and overall |
 //! | `{p}:pow:{nonce}` | string | a spent proof-of-work challenge, until it expires |
@@ -268,6 +270,12 @@ impl RedisKeys {
     /// ticket keys from ticket ids appends the id to this.
     pub fn ticket_key_prefix(&self, partition: i32) -> String {
         self.queue_key(partition, "t:")
+    }
+
+    /// The queues event `event_id` had before its current one (a set of partitions):
+    /// its counters have a share in each.
+    pub fn event_queues(&self, event_id: &str) -> String {
+        format!("{}queues", self.event_prefix(event_id))
     }
 
     /// The place of a fan who typed `user_id` in event `event_id`.

@@ -361,14 +361,39 @@ impl TicketStore {
         Ok(None)
     }
 
+    /// Remembers that event `event_id` had tickets in queue `partition` (it is moving
+    /// to another queue, or giving this one back): its counters keep a share there.
+    pub async fn remember_queue(&self, event_id: &str, partition: i32) -> RedisResult<()> {
+        redis::Cmd::sadd(self.keys.event_queues(event_id), partition)
+            .query_async(&mut self.redis.clone())
+            .await
+    }
+
+    /// Every queue event `event_id` has had tickets in: `current` and those remembered.
+    pub async fn event_queues(
+        &self,
+        event_id: &str,
+        current: Option<i32>,
+    ) -> RedisResult<Vec<i32>> {
+        let mut partitions: Vec<i32> = redis::Cmd::smembers(self.keys.event_queues(event_id))
+            .query_async(&mut self.redis.clone())
+            .await?;
+        partitions.extend(current);
+        partitions.sort_unstable();
+        partitions.dedup();
+        Ok(partitions)
+    }
+
     /// Event `event_id`'s counters ([`EventStats`] fields): the sum of its shares in
-    /// queues `partitions` (every queue it may have had tickets in).
+    /// every queue it has had (`current` and those remembered).
     pub async fn event_counters(
         &self,
         event_id: &str,
-        partitions: impl IntoIterator<Item = i32>,
+        current: Option<i32>,
     ) -> RedisResult<Vec<(String, i64)>> {
-        let reads: Vec<redis::Cmd> = partitions
+        let reads: Vec<redis::Cmd> = self
+            .event_queues(event_id, current)
+            .await?
             .into_iter()
             .map(|partition| redis::Cmd::hgetall(self.keys.event_stats(partition, event_id)))
             .collect();

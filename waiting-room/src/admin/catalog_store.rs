@@ -257,15 +257,18 @@ impl CatalogChange {
     }
 
     /// Takes `partition` back from its (closed) events; they keep everything else.
-    pub async fn release_partition(&mut self, partition: i32) -> Result<(), WaitingRoomError> {
-        sqlx::query(
+    /// Returns those events.
+    pub async fn release_partition(
+        &mut self,
+        partition: i32,
+    ) -> Result<Vec<String>, WaitingRoomError> {
+        sqlx::query_scalar(
             "UPDATE events SET partition = NULL, updated_at = now()
-             WHERE partition = $1 AND state = 'closed'",
+             WHERE partition = $1 AND state = 'closed' RETURNING event_id",
         )
         .bind(partition)
-        .execute(&mut *self.transaction)
+        .fetch_all(&mut *self.transaction)
         .await
-        .map(drop)
         .map_err(internal)
     }
 

@@ -276,7 +276,7 @@ pub async fn delete_event(
     // Before the commit, under the lock: an event created again under this id (which
     // waits for the lock) starts from nothing, without this one's counters or fans'
     // old tickets standing in their places.
-    forget_event(&state, event_id).await?;
+    forget_event(&state, event_id, existing.partition).await?;
     change.commit(&state.catalog).await?;
     tracing::info!(event_id, partition = ?existing.partition, "event deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -284,13 +284,24 @@ pub async fn delete_event(
 
 /// Removes an event's counters and its fans' places from Redis, scanning in steps (the
 /// instance may hold millions of keys).
-async fn forget_event(state: &SharedState, event_id: &str) -> Result<(), WaitingRoomError> {
+async fn forget_event(
+    state: &SharedState,
+    event_id: &str,
+    current: Option<i32>,
+) -> Result<(), WaitingRoomError> {
     let keys = state.tickets.keys();
     let mut redis = state.redis.clone();
-    // Its counters' shares in every queue; then its places, all in the event's slot.
-    let mut forgotten: Vec<String> = (0..state.partition_count())
+    // Its counters' shares in every queue it had; then its places, all in its slot.
+    let queues = state
+        .tickets
+        .event_queues(event_id, current)
+        .await
+        .map_err(|error| state.store_unavailable(error))?;
+    let mut forgotten: Vec<String> = queues
+        .into_iter()
         .map(|partition| keys.event_stats(partition, event_id))
         .collect();
+    forgotten.push(keys.event_queues(event_id));
     for pattern in keys.event_place_patterns(event_id) {
         let mut cursor = 0u64;
         loop {
@@ -319,6 +330,20 @@ async fn forget_event(state: &SharedState, event_id: &str) -> Result<(), Waiting
         }
     }
     Ok(())
+}
+
+/// Keeps the share of an event's counters in a queue it leaves (see
+/// `TicketStore::remember_queue`).
+async fn remember_queue(
+    state: &SharedState,
+    event_id: &str,
+    partition: i32,
+) -> Result<(), WaitingRoomError> {
+    state
+        .tickets
+        .remember_queue(event_id, partition)
+        .await
+        .map_err(|error| state.store_unavailable(error))
 }
 
 /// Configuration plus live statistics of one event.
@@ -405,7 +430,9 @@ async fn default_partition(
     }
     for partition in change.settled_partitions(state.event_settle).await? {
         if stats::queue_load(state, partition).await?.drained() {
-            change.release_partition(partition).await?;
+            for event_id in change.release_partition(partition).await? {
+                remember_queue(state, &event_id, partition).await?;
+            }
             change.reset_queue(partition).await?;
             tracing::info!(
                 partition,
@@ -554,6 +581,9 @@ pub async fn put_partition(
         if let Some(existing) = change.existing_event(event_id.as_str()).await? {
             if existing.partition != Some(partition) && existing.queue_fixed(Utc::now()) {
                 return Err(WaitingRoomError::QueueFixedBySchedule(event_id.to_string()));
+            }
+            if let Some(old) = existing.partition.filter(|old| *old != partition) {
+                remember_queue(&state, event_id.as_str(), old).await?;
             }
         }
         if !change.move_event(event_id.as_str(), partition).await? {

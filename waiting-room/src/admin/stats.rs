@@ -112,7 +112,7 @@ pub async fn event_stats(
 ) -> Result<EventStatsView, WaitingRoomError> {
     let event_counters = state
         .tickets
-        .event_counters(event_id, 0..state.partition_count())
+        .event_counters(event_id, queue_config.map(|queue| queue.partition))
         .await
         .map_err(|error| state.store_unavailable(error))?;
     let counter = |name: &str| {
