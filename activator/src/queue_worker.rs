@@ -30,7 +30,7 @@ use contract::kafka_connection::KafkaConnection;
 use contract::live_catalog::LiveCatalog;
 use contract::redis_schema::{QueueStats, RedisKeys};
 use contract::serving_announcement::ServingAnnouncement;
-use platform::redis_connection::RedisConnection;
+use platform::redis_connection::{replies_or_refusal, RedisConnection};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
@@ -705,22 +705,24 @@ impl QueueWorker {
             active_until_ms: (outcome.activated > 0).then_some(active_until_ms),
             rate_per_second,
         };
-        let result: redis::RedisResult<()> = redis::pipe()
-            .hset_multiple(
-                context.keys.queue_stats(self.partition),
-                &[
-                    (QueueStats::RATE, rate_per_second.to_string()),
-                    (
-                        QueueStats::RATE_AT,
-                        Utc::now().timestamp_millis().to_string(),
-                    ),
-                ],
-            )
-            .ignore()
-            .publish(context.keys.serving_channel(), announcement.to_json())
-            .ignore()
-            .query_async(&mut context.redis.clone())
-            .await;
+        let rate = redis::Cmd::hset_multiple(
+            context.keys.queue_stats(self.partition),
+            &[
+                (QueueStats::RATE, rate_per_second.to_string()),
+                (
+                    QueueStats::RATE_AT,
+                    Utc::now().timestamp_millis().to_string(),
+                ),
+            ],
+        );
+        let publish = redis::Cmd::publish(context.keys.serving_channel(), announcement.to_json());
+        // Two slots in a cluster (the channel's name has one too): grouped, not piped.
+        let result = context
+            .redis
+            .clone()
+            .send_grouped(&[rate, publish])
+            .await
+            .and_then(replies_or_refusal);
         if let Err(error) = result {
             // Streams resynchronise on the next announcement; the state itself is stored.
             tracing::warn!(partition = self.partition, %error, "cannot announce the serving counter");

@@ -171,6 +171,18 @@ impl RedisConnection {
     }
 }
 
+/// Replies of [`RedisConnection::send_grouped`] (or a pipeline), unless the server refused
+/// one of the commands: then the first refusal.
+pub fn replies_or_refusal(replies: Vec<Value>) -> RedisResult<Vec<Value>> {
+    match replies
+        .iter()
+        .find(|reply| matches!(reply, Value::ServerError(_)))
+    {
+        Some(Value::ServerError(error)) => Err(error.clone().into()),
+        _ => Ok(replies),
+    }
+}
+
 /// The indices of `commands` per slot, in order; a `MULTI`..`EXEC` run counts as one
 /// command, in the slot of its first keyed command.
 fn slot_groups(commands: &[Cmd]) -> Vec<(u16, Vec<usize>)> {

@@ -27,7 +27,8 @@ use contract::redis_schema::RedisKeys;
 use ipnet::IpNet;
 use redis::{Cmd, RedisResult};
 
-use super::redis_batch::{replies, RedisBatcher};
+use super::redis_batch::RedisBatcher;
+use platform::redis_connection::replies_or_refusal;
 
 const MAX_WINDOW_MS: u64 = 86_400_000;
 
@@ -159,7 +160,7 @@ impl RateLimiter {
             open.arg(key).arg(limit.window_ms()).arg("NX");
             commands.extend([Cmd::incr(key, 1), open, Cmd::pttl(key)]);
         }
-        let replies = replies(self.batcher.send(commands).await?)?;
+        let replies = replies_or_refusal(self.batcher.send(commands).await?)?;
         let mut refusal: Option<Refusal> = None;
         for ((scope, limit, _), window) in limits.iter().zip(replies.chunks(3)) {
             let [counted, _, remaining_ms] = window else {

@@ -10,7 +10,7 @@
 //! sends the lot, and while that pipeline is in flight the next batch gathers. Alone,
 //! a request costs one extra task hop.
 
-use platform::redis_connection::RedisConnection;
+use platform::redis_connection::{replies_or_refusal, RedisConnection};
 use platform::supervisor::Supervisor;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -108,20 +108,9 @@ fn stopped() -> RedisError {
     RedisError::from((ErrorKind::Client, "the Redis batching task has stopped"))
 }
 
-/// A request's replies, unless any of its commands failed.
-pub fn replies(replies: Vec<Value>) -> RedisResult<Vec<Value>> {
-    match replies
-        .iter()
-        .find(|reply| matches!(reply, Value::ServerError(_)))
-    {
-        Some(Value::ServerError(error)) => Err(error.clone().into()),
-        _ => Ok(replies),
-    }
-}
-
 /// The last reply of a request, parsed, unless any of its commands failed.
 pub fn last_reply<T: FromRedisValue>(replies: Vec<Value>) -> RedisResult<T> {
-    let last = self::replies(replies)?
+    let last = replies_or_refusal(replies)?
         .pop()
         .ok_or_else(|| RedisError::from((ErrorKind::Client, "a batched request had no reply")))?;
     Ok(redis::from_redis_value(last)?)
