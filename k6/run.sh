@@ -9,6 +9,14 @@
 #   k6/run.sh drain          activator drain speed when unthrottled (Rust tool:
 #                            activator/examples/drain_bench.rs), DRAIN_TICKETS=200000
 #
+#   k6/run.sh many-queues    one activator owning MANY_QUEUES_LEVELS="10 100 1000" live
+#                            queues in turn (Rust tool: activator/examples/many_queues.rs,
+#                            on a private Tansu and Redis): tick lateness p50/p99, Redis
+#                            commands/s, Redis's and the activator's CPU while tickets
+#                            arrive at MANY_QUEUES_JOIN_RATE=1000/s over all queues,
+#                            every queue ticking every MANY_QUEUES_INTERVAL_MS=1000 for
+#                            MANY_QUEUES_SECONDS=30 after MANY_QUEUES_WARMUP=10
+#
 #   k6/run.sh sse            SSE_STREAMS=20000 live ticket streams on one waiting-room
 #                            while the activator drains them (Rust tool: e2e sse-load):
 #                            connects, tick-to-client delay, terminal events, server RSS
@@ -244,6 +252,48 @@ bench_drain() {
     echo "measured from the serving counter's first move to its last."
     echo
     echo "Result: \`$line\` (tickets drained, seconds, tickets per second)."
+  } >>"$OUT"
+  say "results appended to docs/benchmarks.md"
+}
+
+bench_many_queues() {
+  local levels=${MANY_QUEUES_LEVELS:-10 100 1000} rows="" queues line target=${CARGO_TARGET_DIR:-target}
+  cargo build --quiet --release -p activator --bin activator --example many_queues
+  # Every partition is a queue with a worker: a thousand of them need descriptors to spare.
+  ulimit -n "$(ulimit -Hn)"
+  for queues in $levels; do
+    say "many queues: $queues queues, ${MANY_QUEUES_SECONDS:-30} s measured"
+    line=$(MANY_QUEUES=$queues ACTIVATOR_BIN="$target/release/activator" \
+      "$target/release/examples/many_queues" | tail -n 1)
+    echo "$line"
+    rows+=$(python3 - "$line" <<'PY'
+import sys
+v = dict(part.split("=", 1) for part in sys.argv[1].split())
+print("| %s | %s | %s / %s | %s / %s | %s | %s | %s | %s | %s |" % (
+    v["queues"], v["ticks_per_s"], v["lateness_p50_ms"], v["lateness_p99_ms"],
+    v["duration_p50_ms"], v["duration_p99_ms"], v["redis_round_trips_per_s"],
+    v["redis_ops_per_s"], v["redis_cpu"],
+    v["activator_cpu"], "yes" if v["drained"] == "true" else "NO"))
+PY
+)$'\n'
+  done
+  {
+    echo
+    echo "## many-queues, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo "Machine: $(machine_line). One activator process owning every queue, on a Tansu and a"
+    echo "Redis of the tool's own; every queue ticks every ${MANY_QUEUES_INTERVAL_MS:-1000} ms (batch 100) while"
+    echo "${MANY_QUEUES_JOIN_RATE:-1000} tickets/s arrive round robin over all queues (every fourth partition"
+    echo "shared by two events). ${MANY_QUEUES_SECONDS:-30} s measured after ${MANY_QUEUES_WARMUP:-10} s of warm-up. Tick lateness: from the instant"
+    echo "a tick was due to the instant it starts; duration: the tick's own work (its Redis"
+    echo "round trips). Quantiles from the activator's histograms, summed over the queues."
+    echo "Redis requests/s: the activator's round trips (scripts, announcement pipelines, journal"
+    echo "reads); commands/s: \`total_commands_processed\` less the tool's own, counting what the"
+    echo "scripts run. CPU in % of one core."
+    echo
+    echo "| queues | ticks/s | lateness p50 / p99 ms | duration p50 / p99 ms | Redis requests/s | Redis commands/s | Redis CPU | activator CPU | every ticket activated |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s' "$rows"
   } >>"$OUT"
   say "results appended to docs/benchmarks.md"
 }
@@ -793,6 +843,11 @@ case "${1:-}" in
     ensure_tools
     bench_soak
     ;;
+  many-queues)
+    # Only PostgreSQL is shared (a fresh database); broker and Redis are the tool's own.
+    eval "$(deploy/local.sh env)"
+    bench_many_queues
+    ;;
   challenge)
     bench_challenge
     ;;
@@ -815,5 +870,5 @@ case "${1:-}" in
     # Called by chaos-load with the chaos stack's variables: one fault, over when it returns.
     chaos_fault "$2"
     ;;
-  *) sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,62p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -20,7 +20,7 @@
 //! offset inside it until all of it is reached, so a crash neither skips nor repeats
 //! anyone.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -213,11 +213,19 @@ impl QueueWorker {
                     }
                 }
                 () = tokio::time::sleep_until(tick_at.into()), if can_tick => {
+                    // Tick lateness: from the instant the tick was due (its place on the
+                    // queue's grid, or the idle check's) to the instant it starts running;
+                    // the tick's own Redis and Kafka work is its duration, measured apart.
                     let lateness = Instant::now().saturating_duration_since(tick_at);
                     let span = tracing::info_span!("activation_tick", partition, mode = ?queue.mode);
                     self.tick(&queue, &schedule, lateness).instrument(span).await;
                     self.last_tick = Instant::now();
-                    self.next_tick = (self.next_tick + tick_interval(&queue)).max(Instant::now());
+                    let interval = tick_interval(&queue);
+                    self.next_tick = on_grid(
+                        (self.next_tick + interval).max(Instant::now()),
+                        interval,
+                        self.partition,
+                    );
                 }
                 () = sleep_until_stalled(self.reread.stalled_at()), if self.reread.pending.is_some() => {
                     if let Some((gap_at, _)) = self.reread.pending {
@@ -787,11 +795,70 @@ async fn sleep_until_stalled(stalled: Option<(i64, Instant)>) {
     }
 }
 
+/// The first instant at or after `at` on the queue's tick grid: every `interval` from
+/// a phase of its own. Queues with the same interval whose workers started together (an
+/// assignment of hundreds of partitions at once) would otherwise tick in the same
+/// instant forever, and the last of such a burst runs late by the whole burst's work;
+/// on the grid their ticks are spread evenly over the interval.
+fn on_grid(at: Instant, interval: Duration, partition: i32) -> Instant {
+    static ANCHOR: LazyLock<Instant> = LazyLock::new(Instant::now);
+    let period = interval.as_nanos();
+    if period == 0 {
+        return at;
+    }
+    // Consecutive partitions land far apart (the golden ratio's fractional part).
+    let phase = (u128::from(partition.unsigned_abs()) * 618_034 % 1_000_000) * period / 1_000_000;
+    let first = *ANCHOR + Duration::from_nanos(u64::try_from(phase).unwrap_or(0));
+    if at <= first {
+        return first;
+    }
+    let into_period = (at - first).as_nanos() % period;
+    let wait = if into_period == 0 {
+        0
+    } else {
+        period - into_period
+    };
+    at + Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX))
+}
+
 fn tick_interval(queue: &QueueConfig) -> Duration {
     let interval = Duration::from_millis(u64::from(queue.activation.interval_ms));
     if queue.mode == QueueMode::Passthrough {
         interval.min(PASSTHROUGH_TICK)
     } else {
         interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::on_grid;
+
+    #[test]
+    fn a_queue_ticks_every_interval_and_queues_are_spread_over_it() {
+        let interval = Duration::from_millis(1000);
+        let start = Instant::now();
+        let first = on_grid(start, interval, 7);
+        assert!(first >= start && first < start + interval);
+        assert_eq!(
+            on_grid(first, interval, 7),
+            first,
+            "a grid point is on the grid"
+        );
+        assert_eq!(on_grid(first + interval, interval, 7), first + interval);
+        assert_eq!(
+            on_grid(first + Duration::from_millis(1), interval, 7),
+            first + interval
+        );
+        // A thousand queues started together: no 10 ms of the interval holds more than a
+        // few of their ticks.
+        let mut per_slot = [0_u32; 100];
+        for partition in 0..1000 {
+            let due = on_grid(start, interval, partition).duration_since(start);
+            per_slot[(due.as_millis() / 10) as usize] += 1;
+        }
+        assert!(per_slot.iter().all(|&ticks| ticks <= 20), "{per_slot:?}");
     }
 }

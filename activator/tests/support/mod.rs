@@ -96,38 +96,59 @@ async fn produce(
     event_id: &str,
     ticket_ids: Vec<Uuid>,
 ) -> Vec<(i64, Uuid)> {
-    let count = ticket_ids.len();
+    let tickets: Vec<(i32, String, Uuid)> = ticket_ids
+        .into_iter()
+        .map(|ticket_id| (partition, event_id.to_owned(), ticket_id))
+        .collect();
+    produce_all(env, &tickets)
+        .await
+        .into_iter()
+        .map(|(_, offset, ticket_id)| (offset, ticket_id))
+        .collect()
+}
+
+/// Appends ticket records (partition, event, ticket id) with one producer, in the order
+/// given within each partition; returns (partition, queue number, ticket id) by
+/// partition and queue number.
+pub async fn produce_all(env: &TestEnv, tickets: &[(i32, String, Uuid)]) -> Vec<(i32, i64, Uuid)> {
     let config = kafka::producer_config(&env.common.kafka, 5, Duration::from_secs(10));
     let producer = DurableProducer::new(config).expect("producer");
-    let mut produced = Vec::with_capacity(count);
+    let mut produced = Vec::with_capacity(tickets.len());
     // Tansu's memory engine sets the high watermark to the base offset of the last batch
     // plus one, hiding the rest of that batch from consumers that start past it (e.g. a
-    // restarted activator). The last ticket goes alone, as its own batch, so the
-    // watermark covers every ticket.
-    let (most, last) = ticket_ids.split_at(count.saturating_sub(1));
-    for chunk in most.chunks(1000).chain([last]) {
-        let sends = chunk.iter().map(|&ticket_id| {
+    // restarted activator). Each partition's last ticket goes alone, as its own batch, so
+    // the watermark covers every ticket.
+    let mut last_of = std::collections::HashMap::new();
+    for (index, (partition, _, _)) in tickets.iter().enumerate() {
+        last_of.insert(*partition, index);
+    }
+    let (lasts, most): (Vec<_>, Vec<_>) = tickets
+        .iter()
+        .enumerate()
+        .partition(|(index, (partition, _, _))| last_of[partition] == *index);
+    for chunk in most.chunks(1000).chain([lasts.as_slice()]) {
+        let sends = chunk.iter().map(|(_, (partition, event_id, ticket_id))| {
             let record =
-                TicketRecord::new(ticket_id, event_id.to_owned(), None, Utc::now()).to_json();
+                TicketRecord::new(*ticket_id, event_id.clone(), None, Utc::now()).to_json();
             let producer = &producer;
             let topic = env.common.tickets_topic.as_str();
             async move {
                 let acknowledged = producer
                     .send(
                         topic,
-                        Some(partition),
+                        Some(*partition),
                         event_id,
                         &record,
                         Duration::from_secs(10),
                     )
                     .await
                     .expect("produce a ticket");
-                (acknowledged.offset, ticket_id)
+                (*partition, acknowledged.offset, *ticket_id)
             }
         });
         produced.extend(futures::future::join_all(sends).await);
     }
-    produced.sort_by_key(|(offset, _)| *offset);
+    produced.sort_unstable();
     produced
 }
 
