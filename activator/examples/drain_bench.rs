@@ -49,7 +49,8 @@ async fn main() {
     .expect("producer");
     let started = Instant::now();
     let ticket_ids: Vec<Uuid> = (0..=tickets).map(|_| Uuid::now_v7()).collect();
-    env.mark_received(0, &ticket_ids).await;
+    let received: Vec<(i32, Uuid)> = ticket_ids.iter().map(|id| (0, *id)).collect();
+    env.mark_received(&received).await;
     let (most, last) = ticket_ids.split_at(tickets);
     for chunk in most.chunks(10_000) {
         let sends = chunk.iter().map(|&ticket_id| {

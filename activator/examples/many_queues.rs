@@ -224,7 +224,7 @@ async fn wait_for_counters(env: &TestEnv, queues: i32) {
 /// Appends `rate` tickets a second, round robin over the partitions, until `stop`.
 async fn produce(
     common: contract::config::CommonConfig,
-    mut redis: redis::aio::ConnectionManager,
+    mut redis: platform::redis_connection::RedisConnection,
     keys: contract::redis_schema::RedisKeys,
     rate: u64,
     marked: Arc<AtomicU64>,
@@ -253,13 +253,20 @@ async fn produce(
                 (partition, event, Uuid::now_v7())
             })
             .collect();
-        let mut pipe = redis::pipe();
-        for (_, _, ticket_id) in &tickets {
-            pipe.hset(keys.ticket(*ticket_id), TicketHash::SEEN, now_ms)
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut redis)
+        let marks: Vec<redis::Cmd> = tickets
+            .iter()
+            .map(|(partition, _, ticket_id)| {
+                redis::Cmd::hset(
+                    keys.ticket(*partition, *ticket_id),
+                    TicketHash::SEEN,
+                    now_ms,
+                )
+            })
+            .collect();
+        redis
+            .send_grouped(&marks)
             .await
+            .and_then(platform::redis_connection::replies_or_refusal)
             .expect("mark tickets received");
         marked.fetch_add(tickets.len() as u64, Ordering::Relaxed);
         let sends = tickets.iter().map(|(partition, event, ticket_id)| {

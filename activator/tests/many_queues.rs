@@ -40,8 +40,11 @@ async fn every_queue_of_many_drains_its_line_in_order_once() {
             })
         })
         .collect();
-    let ids: Vec<Uuid> = tickets.iter().map(|(_, _, ticket_id)| *ticket_id).collect();
-    env.mark_received(&ids).await;
+    let received: Vec<(i32, Uuid)> = tickets
+        .iter()
+        .map(|(partition, _, ticket_id)| (*partition, *ticket_id))
+        .collect();
+    env.mark_received(&received).await;
     let produced = support::produce_all(&env, &tickets).await;
 
     let line_end = TICKETS_PER_QUEUE as i64;

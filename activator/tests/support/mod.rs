@@ -74,7 +74,8 @@ pub async fn produce_tickets(
     count: usize,
 ) -> Vec<(i64, Uuid)> {
     let ticket_ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
-    env.mark_received(partition, &ticket_ids).await;
+    let received: Vec<(i32, Uuid)> = ticket_ids.iter().map(|id| (partition, *id)).collect();
+    env.mark_received(&received).await;
     produce(env, partition, event_id, ticket_ids).await
 }
 

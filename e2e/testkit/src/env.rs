@@ -237,21 +237,30 @@ impl TestEnv {
     /// Records that these tickets' holders have just read them, as a status read or an
     /// open stream does (their `seen` time): the activator then treats them as received
     /// rather than deferring them as tickets nobody took. For tests and tools that append
-    /// tickets to Kafka themselves, with no fan behind them (in queue `partition`).
-    pub async fn mark_received(&self, partition: i32, ticket_ids: &[Uuid]) {
+    /// tickets to Kafka themselves, with no fan behind them (each of its queue).
+    pub async fn mark_received(&self, tickets: &[(i32, Uuid)]) {
         let keys = self.redis_keys();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis());
-        for chunk in ticket_ids.chunks(10_000) {
-            let mut pipe = redis::pipe();
-            for ticket_id in chunk {
-                pipe.hset(keys.ticket(partition, *ticket_id), TicketHash::SEEN, now_ms)
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut self.redis.clone())
+        for chunk in tickets.chunks(10_000) {
+            let marks: Vec<redis::Cmd> = chunk
+                .iter()
+                .map(|(partition, ticket_id)| {
+                    redis::Cmd::hset(
+                        keys.ticket(*partition, *ticket_id),
+                        TicketHash::SEEN,
+                        now_ms,
+                    )
+                })
+                .collect();
+            let replies = self
+                .redis
+                .clone()
+                .send_grouped(&marks)
                 .await
                 .expect("mark tickets received");
+            platform::redis_connection::replies_or_refusal(replies).expect("mark tickets received");
         }
     }
 }
