@@ -12,6 +12,8 @@
 #   k6/run.sh sse            SSE_STREAMS=20000 live ticket streams on one waiting-room
 #                            while the activator drains them (Rust tool: e2e sse-load):
 #                            connects, tick-to-client delay, terminal events, server RSS
+#                            and memory per open stream (RSS sampled before the first
+#                            stream, at SSE_RSS_AT=2000 open streams and with all open)
 #
 #   k6/run.sh seats          SEAT_VIEWERS=10000 seat-map streams (?diffs=true) on one
 #                            reservation instance while seats are held at
