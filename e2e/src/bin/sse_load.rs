@@ -110,14 +110,20 @@ async fn main() -> anyhow::Result<()> {
         args.streams
     );
 
+    // A client of its own, dropped (its idle connections closed) before the streams
+    // open: the server counts them against its connection cap until it times them out.
+    let joiner = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let tokens = join_tickets(
-        &http,
+        &joiner,
         &args.stack.waiting_room_url,
         event_id,
         args.streams,
         args.concurrency,
     )
     .await?;
+    drop(joiner);
     let ticks = listen_to_ticks(&args, partition).await?;
 
     eprintln!("opening {} streams", tokens.len());
