@@ -20,6 +20,8 @@
 #   k6/run.sh sse            SSE_STREAMS=20000 live ticket streams on one waiting-room
 #                            while the activator drains them (Rust tool: e2e sse-load):
 #                            connects, tick-to-client delay, terminal events, server RSS
+#                            and memory per open stream (RSS sampled before the first
+#                            stream, at SSE_RSS_AT=2000 open streams and with all open)
 #
 #   k6/run.sh seats          SEAT_VIEWERS=10000 seat-map streams (?diffs=true) on one
 #                            reservation instance while seats are held at
@@ -330,8 +332,10 @@ bench_sse() {
   # The tool holds one socket per stream too.
   ulimit -n "${SERVICE_NOFILE:-65536}" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
   # One socket per stream, in the server and in this tool: a machine whose hard limit
-  # cannot be raised caps the run (500 descriptors left for everything else).
-  local ceiling=$(( $(printf '%s\n' "$limit" "$(ulimit -n)" | sort -n | head -n 1) - 500 ))
+  # cannot be raised caps the run. The server serves at most its limit less 512
+  # descriptors kept for itself (MAX_CONNECTIONS), and the tool's admin requests need a
+  # connection of their own while every stream is open: 600 left for all that.
+  local ceiling=$(( $(printf '%s\n' "$limit" "$(ulimit -n)" | sort -n | head -n 1) - 600 ))
   if [ "$streams" -gt "$ceiling" ]; then
     note="Capped at $ceiling streams: this machine's hard open-files limit is $limit and cannot be raised here (SSE_STREAMS=$streams asked)."
     say "$note"

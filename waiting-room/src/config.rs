@@ -141,6 +141,12 @@ pub struct WaitingRoomConfig {
     #[arg(long, env = "STREAM_KEEPALIVE_SECONDS", default_value_t = 15)]
     pub stream_keepalive_seconds: u64,
 
+    /// Serve ticket streams off hyper, each a few hundred bytes of its own plus the
+    /// socket (hyper keeps 16 KiB of buffers per connection); `false` serves them
+    /// through hyper like every other request.
+    #[arg(long, env = "LEAN_STREAMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub lean_streams: bool,
+
     /// Reconnection delay suggested to EventSource clients (`retry:`), in milliseconds.
     #[arg(long, env = "STREAM_RETRY_MS", default_value_t = 3_000)]
     pub stream_retry_ms: u64,

@@ -62,7 +62,10 @@ pub async fn build(
 ) -> anyhow::Result<HttpServer> {
     let common = &config.common;
     let supervisor = common.supervisor(shutdown);
-    let server = common.server_settings(config.listen);
+    let mut server = common.server_settings(config.listen);
+    if config.lean_streams {
+        server.event_stream_paths = Some(tickets::stream::is_stream_path);
+    }
     // Every stream holds a connection: more streams than connections cannot be served.
     let max_streams = if config.max_streams > server.connections.max_connections {
         tracing::warn!(

@@ -5,6 +5,10 @@
 //! ticket, then opens the event so the activator drains it. For every position and
 //! terminal event a stream receives, the delay from the activation tick (the serving
 //! announcement on Redis pub/sub, received by this tool) to the stream is recorded.
+//! The streams open in stages (`--rss-at`), and the server's resident memory is sampled
+//! before the first and after each stage: the difference between two samples over the
+//! streams opened in between is the memory one more stream costs, without the process's
+//! baseline (and without what the joins left behind).
 //! Prints a Markdown report on stdout (progress goes to stderr); `k6/run.sh sse`
 //! appends it to `docs/benchmarks.md`.
 
@@ -48,9 +52,27 @@ struct Args {
     /// The waiting-room's process id, to sample its resident memory.
     #[arg(long, env = "SERVER_PID")]
     server_pid: Option<u32>,
+    /// Open-stream counts at which to pause and sample the server's RSS on the way up
+    /// (besides before the first stream and with all of them open).
+    #[arg(
+        long,
+        env = "SSE_RSS_AT",
+        value_delimiter = ',',
+        default_value = "2000"
+    )]
+    rss_at: Vec<usize>,
     /// Give up waiting for the drain after this many seconds.
     #[arg(long, env = "SSE_TIMEOUT_SECONDS", default_value_t = 300)]
     timeout_seconds: u64,
+}
+
+/// How long the server gets after a stage of connections before its RSS is read.
+const RSS_SETTLE: Duration = Duration::from_secs(1);
+
+/// The server's resident memory with `streams` streams open.
+struct RssSample {
+    streams: usize,
+    rss: Option<u64>,
 }
 
 /// What one stream saw.
@@ -88,46 +110,77 @@ async fn main() -> anyhow::Result<()> {
         args.streams
     );
 
+    // A client of its own, dropped (its idle connections closed) before the streams
+    // open: the server counts them against its connection cap until it times them out.
+    let joiner = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let tokens = join_tickets(
-        &http,
+        &joiner,
         &args.stack.waiting_room_url,
         event_id,
         args.streams,
         args.concurrency,
     )
     .await?;
+    drop(joiner);
     let ticks = listen_to_ticks(&args, partition).await?;
 
     eprintln!("opening {} streams", tokens.len());
+    let total = tokens.len();
     let connected = Arc::new(AtomicUsize::new(0));
     let settled = Arc::new(AtomicUsize::new(0));
     let stream_client = reqwest::Client::builder().http1_only().build()?;
     let gate = Arc::new(Semaphore::new(args.concurrency));
-    let handles: Vec<_> = tokens
-        .into_iter()
-        .map(|token| {
+    let mut stages: Vec<usize> = args
+        .rss_at
+        .iter()
+        .copied()
+        .filter(|&count| count > 0 && count < total)
+        .collect();
+    stages.sort_unstable();
+    stages.dedup();
+    stages.push(total);
+    let sample = || async {
+        // Let the last connections' transient allocations go before reading RSS.
+        tokio::time::sleep(RSS_SETTLE).await;
+        args.server_pid.and_then(rss_bytes)
+    };
+    let mut rss_samples = vec![RssSample {
+        streams: 0,
+        rss: sample().await,
+    }];
+    let mut tokens = tokens.into_iter();
+    let mut handles = Vec::with_capacity(total);
+    let mut connect_time = Duration::ZERO;
+    for stage in stages {
+        let connect_started = Instant::now();
+        handles.extend(tokens.by_ref().take(stage - handles.len()).map(|token| {
             let url = format!("{}/v1/tickets/{token}/events", args.stack.waiting_room_url);
             let (client, gate) = (stream_client.clone(), gate.clone());
             let (connected, settled) = (connected.clone(), settled.clone());
             tokio::spawn(async move { follow(client, url, gate, connected, settled).await })
-        })
-        .collect();
-    let total = handles.len();
-    let connect_started = Instant::now();
-    while settled.load(Ordering::Relaxed) + connected.load(Ordering::Relaxed) < total {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        }));
+        while settled.load(Ordering::Relaxed) + connected.load(Ordering::Relaxed) < stage {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            anyhow::ensure!(
+                connect_started.elapsed() < Duration::from_secs(args.timeout_seconds),
+                "streams did not connect in time"
+            );
+        }
+        connect_time += connect_started.elapsed();
+        let streams = connected.load(Ordering::Relaxed);
         eprintln!(
-            "  {} connected, {} refused or broken",
-            connected.load(Ordering::Relaxed),
+            "  {streams} connected, {} refused or broken",
             settled.load(Ordering::Relaxed)
         );
-        anyhow::ensure!(
-            connect_started.elapsed() < Duration::from_secs(args.timeout_seconds),
-            "streams did not connect in time"
-        );
+        rss_samples.push(RssSample {
+            streams,
+            rss: sample().await,
+        });
     }
-    let connect_seconds = connect_started.elapsed().as_secs_f64();
-    let rss_connected = args.server_pid.and_then(rss_bytes);
+    let connect_seconds = connect_time.as_secs_f64();
+    let rss_connected = rss_samples.last().and_then(|sample| sample.rss);
 
     eprintln!("all streams open; opening the event");
     load_event.update(&event("open")).await?;
@@ -161,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
             &ticks,
             connect_seconds,
             drain_seconds,
-            rss_connected,
+            &rss_samples,
             rss_peak
         )
     );
@@ -254,9 +307,10 @@ fn report(
     ticks: &HashMap<i64, Instant>,
     connect_seconds: f64,
     drain_seconds: f64,
-    rss_connected: Option<u64>,
+    rss_samples: &[RssSample],
     rss_peak: u64,
 ) -> String {
+    let rss_connected = rss_samples.last().and_then(|sample| sample.rss);
     let connected = outcomes.iter().filter(|o| o.connected).count();
     let mut refusals: HashMap<&str, usize> = HashMap::new();
     for refused in outcomes.iter().filter_map(|o| o.refused.as_deref()) {
@@ -285,6 +339,7 @@ fn report(
         "| streams | connected | refused | dropped (no terminal event) | terminal events | deliveries (timed) | tick→client p50 / p95 / p99 / max | server RSS connected / peak | connect time | drain time |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n\
          | {} | {connected} | {} | {dropped} | {} | {deliveries} ({}) | {:.0} / {:.0} / {:.0} / {:.0} ms | {} / {:.0} MiB | {connect_seconds:.1} s | {drain_seconds:.1} s |\n\n\
+         {}\n\n\
          Policy: {} per tick every {} ms, one queue, one waiting-room instance.{}",
         args.streams,
         outcomes.iter().filter(|o| o.refused.is_some()).count(),
@@ -296,6 +351,7 @@ fn report(
         delays_ms.last().copied().unwrap_or(f64::NAN),
         rss_connected.map_or("n/a".to_owned(), |rss| format!("{:.0}", mib(rss))),
         mib(rss_peak),
+        memory_per_stream(rss_samples),
         args.batch_size,
         args.interval_ms,
         if refusals.is_empty() {
@@ -303,5 +359,47 @@ fn report(
         } else {
             format!(" Refusals: {}.", format_counts(&refusals))
         },
+    )
+}
+
+/// The server's memory per open stream: the marginal cost between the first stage and
+/// all streams open, and the whole RSS divided by the streams.
+fn memory_per_stream(samples: &[RssSample]) -> String {
+    let known: Vec<(usize, u64)> = samples
+        .iter()
+        .filter_map(|sample| Some((sample.streams, sample.rss?)))
+        .collect();
+    let (Some(&(_, before)), Some(&(all, last))) = (known.first(), known.last()) else {
+        return "Server memory per stream: n/a (no server pid).".to_owned();
+    };
+    let kib = |bytes: f64| bytes / 1024.0;
+    let per_stream = |(from_streams, from_rss): (usize, u64),
+                      (to_streams, to_rss): (usize, u64)| {
+        kib((to_rss as f64 - from_rss as f64) / (to_streams as f64 - from_streams as f64))
+    };
+    let steps = known
+        .iter()
+        .map(|(streams, rss)| format!("{streams}: {:.0} MiB", *rss as f64 / (1024.0 * 1024.0)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // The first stage after zero, so the baseline and the first connections' warm-up
+    // (runtime, allocator) fall outside the difference.
+    let marginal = match known.get(1) {
+        Some(&first) if known.len() > 2 && all > first.0 => {
+            format!("{:.1} KiB", per_stream(first, (all, last)))
+        }
+        _ => "n/a".to_owned(),
+    };
+    format!(
+        "Server memory per open stream: marginal {marginal} (RSS difference between the \
+         first stage and all {all} streams over the streams opened in between); \
+         {:.1} KiB above the RSS before any stream; {:.1} KiB as RSS / streams. \
+         RSS by open streams: {steps}.",
+        if all > 0 {
+            per_stream((0, before), (all, last))
+        } else {
+            f64::NAN
+        },
+        kib(last as f64 / all.max(1) as f64),
     )
 }

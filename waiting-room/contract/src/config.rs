@@ -213,6 +213,7 @@ impl CommonConfig {
             max_body_bytes: self.max_body_bytes,
             grace: self.shutdown_grace(),
             cors_origins: self.cors_allowed_origins.clone(),
+            event_stream_paths: None,
             connections: ConnectionPolicy {
                 header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
                 max_connections: ConnectionPolicy::connection_cap(self.max_connections),

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::cors::{self, AllowedOrigin};
 use crate::error;
+use crate::event_streams::EventStreamPaths;
 use crate::observability::{self, track_http};
 use crate::readiness::Readiness;
 use crate::server::{self, ConnectionPolicy};
@@ -32,6 +33,9 @@ pub struct ServerSettings {
     /// How long shutdown waits for in-flight requests and tasks.
     pub grace: Duration,
     pub connections: ConnectionPolicy,
+    /// The service's event-stream paths, served off hyper to keep open streams small
+    /// (`None`: every request through hyper).
+    pub event_stream_paths: Option<EventStreamPaths>,
     /// Origins whose front ends may call the public API (`/v1/...`) from the browser.
     pub cors_origins: Vec<AllowedOrigin>,
 }
@@ -180,22 +184,29 @@ impl HttpServer {
     pub async fn run(self) -> anyhow::Result<()> {
         let shutdown = self.supervisor.shutdown().clone();
         let settings = self.settings;
-        let serving = self.listeners.into_iter().map(|(listener, router)| {
-            let shutdown = shutdown.clone();
-            async move {
-                let address = listener.local_addr().ok();
-                tracing::info!(?address, policy = ?settings.connections, "listening");
-                server::serve(
-                    listener,
-                    router,
-                    settings.connections,
-                    &shutdown,
-                    settings.grace,
-                )
-                .await;
-                tracing::info!(?address, "server stopped");
-            }
-        });
+        let serving = self
+            .listeners
+            .into_iter()
+            .enumerate()
+            .map(|(index, (listener, router))| {
+                let shutdown = shutdown.clone();
+                // The operations listener serves no streams.
+                let event_streams = settings.event_stream_paths.filter(|_| index == 0);
+                async move {
+                    let address = listener.local_addr().ok();
+                    tracing::info!(?address, policy = ?settings.connections, "listening");
+                    server::serve(
+                        listener,
+                        router,
+                        settings.connections,
+                        event_streams,
+                        &shutdown,
+                        settings.grace,
+                    )
+                    .await;
+                    tracing::info!(?address, "server stopped");
+                }
+            });
         futures::future::join_all(serving).await;
         self.supervisor.finish(settings.grace).await
     }

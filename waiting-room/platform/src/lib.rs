@@ -23,6 +23,7 @@ pub mod bearer;
 pub mod connections;
 pub mod cors;
 pub mod error;
+pub mod event_streams;
 pub mod hex;
 pub mod http;
 pub mod observability;

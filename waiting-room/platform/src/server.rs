@@ -8,7 +8,9 @@
 //! of descriptors for its own database, Redis and Kafka connections. Accepted sockets
 //! get TCP keepalive probes and, on Linux, `TCP_USER_TIMEOUT`, so a client that vanished
 //! without a reset (a phone leaving coverage) frees its connection, its stream and its
-//! "seen" within seconds, not the minutes the kernel defaults take.
+//! "seen" within seconds, not the minutes the kernel defaults take. A connection whose
+//! first request opens one of the service's event streams is served off hyper
+//! ([`event_streams`](crate::event_streams)), which keeps an open stream small.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use crate::event_streams::{self, EventStreamPaths};
 
 /// Connections refused at the cap (counted from zero, so its rate is never absent).
 const CONNECTIONS_REFUSED: &str = "http_connections_refused_total";
@@ -115,11 +119,13 @@ pub fn open_file_limit() -> Option<u64> {
 }
 
 /// Serves `router` on `listener` until `shutdown`, then asks every connection to finish
-/// its in-flight request and waits up to `grace` for them.
+/// its in-flight request and waits up to `grace` for them. Requests for `event_streams`
+/// paths that open a connection are served off hyper.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     policy: ConnectionPolicy,
+    event_streams: Option<EventStreamPaths>,
     shutdown: &CancellationToken,
     grace: Duration,
 ) {
@@ -153,16 +159,13 @@ pub async fn serve(
             continue;
         };
         configure(&stream, policy.keepalive);
-        let service = router
-            .clone()
-            .map_request(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(remote));
-                request
-            });
+        let router = router.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let shutdown = shutdown.clone();
         metrics::gauge!("http_connections_open").increment(1.0);
         tokio::spawn(async move {
+            let mut stream = stream;
             // hyper's header timer starts with the first byte: a client that sends none
             // is timed out here (peek: readiness alone can be spurious).
             let mut first = [0u8; 1];
@@ -170,12 +173,31 @@ pub async fn serve(
                 .await
                 .is_ok_and(|peeked| peeked.is_ok_and(|bytes| bytes > 0))
             {
-                let connection = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                );
-                if let Err(error) = watcher.watch(connection).await {
-                    tracing::debug!(%error, %remote, "connection ended with an error");
+                let stream_request = match event_streams {
+                    Some(paths) => event_streams::take_request(&mut stream, paths, remote).await,
+                    None => None,
+                };
+                match stream_request {
+                    Some(request) => {
+                        event_streams::serve(stream, request, router, &shutdown).await;
+                        // Held until here: shutdown waits for the stream to end.
+                        drop(watcher);
+                    }
+                    None => {
+                        let service = router.map_request(move |mut request: Request<Incoming>| {
+                            request.extensions_mut().insert(ConnectInfo(remote));
+                            request
+                        });
+                        let connection = builder.serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            TowerToHyperService::new(service),
+                        );
+                        // Boxed: this task's future is as large as its largest state, and
+                        // an event stream's should not be a hyper connection's.
+                        if let Err(error) = Box::pin(watcher.watch(connection)).await {
+                            tracing::debug!(%error, %remote, "connection ended with an error");
+                        }
+                    }
                 }
             }
             metrics::gauge!("http_connections_open").decrement(1.0);

@@ -87,6 +87,13 @@ pub async fn my_events(
     open(state, token).await
 }
 
+/// Whether `path` is one of the two routes above (the server serves them off hyper).
+pub fn is_stream_path(path: &str) -> bool {
+    path.strip_prefix("/v1/tickets/")
+        .and_then(|rest| rest.strip_suffix("/events"))
+        .is_some_and(|token| !token.is_empty() && !token.contains('/'))
+}
+
 async fn open(state: SharedState, token: String) -> Result<Response, WaitingRoomError> {
     let claims = status::verify(&state, &token)?;
     let retry_after_seconds = state.retry_after_seconds;
@@ -294,5 +301,20 @@ impl TicketWatcher {
             .id(status.serving_number.to_string())
             .json_data(status)
             .unwrap_or_else(|_| Event::default().event(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_stream_path;
+
+    #[test]
+    fn only_the_two_stream_routes_are_stream_paths() {
+        assert!(is_stream_path("/v1/tickets/me/events"));
+        assert!(is_stream_path("/v1/tickets/eyJ.abc.def/events"));
+        assert!(!is_stream_path("/v1/tickets/me"));
+        assert!(!is_stream_path("/v1/tickets//events"));
+        assert!(!is_stream_path("/v1/tickets/a/b/events"));
+        assert!(!is_stream_path("/admin/events/x/stats/events"));
     }
 }
