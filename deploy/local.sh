@@ -581,6 +581,21 @@ check_no_test_code_in_services() {
   fi
 }
 
+# The fans' and operators' flows end to end, the join and status paths and the activator
+# again with every service in cluster mode, on six local cluster nodes (the whole suite
+# passes there too: `REDIS_CLUSTER=1 deploy/local.sh test`; CI runs this share of it).
+test_on_redis_cluster() {
+  (
+    export REDIS_CLUSTER=1
+    load_env
+    redis_up
+    cargo test -p e2e --test activation --test reservations --test live_position \
+      --test post_sale_report --test event_lifecycle
+    cargo test -p waiting-room --test join --test admin
+    cargo test -p activator --test activation --test received
+  )
+}
+
 cmd_test() {
   local started=$SECONDS
   deps_up
@@ -618,6 +633,8 @@ cmd_test() {
   check_no_test_code_in_services
   say "cargo test (unit and integration, against the real services)"
   cargo test --workspace
+  say "the acceptance flows again, against a local Redis Cluster (REDIS_CLUSTER=1)"
+  test_on_redis_cluster
   say "the services against their OpenAPI documents (deploy/api-fuzz.sh, schemathesis)"
   deploy/api-fuzz.sh
   say "all test suites passed in $((SECONDS - started)) s"

@@ -88,6 +88,9 @@ pub(crate) async fn serve(
     router: Router,
     shutdown: &CancellationToken,
 ) {
+    // The head and each event are separate small writes: without this, Nagle's algorithm
+    // would hold the first event back until the client acknowledged the head.
+    let _ = stream.set_nodelay(true);
     // Boxed: the router's future is large and done once the response starts.
     let Ok(response) = Box::pin(router.oneshot(request)).await;
     let (head, body) = response_head(response);

@@ -25,6 +25,7 @@ const CLUSTER_RETRIES: u32 = 6;
 
 /// Where Redis is: one server, or the seed nodes of a cluster.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant, reason = "one per process, cloned rarely")]
 pub enum RedisClient {
     Single(redis::Client),
     Cluster {
