@@ -279,6 +279,28 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_takes_its_seed_nodes_from_the_url_list_and_refuses_an_empty_one() {
+        let cluster = parse(&[
+            "--redis-cluster",
+            "--redis-url",
+            "redis://127.0.0.1:7000/, redis://127.0.0.1:7001/",
+        ])
+        .expect("valid settings");
+        let client = cluster.redis_client().expect("a cluster client");
+        assert!(client.is_cluster());
+        assert_eq!(client.address(), "127.0.0.1:7000,127.0.0.1:7001");
+        let empty = parse(&["--redis-cluster", "--redis-url", " , "]).expect("valid flags");
+        assert!(empty.redis_client().is_err(), "a cluster without nodes");
+        let bad = parse(&[
+            "--redis-cluster",
+            "--redis-url",
+            "redis://127.0.0.1:7000/,nonsense",
+        ])
+        .expect("valid flags");
+        assert!(bad.redis_client().is_err(), "a node that is no URL");
+    }
+
+    #[test]
     fn connection_settings_refuse_values_that_would_disable_them() {
         for bad in [
             ["--header-read-timeout-seconds", "0"],
